@@ -1,0 +1,416 @@
+"""The `raftsched` command line: run nodes, and talk to any node of a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from raftsched import config as configmod
+from raftsched.rpc.client import Client
+from raftsched.v1 import jobs_pb2
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REFUSED = 4
+EXIT_UNAVAILABLE = 5
+
+EXIT_CODES_HELP = """exit codes:
+  0  success
+  1  a job waited for (--wait) did not succeed
+  2  usage error (bad flags or config)
+  3  not found (unknown job id)
+  4  refused (invalid argument, or not possible in the job's state)
+  5  cluster unavailable (no node reachable, no leader)
+"""
+
+STATES = [s for s in jobs_pb2.JobState if s != "JOB_STATE_UNSPECIFIED"]
+
+
+def _color(text: str, code: str) -> str:
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    return f"\x1b[{code}m{text}\x1b[0m"
+
+
+STATE_COLORS = {"SUCCEEDED": "32", "FAILED": "31", "CANCELLED": "33", "RUNNING": "36",
+                "ASSIGNED": "34", "PENDING": "37"}
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [len(h) for h in header]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    for r in rows:
+        cells = []
+        for i, c in enumerate(r):
+            cell = c.ljust(widths[i])
+            if header[i] == "STATE":
+                cell = _color(cell, STATE_COLORS.get(c, "0"))
+            cells.append(cell)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _ts(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}" if t else "-"
+
+
+def _cmd(spec: jobs_pb2.JobSpec) -> str:
+    text = spec.shell if spec.use_shell else " ".join(spec.command)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _dump(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _job_dict(j: jobs_pb2.Job) -> dict[str, Any]:
+    return MessageToDict(j, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+# ---- commands ---------------------------------------------------------------------
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from raftsched import logs
+    from raftsched.node import serve
+
+    cfg = configmod.load(args.config)
+    cfg.node(args.id)  # fail early on an unknown id
+    logs.configure(args.log_format or cfg.log_format, args.log_level or cfg.log_level,
+                   node=args.id)
+    asyncio.run(serve(cfg, args.id))
+    return EXIT_OK
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    from raftsched.launcher import LocalCluster
+
+    cfg = configmod.load(args.config)
+    cluster = LocalCluster(cfg)
+    print(f"starting {len(cfg.nodes)} nodes from {cfg.path} (Ctrl-C stops them)", file=sys.stderr)
+    cluster.start()
+    try:
+        return cluster.wait()
+    except KeyboardInterrupt:
+        print("\nstopping nodes...", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        cluster.stop()
+
+
+def _spec_from_args(args: argparse.Namespace) -> jobs_pb2.JobSpec:
+    env = {}
+    for kv in args.env or []:
+        if "=" not in kv:
+            raise SystemExit(f"raftsched: --env {kv!r}: expected NAME=VALUE")
+        k, v = kv.split("=", 1)
+        env[k] = v
+    spec = jobs_pb2.JobSpec(
+        env=env,
+        working_dir=args.cwd or "",
+        resources=jobs_pb2.Resources(cpu_millis=args.cpu, memory_mib=args.mem),
+        priority=args.priority,
+        timeout_seconds=args.timeout,
+        name=args.name or "",
+    )
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if args.shell:
+        spec.use_shell = True
+        spec.shell = " ".join(command)
+    else:
+        spec.command.extend(command)
+    return spec
+
+
+def cmd_submit(args: argparse.Namespace, client: Client) -> int:
+    spec = _spec_from_args(args)
+    ids = [client.submit(spec)] if args.count == 1 else client.submit_batch([spec] * args.count)
+    if not args.wait:
+        if args.json:
+            _dump({"job_ids": ids})
+        else:
+            for i in ids:
+                print(i)
+        return EXIT_OK
+    jobs = _wait(client, ids, quiet=args.json)
+    if args.json:
+        _dump({"jobs": [_job_dict(j) for j in jobs]})
+    else:
+        _print_jobs(jobs)
+    ok = all(j.state == jobs_pb2.SUCCEEDED for j in jobs)
+    return EXIT_OK if ok else EXIT_JOB_FAILED
+
+
+TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
+
+
+def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
+    left = set(ids)
+    done: dict[str, jobs_pb2.Job] = {}
+    tty = sys.stderr.isatty() and not quiet
+    while left:
+        for jid in list(left):
+            j = client.get(jid)
+            if j.state in TERMINAL:
+                done[jid] = j
+                left.discard(jid)
+        if tty:
+            sys.stderr.write(f"\r{len(done)}/{len(ids)} finished")
+            sys.stderr.flush()
+        if left:
+            time.sleep(0.1)
+    if tty:
+        sys.stderr.write("\n")
+    return [done[i] for i in ids]
+
+
+def _print_jobs(jobs: Sequence[jobs_pb2.Job]) -> None:
+    rows = [
+        [j.id, jobs_pb2.JobState.Name(j.state), j.node_id or "-", str(j.attempt),
+         str(j.spec.priority),
+         str(j.exit_code) if j.has_exit_code else "-", _cmd(j.spec), j.reason]
+        for j in jobs
+    ]
+    print(table(rows, ["ID", "STATE", "NODE", "ATTEMPT", "PRIO", "EXIT", "COMMAND", "REASON"]))
+
+
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    j = client.get(args.job_id)
+    if args.json:
+        _dump(_job_dict(j))
+        return EXIT_OK
+    s = j.spec
+    r = s.resources
+    print(f"job        {j.id}")
+    state = jobs_pb2.JobState.Name(j.state)
+    print(f"state      {_color(state, STATE_COLORS.get(state, '0'))}")
+    print(f"name       {s.name or '-'}")
+    print(f"command    {s.shell if s.use_shell else s.command!r}{' (shell)' if s.use_shell else ''}")
+    print(f"resources  cpu {r.cpu_millis}m  memory {r.memory_mib} MiB   priority {s.priority}"
+          f"   timeout {s.timeout_seconds:g}s" if s.timeout_seconds else
+          f"resources  cpu {r.cpu_millis}m  memory {r.memory_mib} MiB   priority {s.priority}")
+    print(f"node       {j.node_id or '-'}   attempt {j.attempt}   fencing token {j.fencing_token}")
+    print(f"submitted  {_ts(j.submitted_at)}   assigned {_ts(j.assigned_at)}   "
+          f"started {_ts(j.started_at)}   finished {_ts(j.finished_at)}")
+    if j.has_exit_code:
+        print(f"exit code  {j.exit_code}")
+    if j.reason:
+        print(f"reason     {j.reason}")
+    if j.stdout_tail:
+        print("--- stdout (tail) ---")
+        print(j.stdout_tail.rstrip("\n"))
+    if j.stderr_tail:
+        print("--- stderr (tail) ---")
+        print(j.stderr_tail.rstrip("\n"))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, client: Client) -> int:
+    states = [jobs_pb2.JobState.Value(s.upper()) for s in args.state or []]
+    if args.all:
+        jobs = list(client.list_all(states, args.on_node or ""))
+        total = len(jobs)
+    else:
+        resp = client.list_page(states, args.on_node or "", args.limit, args.page_token or "")
+        jobs, total = list(resp.jobs), resp.total
+        if resp.next_page_token and not args.json:
+            print(f"# {len(jobs)} of {total}; next page: --page-token {resp.next_page_token}",
+                  file=sys.stderr)
+    if args.json:
+        _dump({"jobs": [_job_dict(j) for j in jobs], "total": total})
+    else:
+        _print_jobs(jobs)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
+    j = client.cancel(args.job_id)
+    if args.json:
+        _dump(_job_dict(j))
+    else:
+        print(f"{j.id} {jobs_pb2.JobState.Name(j.state)}")
+    return EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
+    nodes = client.nodes()
+    st = client.status(include_replicas=True)
+    reps = {r.node_id: r for r in st.replicas}
+    if args.json:
+        _dump({
+            "leader": st.leader_id,
+            "nodes": [MessageToDict(n, preserving_proto_field_name=True) for n in nodes],
+            "replicas": [MessageToDict(r, preserving_proto_field_name=True) for r in st.replicas],
+        })
+        return EXIT_OK
+    rows = []
+    for n in nodes:
+        r = reps.get(n.id)
+        role = r.raft_state if r and r.reachable else "unreachable"
+        cpu = f"{n.allocated.cpu_millis}/{n.capacity.cpu_millis}m"
+        mem = f"{n.allocated.memory_mib}/{n.capacity.memory_mib}Mi"
+        rows.append([
+            n.id, "up" if n.alive else "down", role, str(n.running_jobs), cpu, mem,
+            str(r.applied_index) if r and r.reachable else "-",
+            r.state_digest[:12] if r and r.reachable else "-",
+            n.grpc_address,
+        ])
+    print(table(rows, ["NODE", "HEALTH", "RAFT", "JOBS", "CPU", "MEMORY", "APPLIED",
+                       "DIGEST", "ADDRESS"]))
+    return EXIT_OK
+
+
+def cmd_leader(args: argparse.Namespace, client: Client) -> int:
+    st = client.status()
+    if args.json:
+        _dump({"leader_id": st.leader_id, "leader_address": st.leader_address, "term": st.term,
+               "commit_index": st.commit_index, "answered_by": st.node_id})
+    elif not st.leader_id:
+        print("no leader elected yet")
+        return EXIT_UNAVAILABLE
+    else:
+        print(f"{st.leader_id} {st.leader_address} term {st.term} commit index {st.commit_index}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from raftsched.demo import run_demo
+
+    return run_demo(args.config, args.jobs)
+
+
+# ---- parser -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="raftsched",
+        description="raftsched: a Raft-replicated distributed job scheduler.\n\n"
+        "Client commands talk to any node: reads are answered from that node's replica,\n"
+        "writes are forwarded to the leader. By default the nodes of --config are tried\n"
+        "in turn; --node HOST:PORT picks one.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument("--config", default=os.environ.get("RAFTSCHED_CONFIG", "cluster.toml"),
+                   help="cluster config file (default: cluster.toml or $RAFTSCHED_CONFIG)")
+    p.add_argument("--node", action="append", metavar="HOST:PORT",
+                   help="gRPC address of a node to talk to (repeatable)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--timeout", dest="rpc_timeout", type=float, default=20.0,
+                   help="seconds to keep retrying a call (default 20)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sp = sub.add_parser("node", help="run one node of the cluster", formatter_class=fmt,
+                        description="Run one raftsched node (Raft replica, gRPC API, executor).\n"
+                        "Example: raftsched node --config cluster.toml --id n1")
+    sp.add_argument("--id", required=True, help="node id from the config")
+    sp.add_argument("--log-format", choices=["console", "json"], help="override config")
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.set_defaults(func=cmd_node, needs_client=False)
+
+    cp = sub.add_parser("cluster", help="manage a local cluster")
+    csub = cp.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
+    up = csub.add_parser("up", help="start every node of --config on this machine; Ctrl-C stops")
+    up.set_defaults(func=cmd_cluster_up, needs_client=False)
+
+    sp = sub.add_parser(
+        "submit", help="submit a job", formatter_class=fmt,
+        description="Submit a job. The command is an argv list, run without a shell:\n"
+        "  raftsched submit -- python3 -c 'print(42)'\n"
+        "With --shell the words are joined and run by /bin/sh -c:\n"
+        "  raftsched submit --shell -- 'echo hi | tr a-z A-Z'",
+        epilog=EXIT_CODES_HELP)
+    sp.add_argument("--shell", action="store_true", help="run the command through /bin/sh -c")
+    sp.add_argument("--cpu", type=int, default=100, help="CPU request in millicores (default 100)")
+    sp.add_argument("--mem", type=int, default=64, help="memory request in MiB (default 64)")
+    sp.add_argument("--priority", type=int, default=0, help="-1000..1000, higher first (default 0)")
+    sp.add_argument("--timeout", type=float, default=0.0, help="seconds; 0 = none (default)")
+    sp.add_argument("--env", action="append", metavar="NAME=VALUE", help="environment (repeatable)")
+    sp.add_argument("--cwd", help="absolute working directory on the node")
+    sp.add_argument("--name", help="a label shown in listings")
+    sp.add_argument("--count", type=int, default=1, help="submit N copies as one batch")
+    sp.add_argument("--wait", action="store_true", help="wait until the job(s) finish; exit 1 "
+                    "unless all succeeded")
+    sp.add_argument("command", nargs=argparse.REMAINDER, help="program and arguments")
+    sp.set_defaults(func=cmd_submit, needs_client=True)
+
+    sp = sub.add_parser("status", help="show one job", epilog=EXIT_CODES_HELP,
+                        formatter_class=fmt)
+    sp.add_argument("job_id")
+    sp.set_defaults(func=cmd_status, needs_client=True)
+
+    sp = sub.add_parser("list", help="list jobs", epilog=EXIT_CODES_HELP, formatter_class=fmt,
+                        description="List jobs in submission order, one page at a time.")
+    sp.add_argument("--state", action="append", type=str.upper, choices=STATES,
+                    help="only jobs in this state (repeatable)")
+    sp.add_argument("--on-node", metavar="NODE_ID", help="only jobs on this node")
+    sp.add_argument("--limit", type=int, default=50, help="page size (default 50, max 1000)")
+    sp.add_argument("--page-token", help="continue from a previous page")
+    sp.add_argument("--all", action="store_true", help="fetch every page")
+    sp.set_defaults(func=cmd_list, needs_client=True)
+
+    sp = sub.add_parser("cancel", help="cancel a pending job", epilog=EXIT_CODES_HELP,
+                        formatter_class=fmt)
+    sp.add_argument("job_id")
+    sp.set_defaults(func=cmd_cancel, needs_client=True)
+
+    sp = sub.add_parser("nodes", help="nodes: health, Raft role, load, applied index, digest")
+    sp.set_defaults(func=cmd_nodes, needs_client=True)
+
+    sp = sub.add_parser("leader", help="show the current Raft leader")
+    sp.set_defaults(func=cmd_leader, needs_client=True)
+
+    sp = sub.add_parser("demo", help="start the local cluster, run a workload, stop")
+    sp.add_argument("--jobs", type=int, default=60, help="number of jobs (default 60)")
+    sp.set_defaults(func=cmd_demo, needs_client=False)
+    return p
+
+
+def _addresses(args: argparse.Namespace) -> list[str]:
+    if args.node:
+        return list(args.node)
+    cfg = configmod.load(args.config)
+    return [n.grpc for n in cfg.nodes]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if not args.needs_client:
+            return int(args.func(args) or 0)
+        with Client(_addresses(args), timeout=args.rpc_timeout) as client:
+            return int(args.func(args, client) or 0)
+    except configmod.ConfigError as e:
+        print(f"raftsched: config: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except grpc.RpcError as e:
+        code = e.code()
+        print(f"raftsched: {code.name}: {e.details()}", file=sys.stderr)
+        if code == grpc.StatusCode.NOT_FOUND:
+            return EXIT_NOT_FOUND
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.PERMISSION_DENIED):
+            return EXIT_REFUSED
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130

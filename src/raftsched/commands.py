@@ -1,0 +1,94 @@
+"""Replicated commands. One frozen dataclass per command.
+
+Every command carries `rid` (request id: applied at most once) and `ts` (the
+leader's clock when it proposed the command): apply never reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftsched.model import JobSpec, Node
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitJobs:
+    rid: str
+    ts: float
+    jobs: tuple[tuple[str, JobSpec], ...]  # (job id made by the leader, spec)
+
+
+@dataclass(frozen=True, slots=True)
+class AssignItem:
+    job_id: str
+    node_id: str
+    attempt: int  # the job's current attempt: compare-and-swap guard
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    rid: str
+    ts: float
+    items: tuple[AssignItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartedItem:
+    job_id: str
+    attempt: int
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobsStarted:
+    rid: str
+    ts: float
+    items: tuple[StartedItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedItem:
+    job_id: str
+    attempt: int
+    token: int
+    exit_code: int | None  # None: the process never ran or was killed
+    timed_out: bool = False
+    error: str = ""  # could not start, or other failure reason
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobsFinished:
+    rid: str
+    ts: float
+    items: tuple[FinishedItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    rid: str
+    ts: float
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUp:
+    """Register a node or refresh its description; marks it alive."""
+
+    rid: str
+    ts: float
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    """The leader saw no heartbeat within the TTL: return the node's work to PENDING."""
+
+    rid: str
+    ts: float
+    node_id: str
+    reason: str
+
+
+Command = SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown

@@ -1,0 +1,174 @@
+"""cluster.toml: the static description of a cluster and its nodes."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raftsched.model import Resources
+from raftsched.placement import Strategy
+
+DEMO_SECRET = "raftsched-local-demo-secret"
+FSYNC_MODES = ("always", "batch", "never")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    raft: str
+    grpc: str
+    capacity: Resources
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    path: Path
+    name: str
+    secret: str
+    data_dir: Path
+    strategy: Strategy
+    heartbeat_interval: float
+    heartbeat_ttl: float
+    election_timeout_min: float
+    election_timeout_max: float
+    append_entries_batch: bool
+    fsync: str
+    log_compaction_entries: int
+    kill_grace: float
+    log_format: str
+    log_level: str
+    nodes: tuple[NodeConfig, ...]
+
+    def node(self, node_id: str) -> NodeConfig:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        known = ", ".join(n.id for n in self.nodes)
+        raise ConfigError(f"node id {node_id!r} is not in {self.path} (known: {known})")
+
+    def node_by_raft(self, raft_addr: str) -> NodeConfig | None:
+        for n in self.nodes:
+            if n.raft == raft_addr:
+                return n
+        return None
+
+    def node_data_dir(self, node_id: str) -> Path:
+        return self.data_dir / node_id
+
+    def max_capacity(self) -> Resources:
+        return Resources(
+            max(n.capacity.cpu_millis for n in self.nodes),
+            max(n.capacity.memory_mib for n in self.nodes),
+        )
+
+
+def _addr(value: object, where: str) -> str:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{where}: expected 'host:port', got {value!r}")
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: expected 'host:port', got {value!r}")
+    return value
+
+
+def _is_loopback(addr: str) -> bool:
+    host = addr.rpartition(":")[0]
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def load(path: str | os.PathLike[str]) -> ClusterConfig:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    return parse(raw, p)
+
+
+def parse(raw: dict, p: Path) -> ClusterConfig:
+    c = raw.get("cluster", {})
+    secret = os.environ.get("RAFTSCHED_SECRET") or c.get("secret", "")
+    if not secret:
+        raise ConfigError(
+            f"{p}: [cluster] secret is empty; set it (or RAFTSCHED_SECRET): without it anyone "
+            "reaching the Raft port could run code on the node"
+        )
+    nodes_raw = raw.get("nodes", [])
+    if not nodes_raw:
+        raise ConfigError(f"{p}: no [[nodes]] defined")
+    nodes = []
+    seen: set[str] = set()
+    for i, n in enumerate(nodes_raw):
+        where = f"{p}: nodes[{i}]"
+        nid = n.get("id")
+        if not isinstance(nid, str) or not nid or not nid.replace("-", "").isalnum():
+            raise ConfigError(f"{where}: id must be a non-empty alphanumeric string")
+        if nid in seen:
+            raise ConfigError(f"{where}: duplicate node id {nid!r}")
+        seen.add(nid)
+        cpu, mem = int(n.get("cpu_millis", 0)), int(n.get("memory_mib", 0))
+        if cpu <= 0 or mem <= 0:
+            raise ConfigError(f"{where}: cpu_millis and memory_mib must be positive")
+        labels = {str(k): str(v) for k, v in n.get("labels", {}).items()}
+        nodes.append(
+            NodeConfig(
+                id=nid,
+                raft=_addr(n.get("raft"), f"{where}.raft"),
+                grpc=_addr(n.get("grpc"), f"{where}.grpc"),
+                capacity=Resources(cpu, mem),
+                labels=labels,
+            )
+        )
+    if secret == DEMO_SECRET:
+        for n in nodes:
+            if not (_is_loopback(n.raft) and _is_loopback(n.grpc)):
+                raise ConfigError(
+                    f"{p}: the demo secret may only be used on loopback addresses; "
+                    f"node {n.id} listens on {n.raft}/{n.grpc}. Set a real secret."
+                )
+    data_dir = Path(c.get("data_dir", "data"))
+    if not data_dir.is_absolute():
+        data_dir = (p.parent / data_dir).resolve()
+    fsync = c.get("fsync", "never")
+    if fsync not in FSYNC_MODES:
+        raise ConfigError(f"{p}: fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
+    try:
+        strategy = Strategy(c.get("strategy", "spread"))
+    except ValueError:
+        choices = ", ".join(s.value for s in Strategy)
+        raise ConfigError(f"{p}: strategy must be one of {choices}") from None
+    hb = float(c.get("heartbeat_interval", 0.2))
+    ttl = float(c.get("heartbeat_ttl", 1.5))
+    if not 0 < hb < ttl:
+        raise ConfigError(f"{p}: need 0 < heartbeat_interval < heartbeat_ttl")
+    emin = float(c.get("election_timeout_min", 0.3))
+    emax = float(c.get("election_timeout_max", 0.6))
+    if not 0 < emin < emax:
+        raise ConfigError(f"{p}: need 0 < election_timeout_min < election_timeout_max")
+    return ClusterConfig(
+        path=p,
+        name=str(c.get("name", "raftsched")),
+        secret=secret,
+        data_dir=data_dir,
+        strategy=strategy,
+        heartbeat_interval=hb,
+        heartbeat_ttl=ttl,
+        election_timeout_min=emin,
+        election_timeout_max=emax,
+        append_entries_batch=bool(c.get("append_entries_batch", False)),
+        fsync=fsync,
+        log_compaction_entries=int(c.get("log_compaction_entries", 20000)),
+        kill_grace=float(c.get("kill_grace", 3.0)),
+        log_format=str(c.get("log_format", "console")),
+        log_level=str(c.get("log_level", "info")),
+        nodes=tuple(nodes),
+    )

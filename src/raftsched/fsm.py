@@ -1,0 +1,403 @@
+"""The replicated job state machine. Pure and deterministic.
+
+`apply(state, cmd)` is the only way state changes. It never reads a clock,
+random numbers or the network: time and ids arrive inside the command. A
+rejection is returned as a `Result`, never raised, so every replica takes the
+same path. Each command's request id is remembered (bounded table): a command
+whose id was already applied returns the first result and changes nothing
+(Raft thesis §6.3, client sessions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from raftsched import codec
+from raftsched.commands import (
+    Assign,
+    CancelJob,
+    Command,
+    FinishedItem,
+    JobsFinished,
+    JobsStarted,
+    NodeDown,
+    NodeUp,
+    SubmitJobs,
+)
+from raftsched.fit import fits
+from raftsched.model import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    Job,
+    JobState,
+    Node,
+    NodeUsage,
+    transition_error,
+)
+
+DEDUP_CAPACITY = 100_000
+OUTPUT_TAIL_LIMIT = 4096
+
+
+class Code(StrEnum):
+    OK = "OK"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID = "INVALID"
+    PRECONDITION = "PRECONDITION"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    code: Code
+    value: Any = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is Code.OK
+
+
+def _ok(value: Any = None) -> Result:
+    return Result(Code.OK, value)
+
+
+class ClusterState:
+    """All replicated state. Fields marked derived are rebuilt from `jobs` on restore."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.nodes: dict[str, Node] = {}
+        self.next_seq = 1
+        self.fencing = 0  # last fencing token handed out; only grows
+        self.applied_index = 0  # Raft index of the last entry applied
+        self.dedup: OrderedDict[str, Result] = OrderedDict()
+        # derived
+        self.usage: dict[str, NodeUsage] = {}
+        self.pending: dict[str, tuple[int, int]] = {}  # job id -> (-priority, seq)
+        self.counts: Counter[JobState] = Counter()
+
+    # ---- derived bookkeeping ----------------------------------------------------
+
+    def _usage(self, node_id: str) -> NodeUsage:
+        u = self.usage.get(node_id)
+        if u is None:
+            u = self.usage[node_id] = NodeUsage()
+        return u
+
+    def _put(self, old: Job | None, new: Job) -> None:
+        """Replace a job and keep the derived indexes in step."""
+        if old is not None:
+            self.counts[old.state] -= 1
+            if old.state is JobState.PENDING:
+                del self.pending[old.id]
+            elif old.state in ACTIVE_STATES:
+                u = self._usage(old.node_id)
+                u.cpu_millis -= old.spec.resources.cpu_millis
+                u.memory_mib -= old.spec.resources.memory_mib
+                u.jobs.discard(old.id)
+        self.counts[new.state] += 1
+        if new.state is JobState.PENDING:
+            self.pending[new.id] = (-new.spec.priority, new.seq)
+        elif new.state in ACTIVE_STATES:
+            u = self._usage(new.node_id)
+            u.cpu_millis += new.spec.resources.cpu_millis
+            u.memory_mib += new.spec.resources.memory_mib
+            u.jobs.add(new.id)
+        self.jobs[new.id] = new
+
+    def rebuild_derived(self) -> None:
+        self.usage = {nid: NodeUsage() for nid in self.nodes}
+        self.pending = {}
+        self.counts = Counter()
+        for job in list(self.jobs.values()):
+            self._put(None, job)
+        # _put adds to jobs again: same object, harmless
+
+    # ---- queries (pure, used by placement and the API) ----------------------------
+
+    def allocated(self, node_id: str) -> NodeUsage:
+        return self.usage.get(node_id) or NodeUsage()
+
+    def pending_in_order(self, limit: int) -> list[Job]:
+        """Pending jobs by priority (high first), then submission order."""
+        best = heapq.nsmallest(limit, self.pending.items(), key=lambda kv: kv[1])
+        return [self.jobs[jid] for jid, _ in best]
+
+    def active_on(self, node_id: str) -> list[Job]:
+        u = self.usage.get(node_id)
+        if u is None:
+            return []
+        return [self.jobs[j] for j in sorted(u.jobs)]
+
+    # ---- snapshot ---------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": codec.STATE_VERSION,
+            "next_seq": self.next_seq,
+            "fencing": self.fencing,
+            "applied_index": self.applied_index,
+            "nodes": [codec.node_to_wire(n) for n in self.nodes.values()],
+            "jobs": [codec.job_to_wire(j) for j in self.jobs.values()],
+            "dedup": [[rid, _result_to_wire(r)] for rid, r in self.dedup.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClusterState:
+        if d.get("version") != codec.STATE_VERSION:
+            raise codec.CodecError(f"unsupported state version {d.get('version')!r}")
+        s = cls()
+        s.next_seq = d["next_seq"]
+        s.fencing = d["fencing"]
+        s.applied_index = d["applied_index"]
+        for w in d["nodes"]:
+            n = codec.node_from_wire(w)
+            s.nodes[n.id] = n
+        for w in d["jobs"]:
+            j = codec.job_from_wire(w)
+            s.jobs[j.id] = j
+        s.dedup = OrderedDict((rid, _result_from_wire(r)) for rid, r in d["dedup"])
+        s.rebuild_derived()
+        return s
+
+    def digest(self) -> str:
+        """sha256 of the canonical encoding: equal digests mean equal replicas."""
+        return state_digest(self.to_dict())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClusterState):
+            return NotImplemented
+        return self.digest() == other.digest()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def state_digest(d: dict[str, Any]) -> str:
+    """Digest of a `ClusterState.to_dict()` result, independent of insertion order."""
+    d = dict(d)
+    d["nodes"] = sorted(d["nodes"], key=lambda w: w[0])
+    d["jobs"] = sorted(d["jobs"], key=lambda w: w[0])
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _result_to_wire(r: Result) -> list[Any]:
+    return [r.code.value, r.value, r.message]
+
+
+def _result_from_wire(w: list[Any]) -> Result:
+    value = w[1]
+    if isinstance(value, list):
+        value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return Result(Code(w[0]), value, w[2])
+
+
+# ---- apply ---------------------------------------------------------------------------
+
+
+def apply(state: ClusterState, cmd: Command) -> Result:
+    """Apply one command. Returns its result; a repeated request id returns the first."""
+    seen = state.dedup.get(cmd.rid)
+    if seen is not None:
+        return seen
+    match cmd:
+        case SubmitJobs():
+            res = _apply_submit(state, cmd)
+        case Assign():
+            res = _apply_assign(state, cmd)
+        case JobsStarted():
+            res = _apply_started(state, cmd)
+        case JobsFinished():
+            res = _apply_finished(state, cmd)
+        case CancelJob():
+            res = _apply_cancel(state, cmd)
+        case NodeUp():
+            res = _apply_node_up(state, cmd)
+        case NodeDown():
+            res = _apply_node_down(state, cmd)
+        case _:
+            res = Result(Code.INVALID, None, f"unknown command {type(cmd).__name__}")
+    # Normalise to the wire shape so a result read back from a snapshot is identical.
+    res = _result_from_wire(json.loads(json.dumps(_result_to_wire(res))))
+    state.dedup[cmd.rid] = res
+    if len(state.dedup) > DEDUP_CAPACITY:
+        state.dedup.popitem(last=False)
+    return res
+
+
+def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
+    ids = [jid for jid, _ in cmd.jobs]
+    if not ids:
+        return Result(Code.INVALID, None, "no jobs in submission")
+    if len(set(ids)) != len(ids):
+        return Result(Code.INVALID, None, "duplicate job id in submission")
+    for jid in ids:
+        if jid in state.jobs:
+            return Result(Code.INVALID, None, f"job id {jid} already exists")
+    for jid, spec in cmd.jobs:
+        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts)
+        state.next_seq += 1
+        state._put(None, job)
+    return _ok(tuple(ids))
+
+
+def _apply_assign(state: ClusterState, cmd: Assign) -> Result:
+    """Compare-and-swap per item. Value: per item, the fencing token or a reason string."""
+    out: list[Any] = []
+    for item in cmd.items:
+        job = state.jobs.get(item.job_id)
+        node = state.nodes.get(item.node_id)
+        if job is None:
+            out.append(f"job {item.job_id} not found")
+        elif job.state is not JobState.PENDING:
+            out.append(f"job {job.id} is {job.state.value}, not PENDING")
+        elif job.attempt != item.attempt:
+            out.append(f"job {job.id} is at attempt {job.attempt}, not {item.attempt}")
+        elif node is None:
+            out.append(f"node {item.node_id} is not registered")
+        elif not node.alive:
+            out.append(f"node {item.node_id} is down")
+        elif not fits(
+            node.capacity, state.allocated(node.id).as_resources(), job.spec.resources
+        ):
+            out.append(f"job {job.id} does not fit on node {node.id}")
+        else:
+            state.fencing += 1
+            state._put(
+                job,
+                replace(
+                    job,
+                    state=JobState.ASSIGNED,
+                    attempt=job.attempt + 1,
+                    node_id=node.id,
+                    fencing_token=state.fencing,
+                    assigned_at=cmd.ts,
+                    started_at=0.0,
+                    finished_at=0.0,
+                    exit_code=None,
+                    reason="",
+                ),
+            )
+            out.append(state.fencing)
+    return _ok(tuple(out))
+
+
+def _check_report(state: ClusterState, job_id: str, attempt: int, token: int) -> Job | str:
+    job = state.jobs.get(job_id)
+    if job is None:
+        return f"job {job_id} not found"
+    if job.attempt != attempt or job.fencing_token != token:
+        return (
+            f"stale report for job {job_id}: attempt {attempt} token {token}, "
+            f"current attempt {job.attempt} token {job.fencing_token}"
+        )
+    if job.state not in ACTIVE_STATES:
+        return f"job {job_id} is {job.state.value}; report refused"
+    return job
+
+
+def _apply_started(state: ClusterState, cmd: JobsStarted) -> Result:
+    out: list[str] = []
+    for item in cmd.items:
+        job = _check_report(state, item.job_id, item.attempt, item.token)
+        if isinstance(job, str):
+            out.append(job)
+        elif job.state is JobState.RUNNING:
+            out.append("")  # repeated report: nothing to do
+        else:
+            state._put(job, replace(job, state=JobState.RUNNING, started_at=cmd.ts))
+            out.append("")
+    return _ok(tuple(out))
+
+
+def _finished_state(item: FinishedItem) -> tuple[JobState, str]:
+    if item.error:
+        return JobState.FAILED, item.error
+    if item.timed_out:
+        return JobState.FAILED, "timed out"
+    if item.exit_code == 0:
+        return JobState.SUCCEEDED, ""
+    if item.exit_code is None:
+        return JobState.FAILED, "no exit code"
+    if item.exit_code < 0:
+        return JobState.FAILED, f"killed by signal {-item.exit_code}"
+    return JobState.FAILED, f"exit code {item.exit_code}"
+
+
+def _apply_finished(state: ClusterState, cmd: JobsFinished) -> Result:
+    out: list[str] = []
+    for item in cmd.items:
+        job = _check_report(state, item.job_id, item.attempt, item.token)
+        if isinstance(job, str):
+            out.append(job)
+            continue
+        target, reason = _finished_state(item)
+        err = transition_error(job.state, target)
+        if err:
+            out.append(err)
+            continue
+        state._put(
+            job,
+            replace(
+                job,
+                state=target,
+                finished_at=cmd.ts,
+                started_at=job.started_at or cmd.ts,
+                exit_code=item.exit_code,
+                reason=reason,
+                stdout_tail=item.stdout_tail[-OUTPUT_TAIL_LIMIT:],
+                stderr_tail=item.stderr_tail[-OUTPUT_TAIL_LIMIT:],
+            ),
+        )
+        out.append("")
+    return _ok(tuple(out))
+
+
+def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
+    job = state.jobs.get(cmd.job_id)
+    if job is None:
+        return Result(Code.NOT_FOUND, None, f"job {cmd.job_id} not found")
+    if job.state is not JobState.PENDING:
+        if job.state in TERMINAL_STATES:
+            msg = f"job {job.id} already finished as {job.state.value}; nothing to cancel"
+        else:
+            msg = (
+                f"job {job.id} is {job.state.value} on node {job.node_id}; "
+                "only PENDING jobs can be cancelled"
+            )
+        return Result(Code.PRECONDITION, None, msg)
+    state._put(
+        job,
+        replace(job, state=JobState.CANCELLED, finished_at=cmd.ts, reason="cancelled by user"),
+    )
+    return _ok(job.id)
+
+
+def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
+    old = state.nodes.get(cmd.node.id)
+    since = cmd.ts if old is None or not old.alive else old.since
+    state.nodes[cmd.node.id] = replace(cmd.node, alive=True, since=since)
+    state._usage(cmd.node.id)
+    return _ok(cmd.node.id)
+
+
+def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
+    node = state.nodes.get(cmd.node_id)
+    if node is None:
+        return Result(Code.NOT_FOUND, None, f"node {cmd.node_id} is not registered")
+    state.nodes[node.id] = replace(node, alive=False, since=cmd.ts)
+    returned: list[str] = []
+    for job in state.active_on(node.id):
+        # Back to PENDING; the next Assign makes a new attempt with a new token.
+        state._put(
+            job,
+            replace(job, state=JobState.PENDING, reason=f"node {node.id} down: {cmd.reason}"),
+        )
+        returned.append(job.id)
+    return _ok(tuple(returned))

@@ -1,0 +1,1 @@
+"""gRPC edge: thin servicers that validate and delegate, clients, conversions."""

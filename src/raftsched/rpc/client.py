@@ -1,0 +1,125 @@
+"""A small synchronous client that works against any node of a cluster.
+
+Writes carry a request id made here, reused on every retry, so a call retried
+after a node or leader failure never applies twice. On UNAVAILABLE the next
+address is tried.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+
+import grpc
+
+from raftsched.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    jobs_pb2,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+class Client:
+    def __init__(self, addresses: Sequence[str], timeout: float = 20.0) -> None:
+        if not addresses:
+            raise ValueError("no node addresses given")
+        self.addresses = list(addresses)
+        self.timeout = timeout
+        self._channels = {a: grpc.insecure_channel(a, options=OPTIONS) for a in self.addresses}
+        self._current = 0
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, service: str, method: str, request, timeout: float | None = None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        last: grpc.RpcError | None = None
+        while True:
+            addr = self.addresses[self._current % len(self.addresses)]
+            ch = self._channels[addr]
+            stub = (scheduler_pb2_grpc.SchedulerStub(ch) if service == "scheduler"
+                    else cluster_pb2_grpc.ClusterStub(ch))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                assert last is not None
+                raise last
+            try:
+                return getattr(stub, method)(request, timeout=left)
+            except grpc.RpcError as e:
+                if e.code() not in RETRYABLE:
+                    raise
+                last = e
+                self._current += 1
+                time.sleep(0.05)
+
+    # ---- jobs ---------------------------------------------------------------------
+
+    def submit(self, spec: jobs_pb2.JobSpec, request_id: str | None = None) -> str:
+        req = scheduler_pb2.SubmitJobRequest(spec=spec, request_id=request_id or uuid.uuid4().hex)
+        return self._call("scheduler", "SubmitJob", req).job_id
+
+    def submit_batch(self, specs: Sequence[jobs_pb2.JobSpec],
+                     request_id: str | None = None) -> list[str]:
+        req = scheduler_pb2.SubmitJobsRequest(specs=specs, request_id=request_id or uuid.uuid4().hex)
+        return list(self._call("scheduler", "SubmitJobs", req).job_ids)
+
+    def get(self, job_id: str) -> jobs_pb2.Job:
+        return self._call("scheduler", "GetJob", scheduler_pb2.GetJobRequest(job_id=job_id))
+
+    def list_page(self, states: Sequence[int] = (), node_id: str = "", page_size: int = 0,
+                  page_token: str = "") -> scheduler_pb2.ListJobsResponse:
+        req = scheduler_pb2.ListJobsRequest(states=states, node_id=node_id,
+                                            page_size=page_size, page_token=page_token)
+        return self._call("scheduler", "ListJobs", req)
+
+    def list_all(self, states: Sequence[int] = (), node_id: str = "") -> Iterator[jobs_pb2.Job]:
+        token = ""
+        while True:
+            resp = self.list_page(states, node_id, 1000, token)
+            yield from resp.jobs
+            if not resp.next_page_token:
+                return
+            token = resp.next_page_token
+
+    def cancel(self, job_id: str, request_id: str | None = None) -> jobs_pb2.Job:
+        req = scheduler_pb2.CancelJobRequest(job_id=job_id, request_id=request_id or uuid.uuid4().hex)
+        return self._call("scheduler", "CancelJob", req).job
+
+    # ---- cluster --------------------------------------------------------------------
+
+    def nodes(self) -> list[cluster_pb2.NodeInfo]:
+        return list(self._call("cluster", "ListNodes", cluster_pb2.ListNodesRequest()).nodes)
+
+    def status(self, include_replicas: bool = False) -> cluster_pb2.ClusterStatusResponse:
+        req = cluster_pb2.ClusterStatusRequest(include_replicas=include_replicas)
+        return self._call("cluster", "ClusterStatus", req)
+
+    def wait_for_leader(self, timeout: float = 30.0) -> cluster_pb2.ClusterStatusResponse:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                st = self.status()
+                if st.leader_id:
+                    return st
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError("no leader elected")
+            time.sleep(0.1)

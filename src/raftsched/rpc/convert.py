@@ -1,0 +1,94 @@
+"""proto <-> model conversions. No logic beyond defaults."""
+
+from __future__ import annotations
+
+from raftsched.model import DEFAULT_REQUEST, Job, JobSpec, JobState, Node, Resources
+from raftsched.v1 import cluster_pb2, jobs_pb2
+
+
+def spec_from_pb(p: jobs_pb2.JobSpec) -> JobSpec:
+    res = DEFAULT_REQUEST
+    if p.HasField("resources"):
+        cpu = p.resources.cpu_millis
+        mem = p.resources.memory_mib
+        # A field left at 0 takes the default request; negative stays negative (refused).
+        res = Resources(cpu if cpu != 0 else DEFAULT_REQUEST.cpu_millis,
+                        mem if mem != 0 else DEFAULT_REQUEST.memory_mib)
+    return JobSpec(
+        command=tuple(p.command),
+        shell=p.shell,
+        use_shell=p.use_shell,
+        env=tuple(sorted(p.env.items())),
+        working_dir=p.working_dir,
+        resources=res,
+        priority=p.priority,
+        timeout_s=p.timeout_seconds,
+        name=p.name,
+    )
+
+
+def spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
+    return jobs_pb2.JobSpec(
+        command=list(s.command),
+        shell=s.shell,
+        use_shell=s.use_shell,
+        env=dict(s.env),
+        working_dir=s.working_dir,
+        resources=jobs_pb2.Resources(
+            cpu_millis=s.resources.cpu_millis, memory_mib=s.resources.memory_mib
+        ),
+        priority=s.priority,
+        timeout_seconds=s.timeout_s,
+        name=s.name,
+    )
+
+
+def state_to_pb(s: JobState) -> int:
+    return int(jobs_pb2.JobState.Value(s.value))
+
+
+def state_from_pb(v: int) -> JobState | None:
+    name = jobs_pb2.JobState.Name(v)
+    try:
+        return JobState(name)
+    except ValueError:
+        return None
+
+
+def job_to_pb(j: Job) -> jobs_pb2.Job:
+    return jobs_pb2.Job(
+        id=j.id,
+        spec=spec_to_pb(j.spec),
+        state=state_to_pb(j.state),  # type: ignore[arg-type]
+        node_id=j.node_id,
+        attempt=j.attempt,
+        fencing_token=j.fencing_token,
+        seq=j.seq,
+        submitted_at=j.submitted_at,
+        assigned_at=j.assigned_at,
+        started_at=j.started_at,
+        finished_at=j.finished_at,
+        exit_code=j.exit_code if j.exit_code is not None else 0,
+        has_exit_code=j.exit_code is not None,
+        reason=j.reason,
+        stdout_tail=j.stdout_tail,
+        stderr_tail=j.stderr_tail,
+    )
+
+
+def resources_to_pb(r: Resources) -> jobs_pb2.Resources:
+    return jobs_pb2.Resources(cpu_millis=r.cpu_millis, memory_mib=r.memory_mib)
+
+
+def node_to_pb(n: Node, allocated: Resources, running: int, hb_age: float) -> cluster_pb2.NodeInfo:
+    return cluster_pb2.NodeInfo(
+        id=n.id,
+        grpc_address=n.grpc_address,
+        raft_address=n.raft_address,
+        capacity=resources_to_pb(n.capacity),
+        allocated=resources_to_pb(allocated),
+        alive=n.alive,
+        running_jobs=running,
+        labels=dict(n.labels),
+        last_heartbeat_age=hb_age,
+    )

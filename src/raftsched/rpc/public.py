@@ -1,0 +1,241 @@
+"""Public gRPC services: Scheduler (jobs) and Cluster (nodes, status).
+
+Servicers translate and delegate: validation lives in `validate`, state changes
+in `fsm` (through the leader), reads come from this node's replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import grpc
+
+from raftsched import validate
+from raftsched.commands import CancelJob, SubmitJobs
+from raftsched.model import TERMINAL_STATES, JobSpec, JobState
+from raftsched.rpc import convert
+from raftsched.rpc.status import replica_status
+from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write
+from raftsched.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    jobs_pb2,
+    node_pb2,
+    node_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from raftsched.node import NodeRuntime
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+def _new_job_id() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+
+    async def _specs(self, pbs: list[jobs_pb2.JobSpec], context: grpc.aio.ServicerContext,
+                     batch: bool) -> list[JobSpec]:
+        if not pbs:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no job specs given")
+        if len(pbs) > validate.MAX_BATCH:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(pbs)} jobs in one batch; at most {validate.MAX_BATCH}",
+            )
+        cap = self.rt.cfg.max_capacity()
+        specs = []
+        for i, pb in enumerate(pbs):
+            spec = convert.spec_from_pb(pb)
+            err = validate.validate_spec(spec, cap)
+            if err:
+                where = f"specs[{i}]: " if batch else ""
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + err)
+            specs.append(spec)
+        return specs
+
+    async def _submit(self, specs: list[JobSpec], request_id: str, context,
+                      forward) -> tuple[str, ...]:
+        rid = request_id or uuid.uuid4().hex
+
+        async def local() -> tuple[str, ...]:
+            cmd = SubmitJobs(rid, time.time(), tuple((_new_job_id(), s) for s in specs))
+            res = await self.rt.propose(cmd)
+            if not res.ok:
+                await abort_for(context, res)
+            return tuple(res.value)
+
+        async def fwd(ch, md):
+            return await forward(ch, md, rid)
+
+        return await leader_write(self.rt, context, rid, local, fwd)
+
+    async def SubmitJob(self, request, context):
+        specs = await self._specs([request.spec] if request.HasField("spec") else [],
+                                  context, batch=False)
+
+        async def forward(ch, md, rid):
+            req = scheduler_pb2.SubmitJobRequest(spec=request.spec, request_id=rid)
+            stub = scheduler_pb2_grpc.SchedulerStub(ch)
+            resp = await stub.SubmitJob(req, **forward_kwargs(md, context.time_remaining()))
+            return (resp.job_id,)
+
+        ids = await self._submit(specs, request.request_id, context, forward)
+        return scheduler_pb2.SubmitJobResponse(job_id=ids[0])
+
+    async def SubmitJobs(self, request, context):
+        specs = await self._specs(list(request.specs), context, batch=True)
+
+        async def forward(ch, md, rid):
+            req = scheduler_pb2.SubmitJobsRequest(specs=request.specs, request_id=rid)
+            stub = scheduler_pb2_grpc.SchedulerStub(ch)
+            resp = await stub.SubmitJobs(req, **forward_kwargs(md, context.time_remaining()))
+            return tuple(resp.job_ids)
+
+        ids = await self._submit(specs, request.request_id, context, forward)
+        return scheduler_pb2.SubmitJobsResponse(job_ids=list(ids))
+
+    async def GetJob(self, request, context):
+        if not request.job_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+        job = self.rt.sm.state.jobs.get(request.job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        return convert.job_to_pb(job)
+
+    async def ListJobs(self, request, context):
+        states = set()
+        for v in request.states:
+            s = convert.state_from_pb(v)
+            if s is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown job state {v}")
+            states.add(s)
+        if request.page_size < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
+        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        after = 0
+        if request.page_token:
+            try:
+                after = int(request.page_token)
+            except ValueError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"page_token {request.page_token!r} is not one this server made")
+        with self.rt.sm.lock:
+            jobs = list(self.rt.sm.state.jobs.values())
+        node = request.node_id
+        matching = [
+            j for j in jobs
+            if (not states or j.state in states) and (not node or j.node_id == node)
+        ]
+        page = [j for j in matching if j.seq > after][:size]
+        next_token = ""
+        if page and page[-1].seq < matching[-1].seq:
+            next_token = str(page[-1].seq)
+        return scheduler_pb2.ListJobsResponse(
+            jobs=[convert.job_to_pb(j) for j in page],
+            next_page_token=next_token,
+            total=len(matching),
+        )
+
+    async def CancelJob(self, request, context):
+        if not request.job_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+        rid = request.request_id or uuid.uuid4().hex
+        st = self.rt.sm.state
+
+        async def local():
+            # Refuse what cannot succeed without writing anything to the log.
+            job = st.jobs.get(request.job_id)
+            if job is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+            if job.state in TERMINAL_STATES:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"job {job.id} already finished as {job.state.value}; nothing to cancel",
+                )
+            res = await self.rt.propose(CancelJob(rid, time.time(), request.job_id))
+            if not res.ok:
+                await abort_for(context, res)
+            return convert.job_to_pb(st.jobs[request.job_id])
+
+        async def fwd(ch, md):
+            stub = scheduler_pb2_grpc.SchedulerStub(ch)
+            req = scheduler_pb2.CancelJobRequest(job_id=request.job_id, request_id=rid)
+            resp = await stub.CancelJob(req, **forward_kwargs(md, context.time_remaining()))
+            return resp.job
+
+        job = await leader_write(self.rt, context, rid, local, fwd)
+        return scheduler_pb2.CancelJobResponse(job=job)
+
+
+class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+
+    async def ListNodes(self, request, context):
+        st = self.rt.sm.state
+        now = time.monotonic()
+        out = []
+        with self.rt.sm.lock:
+            registered = dict(st.nodes)
+            usage = {nid: (u.as_resources(), len(u.jobs)) for nid, u in st.usage.items()}
+        leader_view = self.rt.leader.last_seen if self.rt.is_leader() else {}
+        for nc in self.rt.cfg.nodes:
+            n = registered.pop(nc.id, None)
+            if n is None:
+                info = cluster_pb2.NodeInfo(
+                    id=nc.id, grpc_address=nc.grpc, raft_address=nc.raft,
+                    capacity=convert.resources_to_pb(nc.capacity), alive=False,
+                    labels=nc.labels, last_heartbeat_age=-1,
+                )
+                out.append(info)
+                continue
+            alloc, running = usage.get(n.id, (convert.Resources(0, 0), 0))
+            seen = leader_view.get(n.id)
+            age = max(0.0, now - seen) if seen is not None else -1.0
+            out.append(convert.node_to_pb(n, alloc, running, age))
+        for n in registered.values():  # registered but no longer in the config
+            alloc, running = usage.get(n.id, (convert.Resources(0, 0), 0))
+            out.append(convert.node_to_pb(n, alloc, running, -1.0))
+        return cluster_pb2.ListNodesResponse(nodes=out)
+
+    async def ClusterStatus(self, request, context):
+        rt = self.rt
+        mine = await replica_status(rt)
+        lc = rt.leader_config()
+        with rt.sm.lock:
+            counts = {s.value: rt.sm.state.counts.get(s, 0) for s in JobState}
+        resp = cluster_pb2.ClusterStatusResponse(
+            node_id=rt.me.id,
+            leader_id=lc.id if lc else "",
+            leader_address=lc.grpc if lc else "",
+            term=mine.term,
+            commit_index=mine.commit_index,
+            applied_index=mine.applied_index,
+            state_digest=mine.state_digest,
+            jobs_by_state=counts,
+        )
+        if request.include_replicas:
+            resp.replicas.extend(await asyncio.gather(*(self._peer(nc) for nc in rt.cfg.nodes)))
+        return resp
+
+    async def _peer(self, nc) -> cluster_pb2.ReplicaStatus:
+        if nc.id == self.rt.me.id:
+            return await replica_status(self.rt)
+        stub = node_pb2_grpc.NodeAgentStub(self.rt.channel(nc.grpc))
+        try:
+            resp = await stub.GetReplicaStatus(node_pb2.ReplicaStatusRequest(), timeout=5.0)
+            return resp.status
+        except grpc.aio.AioRpcError as e:
+            return cluster_pb2.ReplicaStatus(node_id=nc.id, reachable=False,
+                                             error=e.details() or str(e.code()))

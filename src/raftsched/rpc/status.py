@@ -1,0 +1,42 @@
+"""This node's replica status: Raft position and a digest of the applied state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from raftsched.fsm import state_digest
+from raftsched.raft_node import raft_role
+from raftsched.v1 import cluster_pb2
+
+if TYPE_CHECKING:
+    from raftsched.node import NodeRuntime
+
+_cache: dict[int, tuple[int, str]] = {}
+
+
+async def replica_status(rt: NodeRuntime) -> cluster_pb2.ReplicaStatus:
+    with rt.sm.lock:
+        state = rt.sm.state
+        index = state.applied_index
+        cached = _cache.get(id(rt))
+        snapshot = None if cached and cached[0] == index else state.to_dict()
+    if snapshot is None:
+        digest = cached[1]  # type: ignore[index]
+    else:
+        digest = await asyncio.to_thread(_digest_of, snapshot)
+        _cache[id(rt)] = (index, digest)
+    so = rt.syncobj
+    return cluster_pb2.ReplicaStatus(
+        node_id=rt.me.id,
+        reachable=True,
+        raft_state=raft_role(so),
+        term=int(so.raftCurrentTerm),
+        commit_index=int(so.raftCommitIndex),
+        applied_index=index,
+        state_digest=digest,
+    )
+
+
+def _digest_of(d: dict) -> str:
+    return state_digest(d)
