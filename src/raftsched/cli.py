@@ -33,7 +33,7 @@ EXIT_CODES_HELP = """exit codes:
   5  cluster unavailable (no node reachable, no leader)
 """
 
-STATES = [s for s in jobs_pb2.JobState if s != "JOB_STATE_UNSPECIFIED"]
+STATES = [s for s in jobs_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]  # noqa: SIM118
 
 
 def _color(text: str, code: str) -> str:

@@ -1,0 +1,218 @@
+"""A real local cluster for tests: node processes on 127.0.0.1 with free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from raftsched import config as configmod
+from raftsched.rpc.client import Client
+from raftsched.v1 import jobs_pb2
+
+TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
+                 cluster_extra: str = "", labels: list[dict[str, str]] | None = None) -> Path:
+    ports = free_ports(2 * n_nodes)
+    lines = [
+        "[cluster]",
+        'name = "test"',
+        'secret = "test-secret-not-for-production"',
+        f'data_dir = "{root}/data"',
+        "heartbeat_interval = 0.2",
+        "heartbeat_ttl = 1.5",
+        "kill_grace = 1.0",
+        'log_level = "info"',
+        cluster_extra,
+    ]
+    for i in range(n_nodes):
+        lab = (labels or [{}] * n_nodes)[i]
+        lab_s = ", ".join(f'{k} = "{v}"' for k, v in lab.items())
+        lines += [
+            "",
+            "[[nodes]]",
+            f'id = "n{i + 1}"',
+            f'raft = "127.0.0.1:{ports[2 * i]}"',
+            f'grpc = "127.0.0.1:{ports[2 * i + 1]}"',
+            f"cpu_millis = {cpu}",
+            f"memory_mib = {mem}",
+            f"labels = {{ {lab_s} }}",
+        ]
+    path = root / "cluster.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class TestCluster:
+    __test__ = False
+
+    def __init__(self, n_nodes: int = 3, **kw: Any) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="raftsched-test-"))
+        self.config_path = write_config(self.root, n_nodes, **kw)
+        self.cfg = configmod.load(self.config_path)
+        self.log_dir = self.root / "logs"
+        self.log_dir.mkdir()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._clients: list[Client] = []
+        self._expect_dead = False
+
+    # ---- processes ------------------------------------------------------------------
+
+    def start_node(self, node_id: str) -> None:
+        log = open(self.log_dir / f"{node_id}.log", "ab")  # noqa: SIM115
+        self.procs[node_id] = subprocess.Popen(
+            [sys.executable, "-m", "raftsched", "--config", str(self.config_path), "node",
+             "--id", node_id],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def start(self) -> TestCluster:
+        for n in self.cfg.nodes:
+            self.start_node(n.id)
+        return self
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs[node_id]
+        p.send_signal(sig)
+        if sig == signal.SIGKILL:
+            p.wait(10)
+
+    def stop_node(self, node_id: str) -> None:
+        p = self.procs[node_id]
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+        for nid in list(self.procs):
+            p = self.procs[nid]
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait()
+        # jobs that outlived a killed node (own process groups) must not leak
+        subprocess.run(["pkill", "-KILL", "-f", str(self.root)], check=False)
+        if os.environ.get("RAFTSCHED_KEEP_TEST_DIRS"):
+            print(f"test cluster kept in {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> TestCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- clients --------------------------------------------------------------------
+
+    def addr(self, node_id: str) -> str:
+        return self.cfg.node(node_id).grpc
+
+    def client(self, *node_ids: str) -> Client:
+        ids = node_ids or tuple(n.id for n in self.cfg.nodes)
+        c = Client([self.addr(i) for i in ids])
+        self._clients.append(c)
+        return c
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        """Wait for a leader and for every running node to be registered alive."""
+        c = self.client()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [nid for nid, p in self.procs.items() if p.poll() is not None]
+            if dead and not self._expect_dead:
+                raise RuntimeError(f"nodes {dead} exited:\n{self.logs()}")
+            try:
+                st = c.status()
+                nodes = c.nodes()
+                alive = {n.id for n in nodes if n.alive}
+                want = {nid for nid, p in self.procs.items() if p.poll() is None}
+                if st.leader_id and want <= alive:
+                    return st.leader_id
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"cluster not ready:\n{self.logs()}")
+
+    def leader(self) -> str:
+        return self.client().wait_for_leader().leader_id
+
+    def followers(self) -> list[str]:
+        lead = self.leader()
+        return [n.id for n in self.cfg.nodes if n.id != lead]
+
+    def wait_terminal(self, ids: list[str], timeout: float = 60.0,
+                      client: Client | None = None) -> dict[str, jobs_pb2.Job]:
+        c = client or self.client()
+        left = set(ids)
+        done: dict[str, jobs_pb2.Job] = {}
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            for j in c.list_all():
+                if j.id in left and j.state in TERMINAL:
+                    done[j.id] = j
+                    left.discard(j.id)
+            if left:
+                time.sleep(0.2)
+        if left:
+            raise TimeoutError(f"{len(left)} jobs not terminal after {timeout}s; logs {self.log_dir}")
+        return done
+
+    def wait_until(self, pred: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"timed out waiting for {what or pred}")
+
+    def replicas_identical(self, timeout: float = 20.0) -> list[Any]:
+        """Wait until every replica reports the same applied index and digest."""
+        c = self.client()
+        deadline = time.monotonic() + timeout
+        reps: list[Any] = []
+        while time.monotonic() < deadline:
+            reps = list(c.status(include_replicas=True).replicas)
+            if all(r.reachable for r in reps) and len(
+                {(r.applied_index, r.state_digest) for r in reps}
+            ) == 1:
+                return reps
+            time.sleep(0.3)
+        raise AssertionError(f"replicas differ: {reps}")
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"==== {p.name}\n{p.read_text(errors='replace')[-5000:]}"
+            for p in sorted(self.log_dir.glob("*.log"))
+        )
