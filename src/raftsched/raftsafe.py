@@ -179,7 +179,7 @@ class SafeSyncObj(SyncObj):
         self._rs_reply_next = None
         self._rs_stats = dict.fromkeys(
             ("stale_entries_dropped", "conflicts_truncated", "truncations_refused",
-             "messages_rewritten"), 0)
+             "messages_rewritten", "next_index_rewinds_avoided"), 0)
         super().__init__(selfNode, otherNodes, conf, consumers, nodeClass, transport,
                          transportClass)
         if fsync != "never":
@@ -226,6 +226,20 @@ class SafeSyncObj(SyncObj):
                 SyncObj._SyncObj__onMessageReceived(self, node, message)
             finally:
                 self._rs_reply_next = None
+            return
+        if (self.raftsafe_enabled and message.get("type") == "next_node_idx"
+                and message.get("success") and not message.get("reset")):
+            # Leader side: pysyncobj sets nextIndex to every success reply, rewinding
+            # it below entries still in flight, which then get re-sent (the source of
+            # the stale append_entries above).  Keep nextIndex monotonic on success;
+            # "reset" replies (follower lacks prevLogIdx) still rewind it.
+            next_index = self._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            after = next_index.get(node)
+            if before is not None and after is not None and after < before:
+                next_index[node] = before
+                self._rs_stats["next_index_rewinds_avoided"] += 1
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 

@@ -268,3 +268,17 @@ def test_bad_fsync_arguments():
         make_follower(fsync="sometimes")
     with pytest.raises(ValueError):
         make_follower(fsync="always")  # no journal file
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cls", [SafeSyncObj, UnsafeSyncObj])
+def test_leader_keeps_next_index_monotonic_on_success(cls):
+    obj, _rec, tr = make_follower(cls=cls)
+    obj._SyncObj__onBecomeLeader()
+    peer = LEADER  # here: a follower of this leader
+    obj._SyncObj__raftNextIndex[peer] = 50  # entries up to 49 in flight
+    tr.deliver({"type": "next_node_idx", "next_node_idx": 10, "reset": False, "success": True})
+    assert obj._SyncObj__raftMatchIndex[peer] == 9
+    assert obj._SyncObj__raftNextIndex[peer] == (50 if cls is SafeSyncObj else 10)
+    tr.deliver({"type": "next_node_idx", "next_node_idx": 5, "reset": True, "success": False})
+    assert obj._SyncObj__raftNextIndex[peer] == 5  # reset still rewinds
