@@ -14,21 +14,22 @@ entries ...", a lastApplied beyond the log end, IndexError after compaction,
 
 SafeSyncObj rewrites each append_entries before pysyncobj sees it:
 
-* leading entries the follower already holds with the same (index, term) are
-  dropped (counted as ``stale_entries_dropped``);
-* a conflicting entry above max(commitIndex, lastApplied) lets pysyncobj
-  truncate from that index (``conflicts_truncated``); a conflict at or below it
-  would remove a committed entry, so the message is dropped and an error is
-  logged (``truncations_refused``) - committed entries are never removed;
-* if nothing new remains, the message becomes a heartbeat whose prevLogIdx is
-  the follower's last entry, so pysyncobj deletes nothing.  The success reply
-  is then patched to ``next_node_idx = M + 1`` where M is the highest index the
-  follower provably shares with the leader: the last index covered by the
-  message, or the follower's last index if that entry carries the leader's term
-  (only this leader creates entries of its term, so by the Log Matching
-  Property the whole prefix matches).  The leader's matchIndex therefore never
-  moves ahead of what the follower holds, and pysyncobj never lowers it.  The
-  leader commit index in the message is clamped to M for the same reason.
+* leading entries already held with the same (index, term) are dropped
+  (``stale_entries_dropped``);
+* a conflicting entry above max(commitIndex, lastApplied) lets pysyncobj truncate
+  from that index (``conflicts_truncated``); a conflict at or below it would remove
+  a committed entry, so the message is dropped and an error logged
+  (``truncations_refused``) - committed entries are never removed;
+* if nothing new remains, the message becomes a heartbeat anchored at the
+  follower's last entry, so nothing is deleted; the success reply is patched to
+  ``next_node_idx = M + 1`` and the leader commit index clamped to M, where M is
+  the highest index provably shared with the leader: the last index covered by
+  the message, or the follower's last index if that entry has the leader's term
+  (only this leader creates entries of its term; Log Matching Property).  So the
+  leader's matchIndex never exceeds what the follower holds (pysyncobj itself
+  never lowers it).
+* on the leader, a success next_node_idx no longer rewinds nextIndex below
+  entries in flight (``next_index_rewinds_avoided``); "reset" replies still do.
 
 Durability (``fsync=`` on SafeSyncObj, needs ``conf.journalFile``):
 
@@ -43,16 +44,13 @@ Durability (``fsync=`` on SafeSyncObj, needs ``conf.journalFile``):
   (i.e. before a vote is requested or granted), and at the start of each tick,
   before the leader counts its own log when advancing the commit index.
   Survives machine crashes: nothing acknowledged is lost.
-* ``"batch"``: currentTerm/votedFor are made durable synchronously (rare, and
-  what prevents double voting); entries and commitIndex are flushed at most
-  every ``fsync_batch_interval`` seconds (default 0.05) from the tick loop and
-  on pysyncobj's one-second timer.  Survives a process kill fully; after a
-  machine crash a node may lose up to ~one interval of entries it had already
-  acknowledged, so a committed entry can be lost only if a majority crashes
-  within the same window.
-
-Residual gaps: pysyncobj's log compaction rewrites the journal in place and its
-snapshot file is not fsynced; neither is covered here.
+* ``"batch"``: currentTerm/votedFor are made durable synchronously (rare; this
+  prevents double votes); entries and commitIndex are flushed from the tick loop
+  once ``fsync_batch_interval`` (0.05 s) has passed since the last flush.
+  Survives a process kill; a machine crash may lose the acknowledged entries of
+  the last interval plus one tick, so a committed entry is lost only if a
+  majority crashes within that window.
+Not covered: compaction rewrites the journal in place; snapshots are not fsynced.
 """
 
 from __future__ import annotations
@@ -78,11 +76,7 @@ for _name in ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx"):
 
 
 class _DurableFileJournal(FileJournal):
-    """FileJournal that tracks dirtiness and can be made durable on demand.
-
-    Installed by swapping ``__class__`` of the journal pysyncobj created, so the
-    object and its open mmap stay the same.
-    """
+    """FileJournal tracking dirtiness, made durable on demand (set via __class__)."""
 
     def _rs_setup(self, mode: str, interval: float) -> None:
         self._rs_mode = mode
@@ -96,7 +90,7 @@ class _DurableFileJournal(FileJournal):
         super().add(command, idx, term)
         self._rs_dirty = True
 
-    def clear(self):
+    def clear(self):  # deleteEntriesTo is clear() + add()
         super().clear()
         self._rs_dirty = True
 
@@ -127,11 +121,11 @@ class _DurableFileJournal(FileJournal):
             rfile._ResizableFile__mm.flush()
             os.fsync(rfile._ResizableFile__f.fileno())
             self._rs_dirty = False
+            self._rs_last_sync = time.monotonic()
             wrote = True
         if self._rs_meta_dirty:
             self._rs_store_meta()
             wrote = True
-        self._rs_last_sync = time.monotonic()
         self._rs_syncs += wrote
         return wrote
 
@@ -186,8 +180,7 @@ class SafeSyncObj(SyncObj):
             journal = self._SyncObj__raftLog
             if type(journal) is not FileJournal:
                 raise TypeError(f"fsync={fsync!r} needs pysyncobj's FileJournal")
-            # Swap the class of the live journal: same object, same mmap.  Until
-            # the first sync everything is treated as dirty.
+            # Swap the live journal's class (same object and mmap); starts dirty.
             _DurableFileJournal._rs_setup(journal, fsync, self.fsync_batch_interval)
             journal.__class__ = _DurableFileJournal
             self._rs_journal = journal
@@ -229,10 +222,7 @@ class SafeSyncObj(SyncObj):
             return
         if (self.raftsafe_enabled and message.get("type") == "next_node_idx"
                 and message.get("success") and not message.get("reset")):
-            # Leader side: pysyncobj sets nextIndex to every success reply, rewinding
-            # it below entries still in flight, which then get re-sent (the source of
-            # the stale append_entries above).  Keep nextIndex monotonic on success;
-            # "reset" replies (follower lacks prevLogIdx) still rewind it.
+            # Leader: keep nextIndex monotonic on success (see module docstring).
             next_index = self._SyncObj__raftNextIndex
             before = next_index.get(node)
             SyncObj._SyncObj__onMessageReceived(self, node, message)
