@@ -1,0 +1,297 @@
+"""Raft log-safety and journal-durability layer over pysyncobj 0.3.17.
+
+Rule enforced (Raft paper, section 5.3, AppendEntries receiver rules 3 and 4):
+on an append_entries whose prevLogIdx/prevLogTerm matches, a follower must
+truncate its log only from the first entry that *conflicts* (same index,
+different term) and must otherwise only append the entries it does not hold
+yet.  pysyncobj instead deletes everything after prevLogIdx on every matching
+append_entries.  Its leader rewinds nextIndex on every success reply while
+newer append_entries are still in flight, so under load a follower keeps
+receiving stale/re-sent messages with an old prevLogIdx and cuts off entries
+it has already committed and applied ("truncating already-applied log
+entries ...", a lastApplied beyond the log end, IndexError after compaction,
+"raftCommitIndex exceeds journal end" after restart).
+
+SafeSyncObj rewrites each append_entries before pysyncobj sees it:
+
+* leading entries already held with the same (index, term) are dropped
+  (``stale_entries_dropped``);
+* a conflicting entry above max(commitIndex, lastApplied) lets pysyncobj truncate
+  from that index (``conflicts_truncated``); a conflict at or below it would remove
+  a committed entry, so the message is dropped and an error logged
+  (``truncations_refused``) - committed entries are never removed;
+* if nothing new remains, the message becomes a heartbeat anchored at the
+  follower's last entry, so nothing is deleted; the success reply is patched to
+  ``next_node_idx = M + 1`` and the leader commit index clamped to M, where M is
+  the highest index provably shared with the leader: the last index covered by
+  the message, or the follower's last index if that entry has the leader's term
+  (only this leader creates entries of its term; Log Matching Property).  So the
+  leader's matchIndex never exceeds what the follower holds (pysyncobj itself
+  never lowers it).
+* on the leader, a success next_node_idx no longer rewinds nextIndex below
+  entries in flight (``next_index_rewinds_avoided``); "reset" replies still do.
+
+Durability (``fsync=`` on SafeSyncObj, needs ``conf.journalFile``):
+
+* ``"never"``: pysyncobj as-is; the journal is an mmap that is never msync'ed
+  and the .meta file is renamed into place without fsync.  Survives a process
+  kill (dirty pages live in the page cache) but not a machine/OS crash or
+  power loss, where acknowledged and even committed entries may vanish.
+* ``"always"``: journal entries and the meta (currentTerm, votedFor,
+  commitIndex) are made durable (mmap.flush + os.fsync, meta written to a temp
+  file, fsynced, renamed, directory fsynced) before every acknowledgement:
+  before a follower sends next_node_idx, whenever currentTerm/votedFor change
+  (i.e. before a vote is requested or granted), and at the start of each tick,
+  before the leader counts its own log when advancing the commit index.
+  Survives machine crashes: nothing acknowledged is lost.
+* ``"batch"``: currentTerm/votedFor are made durable synchronously (rare; this
+  prevents double votes); entries and commitIndex are flushed from the tick loop
+  once ``fsync_batch_interval`` (0.05 s) has passed since the last flush.
+  Survives a process kill; a machine crash may lose the acknowledged entries of
+  the last interval plus one tick, so a committed entry is lost only if a
+  majority crashes within that window.
+Not covered: compaction rewrites the journal in place; snapshots are not fsynced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from pysyncobj import SyncObj
+from pysyncobj import pickle as _pickle
+from pysyncobj.journal import FileJournal
+from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
+
+logger = logging.getLogger(__name__)
+
+FSYNC_MODES = ("always", "batch", "never")
+
+# Name-mangled pysyncobj internals this module hooks; fail loudly if they move.
+for _name in ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx"):
+    if not hasattr(SyncObj, _name):
+        raise ImportError(f"raftsafe: pysyncobj internals changed ({_name} missing)")
+
+
+class _DurableFileJournal(FileJournal):
+    """FileJournal tracking dirtiness, made durable on demand (set via __class__)."""
+
+    def _rs_setup(self, mode: str, interval: float) -> None:
+        self._rs_mode = mode
+        self._rs_interval = interval
+        self._rs_dirty = True  # anything written before the swap
+        self._rs_meta_dirty = True
+        self._rs_last_sync = float("-inf")
+        self._rs_syncs = 0
+
+    def add(self, command, idx, term):
+        super().add(command, idx, term)
+        self._rs_dirty = True
+
+    def clear(self):  # deleteEntriesTo is clear() + add()
+        super().clear()
+        self._rs_dirty = True
+
+    def deleteEntriesFrom(self, entryFrom):
+        super().deleteEntriesFrom(entryFrom)
+        self._rs_dirty = True
+
+    def setRaftCommitIndex(self, raftCommitIndex):
+        if self._FileJournal__meta.get("raftCommitIndex") != raftCommitIndex:
+            super().setRaftCommitIndex(raftCommitIndex)
+            self._rs_meta_dirty = True
+
+    def setCurrentTerm(self, term, votedForNodeId):
+        self._FileJournal__meta["currentTerm"] = term
+        self._FileJournal__meta["votedForNodeId"] = votedForNodeId
+        self._rs_meta_dirty = True
+        # Both modes: term/vote durable before any message that reflects them.
+        self.rs_sync(force_entries=self._rs_mode == "always")
+
+    def onOneSecondTimer(self):
+        self.rs_sync()
+
+    def rs_sync(self, force_entries: bool = True) -> bool:
+        """Make dirty state durable; returns True if anything was written."""
+        wrote = False
+        if self._rs_dirty and force_entries:
+            rfile = self._FileJournal__journalFile
+            rfile._ResizableFile__mm.flush()
+            os.fsync(rfile._ResizableFile__f.fileno())
+            self._rs_dirty = False
+            self._rs_last_sync = time.monotonic()
+            wrote = True
+        if self._rs_meta_dirty:
+            self._rs_store_meta()
+            wrote = True
+        self._rs_syncs += wrote
+        return wrote
+
+    def rs_maybe_sync(self) -> None:
+        due = self._rs_mode == "always" or (
+            time.monotonic() - self._rs_last_sync >= self._rs_interval)
+        if due and (self._rs_dirty or self._rs_meta_dirty):
+            self.rs_sync()
+
+    def _rs_store_meta(self) -> None:
+        path = self._FileJournal__metaStorer.getPath()
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(_pickle.dumps(self._FileJournal__meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._FileJournal__metaSaved = True
+        self._rs_meta_dirty = False
+
+
+class SafeSyncObj(SyncObj):
+    """SyncObj whose followers never truncate committed/applied log entries."""
+
+    #: set to False (class or instance) to get plain pysyncobj behaviour
+    raftsafe_enabled = True
+    #: flush period for fsync="batch", seconds
+    fsync_batch_interval = 0.05
+
+    def __init__(self, selfNode, otherNodes, conf=None, consumers=None, nodeClass=TCPNode,
+                 transport=None, transportClass=TCPTransport, *, fsync: str = "never"):
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {FSYNC_MODES}, got {fsync!r}")
+        if fsync != "never" and (conf is None or conf.journalFile is None):
+            raise ValueError(f"fsync={fsync!r} needs conf.journalFile")
+        # Set before SyncObj.__init__: the tick thread starts inside it, and
+        # attributes present then are excluded from pysyncobj's snapshots.
+        self._rs_fsync = fsync
+        self._rs_journal = None
+        self._rs_reply_next = None
+        self._rs_stats = dict.fromkeys(
+            ("stale_entries_dropped", "conflicts_truncated", "truncations_refused",
+             "messages_rewritten", "next_index_rewinds_avoided"), 0)
+        super().__init__(selfNode, otherNodes, conf, consumers, nodeClass, transport,
+                         transportClass)
+        if fsync != "never":
+            journal = self._SyncObj__raftLog
+            if type(journal) is not FileJournal:
+                raise TypeError(f"fsync={fsync!r} needs pysyncobj's FileJournal")
+            # Swap the live journal's class (same object and mmap); starts dirty.
+            _DurableFileJournal._rs_setup(journal, fsync, self.fsync_batch_interval)
+            journal.__class__ = _DurableFileJournal
+            self._rs_journal = journal
+
+    def raftsafe_stats(self) -> dict[str, int]:
+        stats = dict(self._rs_stats)
+        stats["fsyncs"] = self._rs_journal._rs_syncs if self._rs_journal is not None else 0
+        return stats
+
+    # -- durability hooks -------------------------------------------------
+    def _onTick(self, timeToWait=0.0):
+        journal = self._rs_journal
+        if journal is not None and (journal._rs_dirty or journal._rs_meta_dirty):
+            # "always": the leader's own entries are durable before it counts
+            # itself in the commit computation at the start of the tick.
+            journal.rs_maybe_sync()
+        super()._onTick(timeToWait)
+
+    def _SyncObj__sendNextNodeIdx(self, node, reset=False, nextNodeIdx=None, success=False):
+        if success and self._rs_reply_next is not None:
+            nextNodeIdx = self._rs_reply_next
+        if self._rs_fsync == "always":
+            self._rs_journal.rs_sync()  # entries durable before they are acknowledged
+        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=nextNodeIdx,
+                                          success=success)
+
+    # -- append_entries filtering ------------------------------------------
+    def _SyncObj__onMessageReceived(self, node, message):
+        if (self.raftsafe_enabled and message.get("type") == "append_entries"
+                and "prevLogIdx" in message):
+            message = self._rs_filter(message)
+            if message is None:
+                return
+            self._rs_reply_next = message.pop("_rs_reply_next", None)
+            try:
+                SyncObj._SyncObj__onMessageReceived(self, node, message)
+            finally:
+                self._rs_reply_next = None
+            return
+        if (self.raftsafe_enabled and message.get("type") == "next_node_idx"
+                and message.get("success") and not message.get("reset")):
+            # Leader: keep nextIndex monotonic on success (see module docstring).
+            next_index = self._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            after = next_index.get(node)
+            if before is not None and after is not None and after < before:
+                next_index[node] = before
+                self._rs_stats["next_index_rewinds_avoided"] += 1
+            return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _rs_filter(self, msg):
+        """Return the message to hand to pysyncobj, or None to drop it."""
+        if msg["term"] < self._SyncObj__raftCurrentTerm:
+            return msg  # ignored by pysyncobj anyway
+        transmission = msg.get("transmission")
+        if transmission is not None:
+            if transmission != "finish":
+                return msg
+            try:  # reassemble the chunked entry so it can be checked like others
+                entry = _pickle.loads(self._SyncObj__recvTransmission + msg["data"])
+            except Exception:
+                return msg
+            self._SyncObj__recvTransmission = ""
+            msg = {k: v for k, v in msg.items() if k not in ("transmission", "data")}
+            msg["entries"] = [entry]
+        log = self._SyncObj__raftLog
+        first, last = log[0][1], log[-1][1]
+        prev_idx, prev_term = msg["prevLogIdx"], msg["prevLogTerm"]
+        if prev_idx is None or prev_idx < first or prev_idx > last \
+                or log[prev_idx - first][2] != prev_term:
+            return msg  # pysyncobj rejects it without deleting anything
+        entries = list(msg.get("entries") or ())
+        if any(e[1] != prev_idx + 1 + i for i, e in enumerate(entries)):
+            logger.error("raftsafe: dropping append_entries with non-contiguous entries")
+            return None
+        verified = prev_idx + len(entries)  # the message vouches for log[..verified]
+        skip = 0
+        while skip < len(entries) and entries[skip][1] <= last:
+            if log[entries[skip][1] - first][2] != entries[skip][2]:
+                break
+            skip += 1
+        if skip:
+            self._rs_stats["stale_entries_dropped"] += skip
+        rest = entries[skip:]
+        if rest and rest[0][1] <= last:  # conflict: same index, different term
+            cidx = rest[0][1]
+            committed = max(self._SyncObj__raftCommitIndex, self._SyncObj__raftLastApplied)
+            if cidx <= committed:
+                self._rs_stats["truncations_refused"] += 1
+                logger.error(
+                    "raftsafe: refusing to truncate committed log entry %d (term %d, leader "
+                    "term %d, commit %d); append_entries dropped", cidx,
+                    log[cidx - first][2], rest[0][2], committed)
+                return None
+            self._rs_stats["conflicts_truncated"] += 1
+        if not skip and (rest or prev_idx == last):
+            return msg  # unchanged: pysyncobj's handling is already correct
+        self._rs_stats["messages_rewritten"] += 1
+        msg = dict(msg)
+        new_prev = prev_idx + skip
+        if rest:
+            # pysyncobj deletes after new_prev (only conflicting entries) and appends
+            msg["prevLogIdx"], msg["prevLogTerm"] = new_prev, log[new_prev - first][2]
+            msg["entries"] = rest
+            return msg
+        # Nothing new: heartbeat anchored at our last entry so nothing is deleted.
+        match = last if log[-1][2] == msg["term"] else verified
+        msg["prevLogIdx"], msg["prevLogTerm"] = last, log[-1][2]
+        msg["entries"] = []
+        msg["commit_index"] = min(msg["commit_index"], match)
+        msg["_rs_reply_next"] = match + 1
+        return msg
