@@ -24,6 +24,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 from raftsched import codec, fsm
 from raftsched.commands import Command
 from raftsched.config import ClusterConfig, NodeConfig
+from raftsched.raftsafe import SafeSyncObj
 
 log = structlog.get_logger("raftsched.raft")
 
@@ -101,9 +102,7 @@ def make_conf(cfg: ClusterConfig, data_dir: Path) -> SyncObjConf:
 def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any:
     conf = make_conf(cfg, cfg.node_data_dir(me.id))
     others = [n.raft for n in cfg.nodes if n.id != me.id]
-    from pysyncobj import SyncObj
-
-    return SyncObj(me.raft, others, conf, consumers=[sm])
+    return SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync)
 
 
 def raft_role(syncobj: Any) -> str:
