@@ -1,197 +1,151 @@
 """Commands and state to bytes and back.
 
-Wire format of a log entry: JSON list of commands, each `[tag, rid, ts, *payload]`.
-Tags are append-only: never renumber or reuse one. The state snapshot is a
-versioned plain dict (see `state_to_dict`).
+Frozen dataclasses are encoded field by field into JSON-friendly values, with
+fields that hold their default value left out, so a field added later (with a
+default) reads old journals and snapshots unchanged. Supported field types:
+str, int, float, bool, None-able, StrEnum, nested dataclasses, tuples of those
+and tuples of tuples.
+
+A log entry is a JSON list of commands, each `[tag, {fields}]`. Command tags are
+registered with `@command(tag)` and are append-only: never renumber or reuse
+one. Reserved ranges keep parallel work from colliding:
+  1-19 core cluster and failure handling, 20-39 job semantics (retries, DLQ,
+  keys), 40-59 templates/schedules/workflows, 60-79 observability.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
-from typing import Any
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from raftsched.commands import (
-    Assign,
-    AssignItem,
-    CancelJob,
-    Command,
-    FinishedItem,
-    JobsFinished,
-    JobsStarted,
-    NodeDown,
-    NodeUp,
-    StartedItem,
-    SubmitJobs,
-)
-from raftsched.model import Job, JobSpec, JobState, Node, Resources
+T = TypeVar("T")
 
-TAG_SUBMIT = 1
-TAG_ASSIGN = 2
-TAG_STARTED = 3
-TAG_FINISHED = 4
-TAG_CANCEL = 5
-TAG_NODE_UP = 6
-TAG_NODE_DOWN = 7
+STATE_VERSION = 1
+
+Enc = Callable[[Any], Any]
+Dec = Callable[[Any], Any]
 
 
 class CodecError(ValueError):
     pass
 
 
-def spec_to_wire(s: JobSpec) -> list[Any]:
-    return [
-        list(s.command),
-        s.shell,
-        s.use_shell,
-        [list(kv) for kv in s.env],
-        s.working_dir,
-        s.resources.cpu_millis,
-        s.resources.memory_mib,
-        s.priority,
-        s.timeout_s,
-        s.name,
-    ]
+_MISSING = dataclasses.MISSING
+_plans: dict[type, tuple[list[tuple[str, Any, Enc]], dict[str, Dec]]] = {}
 
 
-def spec_from_wire(w: list[Any]) -> JobSpec:
-    return JobSpec(
-        command=tuple(w[0]),
-        shell=w[1],
-        use_shell=w[2],
-        env=tuple((k, v) for k, v in w[3]),
-        working_dir=w[4],
-        resources=Resources(w[5], w[6]),
-        priority=w[7],
-        timeout_s=w[8],
-        name=w[9],
-    )
+def _identity(v: Any) -> Any:
+    return v
 
 
-def node_to_wire(n: Node) -> list[Any]:
-    return [
-        n.id,
-        n.grpc_address,
-        n.raft_address,
-        n.capacity.cpu_millis,
-        n.capacity.memory_mib,
-        [list(kv) for kv in n.labels],
-        n.alive,
-        n.since,
-    ]
+def _converters(tp: Any) -> tuple[Enc, Dec]:
+    """Encoder and decoder for one annotated type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            enc1, dec1 = _converters(args[0])
+            return (lambda v: None if v is None else enc1(v)), (lambda w: None if w is None else dec1(w))
+        return _identity, _identity  # unions of plain JSON types
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            enc1, dec1 = _converters(args[0])
+            if enc1 is _identity and dec1 is _identity:
+                return list, tuple
+            return (lambda v: [enc1(x) for x in v]), (lambda w: tuple(dec1(x) for x in w))
+        convs = [_converters(a) for a in args]
+        return (
+            lambda v: [c[0](x) for c, x in zip(convs, v, strict=True)],
+            lambda w: tuple(c[1](x) for c, x in zip(convs, w, strict=True)),
+        )
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return (lambda v: to_wire(v)), (lambda w, _tp=tp: from_wire(_tp, w))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return (lambda v: v.value), (lambda w, _tp=tp: _tp(w))
+    if tp is float:
+        return _identity, float
+    return _identity, _identity
 
 
-def node_from_wire(w: list[Any]) -> Node:
-    return Node(
-        id=w[0],
-        grpc_address=w[1],
-        raft_address=w[2],
-        capacity=Resources(w[3], w[4]),
-        labels=tuple((k, v) for k, v in w[5]),
-        alive=w[6],
-        since=w[7],
-    )
+def _plan(cls: type) -> tuple[list[tuple[str, Any, Enc]], dict[str, Dec]]:
+    plan = _plans.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        encs: list[tuple[str, Any, Enc]] = []
+        decs: dict[str, Dec] = {}
+        for f in dataclasses.fields(cls):
+            enc, dec = _converters(hints[f.name])
+            default = f.default
+            if default is _MISSING and f.default_factory is not _MISSING:
+                default = f.default_factory()
+            encs.append((f.name, default, enc))
+            decs[f.name] = dec
+        plan = _plans[cls] = (encs, decs)
+    return plan
 
 
-def command_to_wire(c: Command) -> list[Any]:
-    match c:
-        case SubmitJobs():
-            return [TAG_SUBMIT, c.rid, c.ts, [[jid, spec_to_wire(s)] for jid, s in c.jobs]]
-        case Assign():
-            return [TAG_ASSIGN, c.rid, c.ts, [[i.job_id, i.node_id, i.attempt] for i in c.items]]
-        case JobsStarted():
-            return [TAG_STARTED, c.rid, c.ts, [[i.job_id, i.attempt, i.token] for i in c.items]]
-        case JobsFinished():
-            items = [
-                [
-                    i.job_id,
-                    i.attempt,
-                    i.token,
-                    i.exit_code,
-                    i.timed_out,
-                    i.error,
-                    i.stdout_tail,
-                    i.stderr_tail,
-                ]
-                for i in c.items
-            ]
-            return [TAG_FINISHED, c.rid, c.ts, items]
-        case CancelJob():
-            return [TAG_CANCEL, c.rid, c.ts, c.job_id]
-        case NodeUp():
-            return [TAG_NODE_UP, c.rid, c.ts, node_to_wire(c.node)]
-        case NodeDown():
-            return [TAG_NODE_DOWN, c.rid, c.ts, c.node_id, c.reason]
-    raise CodecError(f"unknown command type {type(c).__name__}")
+def to_wire(obj: Any) -> dict[str, Any]:
+    encs, _ = _plan(type(obj))
+    out = {}
+    for name, default, enc in encs:
+        v = getattr(obj, name)
+        if default is not _MISSING and v == default:
+            continue
+        out[name] = enc(v)
+    return out
 
 
-def command_from_wire(w: list[Any]) -> Command:
-    tag, rid, ts = w[0], w[1], w[2]
-    if tag == TAG_SUBMIT:
-        return SubmitJobs(rid, ts, tuple((jid, spec_from_wire(s)) for jid, s in w[3]))
-    if tag == TAG_ASSIGN:
-        return Assign(rid, ts, tuple(AssignItem(j, n, a) for j, n, a in w[3]))
-    if tag == TAG_STARTED:
-        return JobsStarted(rid, ts, tuple(StartedItem(j, a, t) for j, a, t in w[3]))
-    if tag == TAG_FINISHED:
-        return JobsFinished(rid, ts, tuple(FinishedItem(*i) for i in w[3]))
-    if tag == TAG_CANCEL:
-        return CancelJob(rid, ts, w[3])
-    if tag == TAG_NODE_UP:
-        return NodeUp(rid, ts, node_from_wire(w[3]))
-    if tag == TAG_NODE_DOWN:
-        return NodeDown(rid, ts, w[3], w[4])
-    raise CodecError(f"unknown command tag {tag!r}")
+def from_wire(cls: type[T], w: dict[str, Any]) -> T:
+    _, decs = _plan(cls)
+    try:
+        return cls(**{k: decs[k](v) for k, v in w.items()})
+    except KeyError as e:
+        raise CodecError(f"{cls.__name__}: unknown field {e}") from None
 
 
-def encode_entry(cmds: list[Command]) -> bytes:
+# ---- commands ---------------------------------------------------------------------
+
+_by_tag: dict[int, type] = {}
+_tag_of: dict[type, int] = {}
+
+
+def command(tag: int) -> Callable[[type[T]], type[T]]:
+    """Register a command class under an append-only tag."""
+
+    def deco(cls: type[T]) -> type[T]:
+        if tag in _by_tag and _by_tag[tag] is not cls:
+            raise CodecError(f"command tag {tag} already used by {_by_tag[tag].__name__}")
+        _by_tag[tag] = cls
+        _tag_of[cls] = tag
+        return cls
+
+    return deco
+
+
+def command_to_wire(c: Any) -> list[Any]:
+    tag = _tag_of.get(type(c))
+    if tag is None:
+        raise CodecError(f"unregistered command type {type(c).__name__}")
+    return [tag, to_wire(c)]
+
+
+def command_from_wire(w: list[Any]) -> Any:
+    cls = _by_tag.get(w[0])
+    if cls is None:
+        raise CodecError(f"unknown command tag {w[0]!r}")
+    return from_wire(cls, w[1])
+
+
+def encode_entry(cmds: list[Any]) -> bytes:
     """One Raft log entry: a group of commands applied in order."""
     return json.dumps([command_to_wire(c) for c in cmds], separators=(",", ":")).encode()
 
 
-def decode_entry(blob: bytes) -> list[Command]:
+def decode_entry(blob: bytes) -> list[Any]:
     return [command_from_wire(w) for w in json.loads(blob)]
-
-
-# ---- jobs and state -------------------------------------------------------------
-
-STATE_VERSION = 1
-
-
-def job_to_wire(j: Job) -> list[Any]:
-    return [
-        j.id,
-        spec_to_wire(j.spec),
-        j.seq,
-        j.submitted_at,
-        j.state.value,
-        j.attempt,
-        j.node_id,
-        j.fencing_token,
-        j.assigned_at,
-        j.started_at,
-        j.finished_at,
-        j.exit_code,
-        j.reason,
-        j.stdout_tail,
-        j.stderr_tail,
-    ]
-
-
-def job_from_wire(w: list[Any]) -> Job:
-    return Job(
-        id=w[0],
-        spec=spec_from_wire(w[1]),
-        seq=w[2],
-        submitted_at=w[3],
-        state=JobState(w[4]),
-        attempt=w[5],
-        node_id=w[6],
-        fencing_token=w[7],
-        assigned_at=w[8],
-        started_at=w[9],
-        finished_at=w[10],
-        exit_code=w[11],
-        reason=w[12],
-        stdout_tail=w[13],
-        stderr_tail=w[14],
-    )

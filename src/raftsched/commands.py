@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftsched.codec import command
 from raftsched.model import JobSpec, Node
 
 
+@command(1)
 @dataclass(frozen=True, slots=True)
 class SubmitJobs:
     rid: str
@@ -25,6 +27,7 @@ class AssignItem:
     attempt: int  # the job's current attempt: compare-and-swap guard
 
 
+@command(2)
 @dataclass(frozen=True, slots=True)
 class Assign:
     rid: str
@@ -39,6 +42,7 @@ class StartedItem:
     token: int
 
 
+@command(3)
 @dataclass(frozen=True, slots=True)
 class JobsStarted:
     rid: str
@@ -58,6 +62,7 @@ class FinishedItem:
     stderr_tail: str = ""
 
 
+@command(4)
 @dataclass(frozen=True, slots=True)
 class JobsFinished:
     rid: str
@@ -65,6 +70,7 @@ class JobsFinished:
     items: tuple[FinishedItem, ...]
 
 
+@command(5)
 @dataclass(frozen=True, slots=True)
 class CancelJob:
     rid: str
@@ -72,6 +78,7 @@ class CancelJob:
     job_id: str
 
 
+@command(6)
 @dataclass(frozen=True, slots=True)
 class NodeUp:
     """Register a node or refresh its description; marks it alive."""
@@ -81,6 +88,7 @@ class NodeUp:
     node: Node
 
 
+@command(7)
 @dataclass(frozen=True, slots=True)
 class NodeDown:
     """The leader saw no heartbeat within the TTL: return the node's work to PENDING."""

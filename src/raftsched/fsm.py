@@ -14,6 +14,7 @@ import hashlib
 import heapq
 import json
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -33,11 +34,13 @@ from raftsched.commands import (
 from raftsched.fit import fits
 from raftsched.model import (
     ACTIVE_STATES,
+    HISTORY_LIMIT,
     TERMINAL_STATES,
     Job,
     JobState,
     Node,
     NodeUsage,
+    Transition,
     transition_error,
 )
 
@@ -81,6 +84,8 @@ class ClusterState:
         self.usage: dict[str, NodeUsage] = {}
         self.pending: dict[str, tuple[int, int]] = {}  # job id -> (-priority, seq)
         self.counts: Counter[JobState] = Counter()
+        # transient: job versions written by the entry being applied (for watchers)
+        self.changes: list[Job] = []
 
     # ---- derived bookkeeping ----------------------------------------------------
 
@@ -89,6 +94,21 @@ class ClusterState:
         if u is None:
             u = self.usage[node_id] = NodeUsage()
         return u
+
+    def put(self, old: Job | None, new: Job, ts: float | None = None) -> None:
+        """Store a new version of a job: history, derived indexes and change feed.
+
+        `ts` (the command's leader time) records a state change in the job's
+        history; None stores the job without a history step.
+        """
+        if ts is not None and (old is None or old.state is not new.state or old.attempt != new.attempt):
+            step = Transition(ts, new.state, new.node_id, new.attempt, new.fencing_token, new.reason)
+            hist = new.history + (step,)
+            if len(hist) > HISTORY_LIMIT:
+                hist = hist[:1] + hist[-(HISTORY_LIMIT - 1):]
+            new = replace(new, history=hist)
+        self._put(old, new)
+        self.changes.append(new)
 
     def _put(self, old: Job | None, new: Job) -> None:
         """Replace a job and keep the derived indexes in step."""
@@ -143,8 +163,8 @@ class ClusterState:
             "next_seq": self.next_seq,
             "fencing": self.fencing,
             "applied_index": self.applied_index,
-            "nodes": [codec.node_to_wire(n) for n in self.nodes.values()],
-            "jobs": [codec.job_to_wire(j) for j in self.jobs.values()],
+            "nodes": [codec.to_wire(n) for n in self.nodes.values()],
+            "jobs": [codec.to_wire(j) for j in self.jobs.values()],
             "dedup": [[rid, _result_to_wire(r)] for rid, r in self.dedup.items()],
         }
 
@@ -157,10 +177,10 @@ class ClusterState:
         s.fencing = d["fencing"]
         s.applied_index = d["applied_index"]
         for w in d["nodes"]:
-            n = codec.node_from_wire(w)
+            n = codec.from_wire(Node, w)
             s.nodes[n.id] = n
         for w in d["jobs"]:
-            j = codec.job_from_wire(w)
+            j = codec.from_wire(Job, w)
             s.jobs[j.id] = j
         s.dedup = OrderedDict((rid, _result_from_wire(r)) for rid, r in d["dedup"])
         s.rebuild_derived()
@@ -181,8 +201,8 @@ class ClusterState:
 def state_digest(d: dict[str, Any]) -> str:
     """Digest of a `ClusterState.to_dict()` result, independent of insertion order."""
     d = dict(d)
-    d["nodes"] = sorted(d["nodes"], key=lambda w: w[0])
-    d["jobs"] = sorted(d["jobs"], key=lambda w: w[0])
+    d["nodes"] = sorted(d["nodes"], key=lambda w: w["id"])
+    d["jobs"] = sorted(d["jobs"], key=lambda w: w["id"])
     blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -201,28 +221,32 @@ def _result_from_wire(w: list[Any]) -> Result:
 # ---- apply ---------------------------------------------------------------------------
 
 
+Handler = Callable[[ClusterState, Any], Result]
+_HANDLERS: dict[type, Handler] = {}
+
+
+def handles(cls: type) -> Callable[[Handler], Handler]:
+    """Register the apply function of a command class (one per command)."""
+
+    def deco(fn: Handler) -> Handler:
+        if cls in _HANDLERS:
+            raise TypeError(f"{cls.__name__} already has a handler")
+        _HANDLERS[cls] = fn
+        return fn
+
+    return deco
+
+
 def apply(state: ClusterState, cmd: Command) -> Result:
     """Apply one command. Returns its result; a repeated request id returns the first."""
     seen = state.dedup.get(cmd.rid)
     if seen is not None:
         return seen
-    match cmd:
-        case SubmitJobs():
-            res = _apply_submit(state, cmd)
-        case Assign():
-            res = _apply_assign(state, cmd)
-        case JobsStarted():
-            res = _apply_started(state, cmd)
-        case JobsFinished():
-            res = _apply_finished(state, cmd)
-        case CancelJob():
-            res = _apply_cancel(state, cmd)
-        case NodeUp():
-            res = _apply_node_up(state, cmd)
-        case NodeDown():
-            res = _apply_node_down(state, cmd)
-        case _:
-            res = Result(Code.INVALID, None, f"unknown command {type(cmd).__name__}")
+    handler = _HANDLERS.get(type(cmd))
+    if handler is None:
+        res = Result(Code.INVALID, None, f"unknown command {type(cmd).__name__}")
+    else:
+        res = handler(state, cmd)
     # Normalise to the wire shape so a result read back from a snapshot is identical.
     res = _result_from_wire(json.loads(json.dumps(_result_to_wire(res))))
     state.dedup[cmd.rid] = res
@@ -231,6 +255,7 @@ def apply(state: ClusterState, cmd: Command) -> Result:
     return res
 
 
+@handles(SubmitJobs)
 def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
     ids = [jid for jid, _ in cmd.jobs]
     if not ids:
@@ -243,10 +268,11 @@ def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
     for jid, spec in cmd.jobs:
         job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts)
         state.next_seq += 1
-        state._put(None, job)
+        state.put(None, job, cmd.ts)
     return _ok(tuple(ids))
 
 
+@handles(Assign)
 def _apply_assign(state: ClusterState, cmd: Assign) -> Result:
     """Compare-and-swap per item. Value: per item, the fencing token or a reason string."""
     out: list[Any] = []
@@ -269,7 +295,7 @@ def _apply_assign(state: ClusterState, cmd: Assign) -> Result:
             out.append(f"job {job.id} does not fit on node {node.id}")
         else:
             state.fencing += 1
-            state._put(
+            state.put(
                 job,
                 replace(
                     job,
@@ -283,6 +309,7 @@ def _apply_assign(state: ClusterState, cmd: Assign) -> Result:
                     exit_code=None,
                     reason="",
                 ),
+                cmd.ts,
             )
             out.append(state.fencing)
     return _ok(tuple(out))
@@ -302,6 +329,7 @@ def _check_report(state: ClusterState, job_id: str, attempt: int, token: int) ->
     return job
 
 
+@handles(JobsStarted)
 def _apply_started(state: ClusterState, cmd: JobsStarted) -> Result:
     out: list[str] = []
     for item in cmd.items:
@@ -311,7 +339,7 @@ def _apply_started(state: ClusterState, cmd: JobsStarted) -> Result:
         elif job.state is JobState.RUNNING:
             out.append("")  # repeated report: nothing to do
         else:
-            state._put(job, replace(job, state=JobState.RUNNING, started_at=cmd.ts))
+            state.put(job, replace(job, state=JobState.RUNNING, started_at=cmd.ts), cmd.ts)
             out.append("")
     return _ok(tuple(out))
 
@@ -330,6 +358,7 @@ def _finished_state(item: FinishedItem) -> tuple[JobState, str]:
     return JobState.FAILED, f"exit code {item.exit_code}"
 
 
+@handles(JobsFinished)
 def _apply_finished(state: ClusterState, cmd: JobsFinished) -> Result:
     out: list[str] = []
     for item in cmd.items:
@@ -342,7 +371,7 @@ def _apply_finished(state: ClusterState, cmd: JobsFinished) -> Result:
         if err:
             out.append(err)
             continue
-        state._put(
+        state.put(
             job,
             replace(
                 job,
@@ -354,11 +383,13 @@ def _apply_finished(state: ClusterState, cmd: JobsFinished) -> Result:
                 stdout_tail=item.stdout_tail[-OUTPUT_TAIL_LIMIT:],
                 stderr_tail=item.stderr_tail[-OUTPUT_TAIL_LIMIT:],
             ),
+            cmd.ts,
         )
         out.append("")
     return _ok(tuple(out))
 
 
+@handles(CancelJob)
 def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
     job = state.jobs.get(cmd.job_id)
     if job is None:
@@ -372,13 +403,15 @@ def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
                 "only PENDING jobs can be cancelled"
             )
         return Result(Code.PRECONDITION, None, msg)
-    state._put(
+    state.put(
         job,
         replace(job, state=JobState.CANCELLED, finished_at=cmd.ts, reason="cancelled by user"),
+        cmd.ts,
     )
     return _ok(job.id)
 
 
+@handles(NodeUp)
 def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
     old = state.nodes.get(cmd.node.id)
     since = cmd.ts if old is None or not old.alive else old.since
@@ -387,6 +420,7 @@ def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
     return _ok(cmd.node.id)
 
 
+@handles(NodeDown)
 def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
     node = state.nodes.get(cmd.node_id)
     if node is None:
@@ -395,9 +429,10 @@ def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
     returned: list[str] = []
     for job in state.active_on(node.id):
         # Back to PENDING; the next Assign makes a new attempt with a new token.
-        state._put(
+        state.put(
             job,
             replace(job, state=JobState.PENDING, reason=f"node {node.id} down: {cmd.reason}"),
+            cmd.ts,
         )
         returned.append(job.id)
     return _ok(tuple(returned))

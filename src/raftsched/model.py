@@ -78,6 +78,21 @@ class JobSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Transition:
+    """One step of a job's life, kept in its history."""
+
+    ts: float
+    state: JobState
+    node_id: str = ""
+    attempt: int = 0
+    token: int = 0
+    reason: str = ""
+
+
+HISTORY_LIMIT = 64
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: str
     spec: JobSpec
@@ -94,6 +109,7 @@ class Job:
     reason: str = ""
     stdout_tail: str = ""
     stderr_tail: str = ""
+    history: tuple[Transition, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,7 +124,8 @@ class NodeRuntime:
             log.warning("start not delivered", node=node_id, jobs=len(jobs),
                         code=str(e.code()), details=e.details())
 
-    def _on_applied(self, cmds: list[Command], results: list[Result]) -> None:
+    def _on_applied(self, cmds: list[Command], results: list[Result], changes: list[Job],
+                    index: int) -> None:
         # pysyncobj tick thread: hand over to the event loop, never block here.
         if self.is_leader():
             self.loop.call_soon_threadsafe(self.leader.kick.set)

@@ -24,11 +24,13 @@ from pysyncobj.syncobj import _RAFT_STATE
 from raftsched import codec, fsm
 from raftsched.commands import Command
 from raftsched.config import ClusterConfig, NodeConfig
+from raftsched.model import Job
 from raftsched.raftsafe import SafeSyncObj
 
 log = structlog.get_logger("raftsched.raft")
 
-AppliedHook = Callable[[list[Command], list[fsm.Result]], None]
+# (commands, their results, job versions written, Raft index) on the tick thread
+AppliedHook = Callable[[list[Command], list[fsm.Result], list[Job], int], None]
 
 
 class _SnapshotView:
@@ -58,11 +60,13 @@ class JobStateMachine(SyncObjConsumer):  # type: ignore[misc]
             return []
         with self.lock:
             index = self._syncObj.raftLastApplied + 1
+            self.state.changes = []
             results = [fsm.apply(self.state, c) for c in cmds]
             self.state.applied_index = index
+            changes, self.state.changes = self.state.changes, []
         for hook in self.hooks:
             try:
-                hook(cmds, results)
+                hook(cmds, results, changes, index)
             except Exception:
                 log.exception("applied hook failed")
         return results
