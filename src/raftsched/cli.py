@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -32,6 +33,10 @@ EXIT_CODES_HELP = """exit codes:
   4  refused (invalid argument, or not possible in the job's state)
   5  cluster unavailable (no node reachable, no leader)
 """
+
+# Modules adding subcommands: each has `register(subparsers, formatter_class)`;
+# their handlers take (args, client) when `needs_client=True` is set as a default.
+CLI_EXTENSIONS: list[str] = []
 
 STATES = [s for s in jobs_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]  # noqa: SIM118
 
@@ -378,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
+
+    for module in CLI_EXTENSIONS:
+        importlib.import_module(module).register(sub, fmt)
 
     sp = sub.add_parser("demo", help="start the local cluster, run a workload, stop")
     sp.add_argument("--jobs", type=int, default=60, help="number of jobs (default 60)")

@@ -109,6 +109,8 @@ class ClusterState:
             new = replace(new, history=hist)
         self._put(old, new)
         self.changes.append(new)
+        for hook in _PUT_HOOKS:
+            hook(self, old, new, ts)
 
     def _put(self, old: Job | None, new: Job) -> None:
         """Replace a job and keep the derived indexes in step."""
@@ -205,6 +207,18 @@ def state_digest(d: dict[str, Any]) -> str:
     d["jobs"] = sorted(d["jobs"], key=lambda w: w["id"])
     blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+# Deterministic reactions to a job change, registered by extension modules
+# (e.g. releasing workflow children when a parent succeeds). Called inside apply,
+# after the new version is stored; a hook may itself call `state.put`.
+PutHook = Callable[["ClusterState", Job | None, Job, float | None], None]
+_PUT_HOOKS: list[PutHook] = []
+
+
+def on_put(fn: PutHook) -> PutHook:
+    _PUT_HOOKS.append(fn)
+    return fn
 
 
 def _result_to_wire(r: Result) -> list[Any]:
