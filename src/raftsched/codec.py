@@ -90,7 +90,18 @@ def _plan(cls: type) -> tuple[list[tuple[str, Any, Enc]], dict[str, Dec]]:
     return plan
 
 
+_custom: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
+
+
+def custom(cls: type, enc: Callable[[Any], Any], dec: Callable[[Any], Any]) -> None:
+    """Give a class its own wire form (e.g. to share repeated values in a batch)."""
+    _custom[cls] = (enc, dec)
+
+
 def to_wire(obj: Any) -> dict[str, Any]:
+    c = _custom.get(type(obj))
+    if c is not None:
+        return c[0](obj)  # type: ignore[no-any-return]
     encs, _ = _plan(type(obj))
     out = {}
     for name, default, enc in encs:
@@ -102,6 +113,9 @@ def to_wire(obj: Any) -> dict[str, Any]:
 
 
 def from_wire(cls: type[T], w: dict[str, Any]) -> T:
+    c = _custom.get(cls)
+    if c is not None:
+        return c[1](w)  # type: ignore[no-any-return]
     _, decs = _plan(cls)
     try:
         return cls(**{k: decs[k](v) for k, v in w.items()})

@@ -7,7 +7,9 @@ leader's clock when it proposed the command): apply never reads a clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from raftsched import codec
 from raftsched.codec import command
 from raftsched.model import JobSpec, Node
 
@@ -18,6 +20,26 @@ class SubmitJobs:
     rid: str
     ts: float
     jobs: tuple[tuple[str, JobSpec], ...]  # (job id made by the leader, spec)
+
+
+def _submit_to_wire(c: SubmitJobs) -> dict[str, Any]:
+    # A batch usually repeats a few specs: each distinct spec is encoded once.
+    index: dict[JobSpec, int] = {}
+    refs = []
+    for jid, spec in c.jobs:
+        i = index.get(spec)
+        if i is None:
+            i = index[spec] = len(index)
+        refs.append([jid, i])
+    return {"rid": c.rid, "ts": c.ts, "specs": [codec.to_wire(s) for s in index], "jobs": refs}
+
+
+def _submit_from_wire(w: dict[str, Any]) -> SubmitJobs:
+    specs = [codec.from_wire(JobSpec, s) for s in w["specs"]]
+    return SubmitJobs(w["rid"], float(w["ts"]), tuple((jid, specs[i]) for jid, i in w["jobs"]))
+
+
+codec.custom(SubmitJobs, _submit_to_wire, _submit_from_wire)
 
 
 @dataclass(frozen=True, slots=True)

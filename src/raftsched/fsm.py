@@ -11,7 +11,6 @@ whose id was already applied returns the first result and changes nothing
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -83,6 +82,9 @@ class ClusterState:
         # derived
         self.usage: dict[str, NodeUsage] = {}
         self.pending: dict[str, tuple[int, int]] = {}  # job id -> (-priority, seq)
+        # pending jobs by priority, each bucket in seq order (see pending_in_order)
+        self._queue: dict[int, dict[str, int]] = {}
+        self._unsorted: set[int] = set()
         self.counts: Counter[JobState] = Counter()
         # transient: job versions written by the entry being applied (for watchers)
         self.changes: list[Job] = []
@@ -95,13 +97,14 @@ class ClusterState:
             u = self.usage[node_id] = NodeUsage()
         return u
 
-    def put(self, old: Job | None, new: Job, ts: float | None = None) -> None:
+    def put(self, old: Job | None, new: Job, ts: float | None = None, *, history: bool = True) -> None:
         """Store a new version of a job: history, derived indexes and change feed.
 
-        `ts` (the command's leader time) records a state change in the job's
-        history; None stores the job without a history step.
+        `ts` is the command's leader time. A change of state or attempt adds a
+        step to the job's history (unless history=False: the caller did it).
         """
-        if ts is not None and (old is None or old.state is not new.state or old.attempt != new.attempt):
+        if (history and ts is not None
+                and (old is None or old.state is not new.state or old.attempt != new.attempt)):
             step = Transition(ts, new.state, new.node_id, new.attempt, new.fencing_token, new.reason)
             hist = new.history + (step,)
             if len(hist) > HISTORY_LIMIT:
@@ -118,6 +121,11 @@ class ClusterState:
             self.counts[old.state] -= 1
             if old.state is JobState.PENDING:
                 del self.pending[old.id]
+                bucket = self._queue[old.spec.priority]
+                del bucket[old.id]
+                if not bucket:
+                    del self._queue[old.spec.priority]
+                    self._unsorted.discard(old.spec.priority)
             elif old.state in ACTIVE_STATES:
                 u = self._usage(old.node_id)
                 u.cpu_millis -= old.spec.resources.cpu_millis
@@ -126,6 +134,13 @@ class ClusterState:
         self.counts[new.state] += 1
         if new.state is JobState.PENDING:
             self.pending[new.id] = (-new.spec.priority, new.seq)
+            prio = new.spec.priority
+            bucket = self._queue.get(prio)
+            if bucket is None:
+                bucket = self._queue[prio] = {}
+            elif bucket and next(reversed(bucket.values())) > new.seq:
+                self._unsorted.add(prio)  # a requeued older job: re-sort lazily
+            bucket[new.id] = new.seq
         elif new.state in ACTIVE_STATES:
             u = self._usage(new.node_id)
             u.cpu_millis += new.spec.resources.cpu_millis
@@ -136,6 +151,8 @@ class ClusterState:
     def rebuild_derived(self) -> None:
         self.usage = {nid: NodeUsage() for nid in self.nodes}
         self.pending = {}
+        self._queue = {}
+        self._unsorted = set()
         self.counts = Counter()
         for job in list(self.jobs.values()):
             self._put(None, job)
@@ -147,9 +164,18 @@ class ClusterState:
         return self.usage.get(node_id) or NodeUsage()
 
     def pending_in_order(self, limit: int) -> list[Job]:
-        """Pending jobs by priority (high first), then submission order."""
-        best = heapq.nsmallest(limit, self.pending.items(), key=lambda kv: kv[1])
-        return [self.jobs[jid] for jid, _ in best]
+        """Pending jobs by priority (high first), then submission order; O(limit)."""
+        out: list[Job] = []
+        for prio in sorted(self._queue, reverse=True):
+            bucket = self._queue[prio]
+            if prio in self._unsorted:
+                bucket = self._queue[prio] = dict(sorted(bucket.items(), key=lambda kv: kv[1]))
+                self._unsorted.discard(prio)
+            for jid in bucket:
+                out.append(self.jobs[jid])
+                if len(out) >= limit:
+                    return out
+        return out
 
     def active_on(self, node_id: str) -> list[Job]:
         u = self.usage.get(node_id)
@@ -279,10 +305,11 @@ def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
     for jid in ids:
         if jid in state.jobs:
             return Result(Code.INVALID, None, f"job id {jid} already exists")
+    first = (Transition(cmd.ts, JobState.PENDING),)  # frozen: shared by the batch
     for jid, spec in cmd.jobs:
-        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts)
+        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts, history=first)
         state.next_seq += 1
-        state.put(None, job, cmd.ts)
+        state.put(None, job, cmd.ts, history=False)
     return _ok(tuple(ids))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,54 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from raftsched import config as configmod
+from raftsched.launcher import free_ports, write_config  # noqa: F401
 from raftsched.rpc.client import Client
 from raftsched.v1 import jobs_pb2
 
 TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
-                 cluster_extra: str = "", labels: list[dict[str, str]] | None = None) -> Path:
-    ports = free_ports(2 * n_nodes)
-    lines = [
-        "[cluster]",
-        'name = "test"',
-        'secret = "test-secret-not-for-production"',
-        f'data_dir = "{root}/data"',
-        "heartbeat_interval = 0.2",
-        "heartbeat_ttl = 1.5",
-        "kill_grace = 1.0",
-        'log_level = "info"',
-        cluster_extra,
-    ]
-    for i in range(n_nodes):
-        lab = (labels or [{}] * n_nodes)[i]
-        lab_s = ", ".join(f'{k} = "{v}"' for k, v in lab.items())
-        lines += [
-            "",
-            "[[nodes]]",
-            f'id = "n{i + 1}"',
-            f'raft = "127.0.0.1:{ports[2 * i]}"',
-            f'grpc = "127.0.0.1:{ports[2 * i + 1]}"',
-            f"cpu_millis = {cpu}",
-            f"memory_mib = {mem}",
-            f"labels = {{ {lab_s} }}",
-        ]
-    path = root / "cluster.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 class TestCluster:

@@ -36,8 +36,10 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
 
-def _new_job_id() -> str:
-    return uuid.uuid4().hex[:20]
+def _new_job_ids(n: int) -> list[str]:
+    """Ids for a batch: one random prefix, then the position (unique per leader proposal)."""
+    prefix = uuid.uuid4().hex[:12]
+    return [f"{prefix}{i:04x}" for i in range(n)]
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
@@ -55,13 +57,17 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             )
         cap = self.rt.cfg.max_capacity()
         specs = []
+        seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
         for i, pb in enumerate(pbs):
             spec = convert.spec_from_pb(pb)
-            err = validate.validate_spec(spec, cap)
-            if err:
-                where = f"specs[{i}]: " if batch else ""
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + err)
-            specs.append(spec)
+            known = seen.get(spec)
+            if known is None:
+                err = validate.validate_spec(spec, cap)
+                if err:
+                    where = f"specs[{i}]: " if batch else ""
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + err)
+                known = seen[spec] = spec
+            specs.append(known)
         return specs
 
     async def _submit(self, specs: list[JobSpec], request_id: str, context,
@@ -69,7 +75,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         rid = request_id or uuid.uuid4().hex
 
         async def local() -> tuple[str, ...]:
-            cmd = SubmitJobs(rid, time.time(), tuple((_new_job_id(), s) for s in specs))
+            cmd = SubmitJobs(rid, time.time(), tuple(zip(_new_job_ids(len(specs)), specs, strict=True)))
             res = await self.rt.propose(cmd)
             if not res.ok:
                 await abort_for(context, res)
