@@ -45,6 +45,9 @@ class Leader:
         self.reported: dict[str, set[tuple[str, int]]] = {}  # node -> attempts it runs
         self.armed_term: int | None = None
         self._last_resend = 0.0
+        self.fresh: list[str] = []  # jobs that became PENDING since the last placement round
+        self._free_after: dict[str, tuple[int, int]] | None = None
+        self._last_full_scan = 0.0
         self.leader_changes = 0
 
     # ---- called by the NodeAgent servicer ------------------------------------------
@@ -113,6 +116,7 @@ class Leader:
             assigned = [j for j in self._active_jobs() if j.state is JobState.ASSIGNED]
         # Re-arm: nobody is declared down before a full TTL under this leader.
         self.last_seen = {nid: grace for nid in node_ids}
+        self._free_after = None
         self.reported = {}
         log.info("became leader", term=term, nodes=len(node_ids), resend=len(assigned))
         self._dispatch(assigned)
@@ -137,18 +141,51 @@ class Leader:
                 if res.ok and res.value:
                     log.info("jobs returned to pending", node=node.id, jobs=len(res.value))
 
+    def _scan(self) -> tuple[list[Job], list[Candidate], dict[str, tuple[int, int]]] | None:
+        """What placement should look at this round (caller holds the state lock).
+
+        A full scan of the queue happens when some node gained room since the
+        last round (or at most once a second); otherwise only jobs that became
+        PENDING since then are looked at: nothing else can fit where it did
+        not fit before.
+        """
+        st = self.rt.sm.state
+        fresh, self.fresh = self.fresh, []
+        if not st.pending:
+            return None
+        cands = [Candidate(n, st.allocated(n.id).as_resources()) for n in st.nodes.values() if n.alive]
+        free = {
+            c.node.id: (c.node.capacity.cpu_millis - c.allocated.cpu_millis,
+                        c.node.capacity.memory_mib - c.allocated.memory_mib)
+            for c in cands
+        }
+        base = self._free_after
+        gained = base is None or any(
+            nid not in base or f[0] > base[nid][0] or f[1] > base[nid][1] for nid, f in free.items()
+        )
+        if gained or time.monotonic() - self._last_full_scan > 1.0:
+            self._last_full_scan = time.monotonic()
+            pending = st.pending_in_order(PLACEMENT_BATCH)
+        else:
+            ids = {j for j in fresh if j in st.pending}
+            pending = sorted((st.jobs[j] for j in ids), key=lambda j: st.pending[j.id])
+            pending = pending[:PLACEMENT_BATCH]
+        return pending, cands, free
+
     async def _place(self) -> None:
         st = self.rt.sm.state
         with self.rt.sm.lock:
-            if not st.pending:
-                return
-            pending = st.pending_in_order(PLACEMENT_BATCH)
-            cands = [
-                Candidate(n, st.allocated(n.id).as_resources())
-                for n in st.nodes.values()
-                if n.alive
-            ]
-        items = place(pending, cands, self.rt.cfg.strategy)
+            scan = self._scan()
+        if scan is None:
+            return
+        pending, cands, free = scan
+        items = place(pending, cands, self.rt.cfg.strategy) if pending else []
+        # Room left after this round's own assignments: the baseline for "gained".
+        for item in items:
+            r = st.jobs[item.job_id].spec.resources
+            cpu, mem = free[item.node_id]
+            free[item.node_id] = (cpu - r.cpu_millis, mem - r.memory_mib)
+        self._free_after = free
         if not items:
             return
         res = await self.rt.proposer.propose(Assign(new_rid(), time.time(), tuple(items)))

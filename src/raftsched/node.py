@@ -20,7 +20,7 @@ from raftsched.config import ClusterConfig, NodeConfig
 from raftsched.executor import Executor
 from raftsched.fsm import Result
 from raftsched.leader import Leader
-from raftsched.model import Job
+from raftsched.model import Job, JobState
 from raftsched.proposer import Proposer
 from raftsched.rpc import convert
 from raftsched.rpc.agent import NodeAgentServicer
@@ -128,6 +128,9 @@ class NodeRuntime:
                     index: int) -> None:
         # pysyncobj tick thread: hand over to the event loop, never block here.
         if self.is_leader():
+            fresh = [j.id for j in changes if j.state is JobState.PENDING]
+            if fresh:
+                self.leader.fresh.extend(fresh)  # list.extend is atomic under the GIL
             self.loop.call_soon_threadsafe(self.leader.kick.set)
 
     # ---- lifecycle --------------------------------------------------------------------
