@@ -82,6 +82,7 @@ class FinishedItem:
     error: str = ""  # could not start, or other failure reason
     stdout_tail: str = ""
     stderr_tail: str = ""
+    lost: bool = False  # killed because the node's lease expired: requeue, not a failure
 
 
 @command(4)

@@ -36,6 +36,7 @@ class ClusterConfig:
     strategy: Strategy
     heartbeat_interval: float
     heartbeat_ttl: float
+    lease: float
     election_timeout_min: float
     election_timeout_max: float
     append_entries_batch: bool
@@ -150,6 +151,12 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
     ttl = float(c.get("heartbeat_ttl", 1.5))
     if not 0 < hb < ttl:
         raise ConfigError(f"{p}: need 0 < heartbeat_interval < heartbeat_ttl")
+    lease = float(c.get("lease", max(hb * 2, ttl - max(0.5, ttl / 3))))
+    if not hb < lease <= ttl - 0.2:
+        raise ConfigError(
+            f"{p}: need heartbeat_interval < lease <= heartbeat_ttl - 0.2 s: a node must kill its jobs "
+            f"(lease {lease:g}s) before the leader may reassign them (ttl {ttl:g}s)"
+        )
     emin = float(c.get("election_timeout_min", 0.3))
     emax = float(c.get("election_timeout_max", 0.6))
     if not 0 < emin < emax:
@@ -162,6 +169,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         strategy=strategy,
         heartbeat_interval=hb,
         heartbeat_ttl=ttl,
+        lease=lease,
         election_timeout_min=emin,
         election_timeout_max=emax,
         append_entries_batch=bool(c.get("append_entries_batch", False)),

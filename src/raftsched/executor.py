@@ -24,7 +24,8 @@ from pathlib import Path
 
 import structlog
 
-from raftsched.model import JobSpec
+from raftsched.lease import Lease
+from raftsched.model import JobSpec, Resources
 
 log = structlog.get_logger("raftsched.executor")
 
@@ -50,6 +51,7 @@ class Report:
     error: str = ""
     stdout_tail: str = ""
     stderr_tail: str = ""
+    lost: bool = False
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Executor:
         loop: asyncio.AbstractEventLoop,
         on_report: Callable[[Report], None],
         kill_grace: float = 3.0,
+        lease: Lease | None = None,
     ) -> None:
         self.node_id = node_id
         self.out_dir = work_dir / "output"
@@ -94,6 +97,7 @@ class Executor:
         self.loop = loop
         self.on_report = on_report
         self.kill_grace = kill_grace
+        self.lease = lease
         self.running: dict[tuple[str, int], Attempt] = {}
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._outputs: deque[tuple[Path, Path]] = deque()
@@ -137,6 +141,8 @@ class Executor:
                        error=f"could not start: {e}")
             )
             return True
+        if self.lease is not None:
+            self.lease.register(proc.pid)  # process_group=0: the pgid is the pid
         pidfd = os.pidfd_open(proc.pid)
         a = Attempt(job_id, attempt, token, spec, proc, pidfd, out_path, err_path, time.time())
         self.running[key] = a
@@ -165,6 +171,12 @@ class Executor:
         for a in list(self.running.values()):
             a.killed_reason = a.killed_reason or "node shutting down"
             self._signal(a, signal.SIGKILL)
+
+    def in_use(self) -> Resources:
+        """Requests of the attempts running here now."""
+        cpu = sum(a.spec.resources.cpu_millis for a in self.running.values())
+        mem = sum(a.spec.resources.memory_mib for a in self.running.values())
+        return Resources(cpu, mem)
 
     def running_attempts(self) -> list[tuple[str, int, int]]:
         return [(a.job_id, a.attempt, a.token) for a in self.running.values()]
@@ -196,12 +208,19 @@ class Executor:
         for h in a.handles:
             h.cancel()
         code = a.proc.wait()
+        lost = False
+        if self.lease is not None:
+            self.lease.unregister(a.proc.pid)
+            # SIGKILLed while our lease was out: the watchdog fenced it off.
+            lost = code == -signal.SIGKILL and not self.lease.valid() and not a.killed_reason
         # Anything the job left behind in its process group goes with it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(a.proc.pid, signal.SIGKILL)
         self.finished_total += 1
         error = ""
-        if a.killed_reason and not a.timed_out:
+        if lost:
+            error = "lease expired; killed by the watchdog"
+        elif a.killed_reason and not a.timed_out:
             error = f"killed: {a.killed_reason}"
         self.on_report(
             Report(
@@ -215,6 +234,7 @@ class Executor:
                 error=error,
                 stdout_tail=_tail(a.out_path),
                 stderr_tail=_tail(a.err_path),
+                lost=lost,
             )
         )
         self._outputs.append((a.out_path, a.err_path))

@@ -407,6 +407,10 @@ def _apply_finished(state: ClusterState, cmd: JobsFinished) -> Result:
         if isinstance(job, str):
             out.append(job)
             continue
+        if item.lost:
+            requeue(state, job, cmd.ts, f"attempt {job.attempt} lost on node {job.node_id}: {item.error}")
+            out.append("")
+            continue
         target, reason = _finished_state(item)
         err = transition_error(job.state, target)
         if err:
@@ -452,13 +456,26 @@ def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
     return _ok(job.id)
 
 
+def requeue(state: ClusterState, job: Job, ts: float, reason: str) -> None:
+    """Return an active job to PENDING: its attempt is gone, but not through a fault of
+    its own (node lost, lease expired), so this does not count against any budget.
+    The next Assign makes a new attempt with a new fencing token."""
+    state.put(job, replace(job, state=JobState.PENDING, reason=reason), ts)
+
+
 @handles(NodeUp)
 def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
     old = state.nodes.get(cmd.node.id)
     since = cmd.ts if old is None or not old.alive else old.since
     state.nodes[cmd.node.id] = replace(cmd.node, alive=True, since=since)
     state._usage(cmd.node.id)
-    return _ok(cmd.node.id)
+    returned: list[str] = []
+    if old is not None and old.incarnation != cmd.node.incarnation:
+        # A new process: whatever the old one ran died with it (its watchdog saw to that).
+        for job in state.active_on(old.id):
+            requeue(state, job, cmd.ts, f"node {old.id} restarted")
+            returned.append(job.id)
+    return _ok(tuple(returned))
 
 
 @handles(NodeDown)
@@ -469,11 +486,6 @@ def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
     state.nodes[node.id] = replace(node, alive=False, since=cmd.ts)
     returned: list[str] = []
     for job in state.active_on(node.id):
-        # Back to PENDING; the next Assign makes a new attempt with a new token.
-        state.put(
-            job,
-            replace(job, state=JobState.PENDING, reason=f"node {node.id} down: {cmd.reason}"),
-            cmd.ts,
-        )
+        requeue(state, job, cmd.ts, f"node {node.id} down: {cmd.reason}")
         returned.append(job.id)
     return _ok(tuple(returned))

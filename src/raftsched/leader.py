@@ -235,4 +235,4 @@ class Leader:
 
 
 def _describe(n: Node) -> tuple:
-    return (n.grpc_address, n.raft_address, n.capacity, n.labels)
+    return (n.grpc_address, n.raft_address, n.capacity, n.labels, n.incarnation)

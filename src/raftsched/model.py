@@ -121,6 +121,7 @@ class Node:
     labels: tuple[tuple[str, str], ...] = ()
     alive: bool = True
     since: float = 0.0  # leader time of the last up/down change
+    incarnation: str = ""  # random id of the node process; changes when it restarts
 
 
 @dataclass(slots=True)

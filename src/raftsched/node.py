@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import time
+import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -20,6 +21,7 @@ from raftsched.config import ClusterConfig, NodeConfig
 from raftsched.executor import Executor
 from raftsched.fsm import Result
 from raftsched.leader import Leader
+from raftsched.lease import Lease
 from raftsched.model import Job, JobState
 from raftsched.proposer import Proposer
 from raftsched.rpc import convert
@@ -51,9 +53,11 @@ class NodeRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.loop = asyncio.get_running_loop()
         self.sm = raft_node.JobStateMachine()
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.lease = Lease(cfg.lease)
         self.reporter = Reporter(self)
         self.executor = Executor(
-            self.me.id, self.data_dir, self.loop, self.reporter.push, cfg.kill_grace
+            self.me.id, self.data_dir, self.loop, self.reporter.push, cfg.kill_grace, self.lease
         )
         self.leader = Leader(self)
         self.heartbeater = Heartbeater(self)
@@ -107,6 +111,7 @@ class NodeRuntime:
         req = node_pb2.StartJobsRequest(
             leader_id=self.me.id,
             term=self.term(),
+            incarnation=node.incarnation,
             jobs=[
                 node_pb2.StartJob(
                     job_id=j.id,
@@ -161,7 +166,7 @@ class NodeRuntime:
         self.proposer.start()
         for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run()):
             self.spawn(coro)
-        log.info("node started", grpc=self.me.grpc, raft=self.me.raft,
+        log.info("node started", grpc=self.me.grpc, raft=self.me.raft, incarnation=self.incarnation,
                  data_dir=str(self.data_dir))
 
     async def stop(self) -> None:
@@ -172,6 +177,7 @@ class NodeRuntime:
             t.cancel()
         await self.proposer.stop()
         self.executor.kill_all_now()
+        self.lease.close()
         for ch in self._channels.values():
             await ch.close()
         self.syncobj.destroy()

@@ -9,6 +9,7 @@ answer lists attempts the node no longer owns, which are killed.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 import grpc
@@ -39,6 +40,7 @@ def report_to_pb(r: Report) -> node_pb2.JobReport:
         error=r.error,
         stdout_tail=r.stdout_tail,
         stderr_tail=r.stderr_tail,
+        lost=r.lost,
     )
 
 
@@ -88,20 +90,28 @@ class Heartbeater:
         while True:
             stub = self.rt.leader_agent_stub()
             if stub is not None:
+                running = self.rt.executor.running_attempts()
+                in_use = self.rt.executor.in_use()
                 req = node_pb2.HeartbeatRequest(
                     node_id=me.id,
+                    incarnation=self.rt.incarnation,
+                    running_jobs=len(running),
+                    cpu_millis_in_use=in_use.cpu_millis,
+                    memory_mib_in_use=in_use.memory_mib,
                     grpc_address=me.grpc,
                     raft_address=me.raft,
                     capacity=convert.resources_to_pb(me.capacity),
                     labels=me.labels,
                     running=[
                         node_pb2.RunningAttempt(job_id=j, attempt=a, fencing_token=t)
-                        for j, a, t in self.rt.executor.running_attempts()
+                        for j, a, t in running
                     ],
                 )
+                sent = time.monotonic()
                 try:
                     resp = await stub.Heartbeat(req, timeout=max(interval * 2, 0.5))
                     self.failures = 0
+                    self.rt.lease.renew(sent)
                     for r in resp.revoke:
                         if self.rt.executor.kill(r.job_id, r.attempt, "revoked by leader"):
                             log.warning("attempt revoked", job=r.job_id, attempt=r.attempt)

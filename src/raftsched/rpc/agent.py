@@ -33,6 +33,15 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"start from stale leader {request.leader_id} (term {request.term} < {term})",
             )
+        if request.incarnation and request.incarnation != self.rt.incarnation:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"starts meant for an earlier process of {self.rt.me.id} "
+                f"(incarnation {request.incarnation}, now {self.rt.incarnation})",
+            )
+        if not self.rt.lease.valid():
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"{self.rt.me.id} holds no lease; it starts nothing until it renews")
         accepted = 0
         for sj in request.jobs:
             spec = convert.spec_from_pb(sj.spec)
@@ -59,6 +68,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                         r.error,
                         r.stdout_tail,
                         r.stderr_tail,
+                        r.lost,
                     )
                 )
         now = time.time()
@@ -86,12 +96,14 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
             raft_address=request.raft_address,
             capacity=Resources(request.capacity.cpu_millis, request.capacity.memory_mib),
             labels=tuple(sorted(request.labels.items())),
+            incarnation=request.incarnation,
         )
         running = [(r.job_id, r.attempt, r.fencing_token) for r in request.running]
         revoke = self.rt.leader.heartbeat(node, running)
         return node_pb2.HeartbeatResponse(
             leader_id=self.rt.me.id,
             term=self.rt.term(),
+            lease_seconds=self.rt.cfg.lease,
             revoke=[
                 node_pb2.RunningAttempt(job_id=j, attempt=a, fencing_token=t)
                 for j, a, t in revoke

@@ -31,14 +31,16 @@ class StartJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., spec: _Optional[_Union[_jobs_pb2.JobSpec, _Mapping]] = ...) -> None: ...
 
 class StartJobsRequest(_message.Message):
-    __slots__ = ("leader_id", "term", "jobs")
+    __slots__ = ("leader_id", "term", "jobs", "incarnation")
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     leader_id: str
     term: int
     jobs: _containers.RepeatedCompositeFieldContainer[StartJob]
-    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[StartJob, _Mapping]]] = ...) -> None: ...
+    incarnation: str
+    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[StartJob, _Mapping]]] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class StartJobsResponse(_message.Message):
     __slots__ = ("accepted",)
@@ -47,7 +49,7 @@ class StartJobsResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class JobReport(_message.Message):
-    __slots__ = ("job_id", "attempt", "fencing_token", "kind", "at", "exit_code", "timed_out", "error", "stdout_tail", "stderr_tail", "has_exit_code")
+    __slots__ = ("job_id", "attempt", "fencing_token", "kind", "at", "exit_code", "timed_out", "error", "stdout_tail", "stderr_tail", "has_exit_code", "lost")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +61,7 @@ class JobReport(_message.Message):
     STDOUT_TAIL_FIELD_NUMBER: _ClassVar[int]
     STDERR_TAIL_FIELD_NUMBER: _ClassVar[int]
     HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     fencing_token: int
@@ -70,7 +73,8 @@ class JobReport(_message.Message):
     stdout_tail: str
     stderr_tail: str
     has_exit_code: bool
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., kind: _Optional[_Union[ReportKind, str]] = ..., at: _Optional[float] = ..., exit_code: _Optional[int] = ..., timed_out: _Optional[bool] = ..., error: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., has_exit_code: _Optional[bool] = ...) -> None: ...
+    lost: bool
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., kind: _Optional[_Union[ReportKind, str]] = ..., at: _Optional[float] = ..., exit_code: _Optional[int] = ..., timed_out: _Optional[bool] = ..., error: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., lost: _Optional[bool] = ...) -> None: ...
 
 class ReportJobsRequest(_message.Message):
     __slots__ = ("node_id", "reports")
@@ -97,7 +101,7 @@ class RunningAttempt(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "grpc_address", "raft_address", "capacity", "labels", "running")
+    __slots__ = ("node_id", "grpc_address", "raft_address", "capacity", "labels", "running", "incarnation", "running_jobs", "cpu_millis_in_use", "memory_mib_in_use")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -111,13 +115,21 @@ class HeartbeatRequest(_message.Message):
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLIS_IN_USE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_IN_USE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     grpc_address: str
     raft_address: str
     capacity: _jobs_pb2.Resources
     labels: _containers.ScalarMap[str, str]
     running: _containers.RepeatedCompositeFieldContainer[RunningAttempt]
-    def __init__(self, node_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., running: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ...) -> None: ...
+    incarnation: str
+    running_jobs: int
+    cpu_millis_in_use: int
+    memory_mib_in_use: int
+    def __init__(self, node_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., running: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ..., incarnation: _Optional[str] = ..., running_jobs: _Optional[int] = ..., cpu_millis_in_use: _Optional[int] = ..., memory_mib_in_use: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("leader_id", "term", "revoke", "lease_seconds")
