@@ -122,4 +122,14 @@ class NodeDown:
     reason: str
 
 
-Command = SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown
+@command(8)
+@dataclass(frozen=True, slots=True)
+class GcJobs:
+    """Forget terminal jobs that finished before `cutoff` (leader time - retention)."""
+
+    rid: str
+    ts: float
+    cutoff: float
+
+
+Command = SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs

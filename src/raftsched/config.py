@@ -43,6 +43,7 @@ class ClusterConfig:
     fsync: str
     log_compaction_entries: int
     kill_grace: float
+    job_retention: float
     log_format: str
     log_level: str
     nodes: tuple[NodeConfig, ...]
@@ -77,6 +78,16 @@ def _addr(value: object, where: str) -> str:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: expected 'host:port', got {value!r}")
     return value
+
+
+def _positive(value: object, where: str) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number of seconds, got {value!r}") from None
+    if v <= 0:
+        raise ConfigError(f"{where}: must be > 0, got {v:g}")
+    return v
 
 
 def _is_loopback(addr: str) -> bool:
@@ -176,6 +187,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         fsync=fsync,
         log_compaction_entries=int(c.get("log_compaction_entries", 20000)),
         kill_grace=float(c.get("kill_grace", 3.0)),
+        job_retention=_positive(c.get("job_retention", 3600.0), f"{p}: job_retention"),
         log_format=str(c.get("log_format", "console")),
         log_level=str(c.get("log_level", "info")),
         nodes=tuple(nodes),

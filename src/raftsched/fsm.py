@@ -11,6 +11,7 @@ whose id was already applied returns the first result and changes nothing
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from raftsched.commands import (
     CancelJob,
     Command,
     FinishedItem,
+    GcJobs,
     JobsFinished,
     JobsStarted,
     NodeDown,
@@ -85,6 +87,8 @@ class ClusterState:
         # pending jobs by priority, each bucket in seq order (see pending_in_order)
         self._queue: dict[int, dict[str, int]] = {}
         self._unsorted: set[int] = set()
+        # terminal jobs by (finished_at, id), lazily cleaned: lets GcJobs find old ones fast
+        self._finished: list[tuple[float, str]] = []
         self.counts: Counter[JobState] = Counter()
         # transient: job versions written by the entry being applied (for watchers)
         self.changes: list[Job] = []
@@ -132,6 +136,8 @@ class ClusterState:
                 u.memory_mib -= old.spec.resources.memory_mib
                 u.jobs.discard(old.id)
         self.counts[new.state] += 1
+        if new.state in TERMINAL_STATES and (old is None or old.state not in TERMINAL_STATES):
+            heapq.heappush(self._finished, (new.finished_at, new.id))
         if new.state is JobState.PENDING:
             self.pending[new.id] = (-new.spec.priority, new.seq)
             prio = new.spec.priority
@@ -153,10 +159,31 @@ class ClusterState:
         self.pending = {}
         self._queue = {}
         self._unsorted = set()
+        self._finished = []
         self.counts = Counter()
         for job in list(self.jobs.values()):
             self._put(None, job)
         # _put adds to jobs again: same object, harmless
+
+    def forget(self, job: Job) -> None:
+        """Remove a terminal job from the state (garbage collection)."""
+        assert job.state in TERMINAL_STATES
+        del self.jobs[job.id]
+        self.counts[job.state] -= 1
+
+    def has_finished_before(self, cutoff: float) -> bool:
+        return bool(self._finished) and self._finished[0][0] < cutoff
+
+    def finished_before(self, cutoff: float) -> list[Job]:
+        """Terminal jobs that finished before `cutoff` (pops them off the index)."""
+        out = []
+        heap = self._finished
+        while heap and heap[0][0] < cutoff:
+            ts, jid = heapq.heappop(heap)
+            job = self.jobs.get(jid)
+            if job is not None and job.state in TERMINAL_STATES and job.finished_at == ts:
+                out.append(job)
+        return out
 
     # ---- queries (pure, used by placement and the API) ----------------------------
 
@@ -454,6 +481,16 @@ def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
         cmd.ts,
     )
     return _ok(job.id)
+
+
+@handles(GcJobs)
+def _apply_gc(state: ClusterState, cmd: GcJobs) -> Result:
+    """Forget every terminal job finished before the cutoff. The set removed is
+    defined by that predicate alone, so every replica removes the same jobs."""
+    gone = state.finished_before(cmd.cutoff)
+    for job in gone:
+        state.forget(job)
+    return _ok(len(gone))
 
 
 def requeue(state: ClusterState, job: Job, ts: float, reason: str) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from raftsched.commands import Assign, NodeDown, NodeUp
+from raftsched.commands import Assign, GcJobs, NodeDown, NodeUp
 from raftsched.model import Job, JobState, Node
 from raftsched.placement import Candidate, place
 from raftsched.proposer import NotLeader, OutcomeUnknown
@@ -30,7 +30,8 @@ log = structlog.get_logger("raftsched.leader")
 
 PLACEMENT_BATCH = 2000
 TICK = 0.05
-RESEND_AFTER = 1.0  # re-send a start not confirmed by the worker after this long
+RESEND_AFTER = 1.0
+GC_INTERVAL = 2.0  # re-send a start not confirmed by the worker after this long
 
 
 def new_rid() -> str:
@@ -48,6 +49,7 @@ class Leader:
         self.fresh: list[str] = []  # jobs that became PENDING since the last placement round
         self._free_after: dict[str, tuple[int, int]] | None = None
         self._last_full_scan = 0.0
+        self._last_gc = 0.0
         self.leader_changes = 0
 
     # ---- called by the NodeAgent servicer ------------------------------------------
@@ -97,6 +99,7 @@ class Leader:
                     self._on_elected(term)
                 await self._liveness()
                 await self._place()
+                await self._collect_garbage()
                 if time.monotonic() - self._last_resend > RESEND_AFTER / 2:
                     self._last_resend = time.monotonic()
                     self._resend_unconfirmed()
@@ -205,6 +208,19 @@ class Leader:
         self._dispatch(started)
         if len(items) == PLACEMENT_BATCH:
             self.kick.set()
+
+    async def _collect_garbage(self) -> None:
+        """Forget terminal jobs older than the retention, so state and snapshots stay bounded."""
+        if time.monotonic() - self._last_gc < GC_INTERVAL:
+            return
+        self._last_gc = time.monotonic()
+        cutoff = time.time() - self.rt.cfg.job_retention
+        with self.rt.sm.lock:
+            due = self.rt.sm.state.has_finished_before(cutoff)
+        if due:
+            res = await self.rt.proposer.propose(GcJobs(new_rid(), time.time(), cutoff))
+            if res.ok and res.value:
+                log.info("finished jobs garbage-collected", jobs=res.value)
 
     def _resend_unconfirmed(self) -> None:
         """Re-send starts of ASSIGNED jobs their node has not confirmed for a while."""

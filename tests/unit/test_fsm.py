@@ -159,3 +159,22 @@ def test_snapshot_roundtrip() -> None:
     assert restored.pending == st.pending
     assert restored.allocated("n2").cpu_millis == 300
     assert restored.counts == st.counts
+
+
+def test_gc_forgets_old_terminal_jobs_deterministically() -> None:
+    from raftsched.commands import GcJobs
+
+    st = cluster("n1")
+    a, b, c = submit(st, spec(), spec(), spec())
+    assign(st, a, "n1", ts=3.0)
+    finished(st, a, 0, ts=10.0)
+    cancel(st, b, ts=20.0)
+    res = fsm.apply(st, GcJobs(rid(), 30.0, 15.0))
+    assert res.value == 1 and a not in st.jobs and b in st.jobs and c in st.jobs
+    # a replica restored from a snapshot removes exactly the same jobs
+    other = fsm.ClusterState.from_dict(st.to_dict())
+    cmd = GcJobs(rid(), 40.0, 25.0)
+    fsm.apply(st, cmd)
+    fsm.apply(other, cmd)
+    assert b not in st.jobs and st.digest() == other.digest()
+    assert st.counts[JobState.CANCELLED] == 0 and c in st.jobs
