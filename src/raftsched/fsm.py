@@ -503,8 +503,10 @@ def requeue(state: ClusterState, job: Job, ts: float, reason: str) -> None:
 @handles(NodeUp)
 def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
     old = state.nodes.get(cmd.node.id)
-    since = cmd.ts if old is None or not old.alive else old.since
-    state.nodes[cmd.node.id] = replace(cmd.node, alive=True, since=since)
+    rejoined = old is None or not old.alive or old.incarnation != cmd.node.incarnation
+    since = cmd.ts if rejoined else old.since  # type: ignore[union-attr]
+    generation = (old.generation if old else 0) + (1 if rejoined else 0)
+    state.nodes[cmd.node.id] = replace(cmd.node, alive=True, since=since, generation=generation)
     state._usage(cmd.node.id)
     returned: list[str] = []
     if old is not None and old.incarnation != cmd.node.incarnation:
@@ -520,7 +522,7 @@ def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
     node = state.nodes.get(cmd.node_id)
     if node is None:
         return Result(Code.NOT_FOUND, None, f"node {cmd.node_id} is not registered")
-    state.nodes[node.id] = replace(node, alive=False, since=cmd.ts)
+    state.nodes[node.id] = replace(node, alive=False, since=cmd.ts, generation=node.generation + 1)
     returned: list[str] = []
     for job in state.active_on(node.id):
         requeue(state, job, cmd.ts, f"node {node.id} down: {cmd.reason}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,14 +18,20 @@ from raftsched.config import ClusterConfig
 
 
 def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+    """n ports free on 127.0.0.1, below the kernel's ephemeral range (so outgoing
+    connections do not take them between now and the node's bind)."""
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randint(20000, 32000)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
     return ports
 
 
@@ -100,9 +107,20 @@ class LocalCluster:
         for n in self.cfg.nodes:
             self.start_node(n.id)
 
+    def signal(self, node_id: str, sig: int) -> None:
+        p = self.procs[node_id]
+        if p.poll() is None:
+            p.send_signal(sig)
+        if sig == signal.SIGKILL:
+            p.wait(10)
+
+    def alive(self, node_id: str) -> bool:
+        return self.procs[node_id].poll() is None
+
     def stop(self, timeout: float = 10.0) -> None:
         for p in self.procs.values():
             if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
                 p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for p in self.procs.values():

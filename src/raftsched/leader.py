@@ -45,6 +45,7 @@ class Leader:
         self.last_seen: dict[str, float] = {}  # node id -> monotonic time of last heartbeat
         self.reported: dict[str, set[tuple[str, int]]] = {}  # node -> attempts it runs
         self.armed_term: int | None = None
+        self.downing: set[str] = set()
         self._last_resend = 0.0
         self.fresh: list[str] = []  # jobs that became PENDING since the last placement round
         self._free_after: dict[str, tuple[int, int]] | None = None
@@ -53,6 +54,15 @@ class Leader:
         self.leader_changes = 0
 
     # ---- called by the NodeAgent servicer ------------------------------------------
+
+    def lease_for(self, node_id: str) -> tuple[float, int]:
+        """(lease seconds, generation) to grant a node that just heartbeated. No lease
+        unless the committed state has it alive and no NodeDown for it is in flight:
+        a node declared down must not keep (or start) jobs that are being reassigned."""
+        node = self.rt.sm.state.nodes.get(node_id)
+        if node is None or not node.alive or node_id in self.downing:
+            return 0.0, node.generation if node else 0
+        return self.rt.cfg.lease, node.generation
 
     def heartbeat(self, node: Node, running: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """Record a heartbeat; returns the attempts the node must kill."""
@@ -138,9 +148,13 @@ class Leader:
             if now - seen > ttl:
                 reason = f"no heartbeat for {now - seen:.2f}s (ttl {ttl:g}s)"
                 log.warning("node down", node=node.id, reason=reason)
-                res = await self.rt.proposer.propose(
-                    NodeDown(new_rid(), time.time(), node.id, reason)
-                )
+                self.downing.add(node.id)  # no lease renewals while this is in flight
+                try:
+                    res = await self.rt.proposer.propose(
+                        NodeDown(new_rid(), time.time(), node.id, reason)
+                    )
+                finally:
+                    self.downing.discard(node.id)
                 if res.ok and res.value:
                     log.info("jobs returned to pending", node=node.id, jobs=len(res.value))
 

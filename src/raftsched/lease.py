@@ -23,6 +23,7 @@ class Lease:
     def __init__(self, duration: float) -> None:
         self.duration = duration
         self.deadline = 0.0
+        self.generation = -1  # the node's generation as of the last lease grant
         self.expirations = 0
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "raftsched.watchdog"],
@@ -39,9 +40,12 @@ class Lease:
         except (BrokenPipeError, ValueError):
             log.error("lease watchdog is gone; jobs are no longer fenced in time")
 
-    def renew(self, sent_at: float) -> None:
-        """The leader answered a heartbeat sent at monotonic time `sent_at`."""
-        deadline = sent_at + self.duration
+    def renew(self, sent_at: float, seconds: float, generation: int) -> None:
+        """The leader granted `seconds` of lease for a heartbeat sent at `sent_at`."""
+        if seconds <= 0:
+            return
+        self.generation = generation
+        deadline = sent_at + min(seconds, self.duration)
         if deadline > self.deadline:
             self.deadline = deadline
             self._send(f"L {deadline:.6f}")

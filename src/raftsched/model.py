@@ -122,6 +122,7 @@ class Node:
     alive: bool = True
     since: float = 0.0  # leader time of the last up/down change
     incarnation: str = ""  # random id of the node process; changes when it restarts
+    generation: int = 0  # bumped when the node goes down or comes back: fences late starts
 
 
 @dataclass(slots=True)

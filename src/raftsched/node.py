@@ -112,6 +112,7 @@ class NodeRuntime:
             leader_id=self.me.id,
             term=self.term(),
             incarnation=node.incarnation,
+            generation=node.generation,
             jobs=[
                 node_pb2.StartJob(
                     job_id=j.id,
@@ -141,7 +142,9 @@ class NodeRuntime:
     # ---- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.server = grpc.aio.server(options=GRPC_OPTIONS)
+        # No SO_REUSEPORT: a second process must fail to bind our port rather than
+        # silently share (and steal) our connections.
+        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self), self.server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self), self.server)
         node_pb2_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(self), self.server)

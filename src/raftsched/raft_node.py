@@ -99,6 +99,8 @@ def make_conf(cfg: ClusterConfig, data_dir: Path) -> SyncObjConf:
         logCompactionMinEntries=cfg.log_compaction_entries,
         logCompactionMinTime=600,
         commandsQueueSize=1_000_000,
+        bindRetryTime=0.5,
+        maxBindRetries=20,
         dynamicMembershipChange=False,
     )
 
@@ -106,7 +108,13 @@ def make_conf(cfg: ClusterConfig, data_dir: Path) -> SyncObjConf:
 def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any:
     conf = make_conf(cfg, cfg.node_data_dir(me.id))
     others = [n.raft for n in cfg.nodes if n.id != me.id]
-    return SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync)
+    so = SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync)
+    try:
+        so.waitBinded()
+    except Exception as e:
+        so.destroy()
+        raise RuntimeError(f"cannot bind the Raft address {me.raft} (in use?)") from e
+    return so
 
 
 def raft_role(syncobj: Any) -> str:

@@ -111,7 +111,7 @@ class Heartbeater:
                 try:
                     resp = await stub.Heartbeat(req, timeout=max(interval * 2, 0.5))
                     self.failures = 0
-                    self.rt.lease.renew(sent)
+                    self.rt.lease.renew(sent, resp.lease_seconds, resp.generation)
                     for r in resp.revoke:
                         if self.rt.executor.kill(r.job_id, r.attempt, "revoked by leader"):
                             log.warning("attempt revoked", job=r.job_id, attempt=r.attempt)

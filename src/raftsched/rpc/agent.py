@@ -42,6 +42,12 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         if not self.rt.lease.valid():
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 f"{self.rt.me.id} holds no lease; it starts nothing until it renews")
+        if request.generation != self.rt.lease.generation:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"start for generation {request.generation} of {self.rt.me.id}, which is at "
+                f"generation {self.rt.lease.generation}: refused (late or early delivery)",
+            )
         accepted = 0
         for sj in request.jobs:
             spec = convert.spec_from_pb(sj.spec)
@@ -100,10 +106,12 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         )
         running = [(r.job_id, r.attempt, r.fencing_token) for r in request.running]
         revoke = self.rt.leader.heartbeat(node, running)
+        lease, generation = self.rt.leader.lease_for(node.id)
         return node_pb2.HeartbeatResponse(
             leader_id=self.rt.me.id,
             term=self.rt.term(),
-            lease_seconds=self.rt.cfg.lease,
+            lease_seconds=lease,
+            generation=generation,
             revoke=[
                 node_pb2.RunningAttempt(job_id=j, attempt=a, fencing_token=t)
                 for j, a, t in revoke

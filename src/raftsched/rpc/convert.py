@@ -73,6 +73,11 @@ def job_to_pb(j: Job) -> jobs_pb2.Job:
         reason=j.reason,
         stdout_tail=j.stdout_tail,
         stderr_tail=j.stderr_tail,
+        history=[
+            jobs_pb2.JobTransition(at=h.ts, state=state_to_pb(h.state), node_id=h.node_id,  # type: ignore[arg-type]
+                                   attempt=h.attempt, fencing_token=h.token, reason=h.reason)
+            for h in j.history
+        ],
     )
 
 

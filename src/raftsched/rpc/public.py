@@ -18,7 +18,7 @@ from raftsched.commands import CancelJob, SubmitJobs
 from raftsched.model import TERMINAL_STATES, JobSpec, JobState
 from raftsched.rpc import convert
 from raftsched.rpc.status import replica_status
-from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write
+from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write, wait_applied
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -93,7 +93,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         async def forward(ch, md, rid):
             req = scheduler_pb2.SubmitJobRequest(spec=request.spec, request_id=rid)
             stub = scheduler_pb2_grpc.SchedulerStub(ch)
-            resp = await stub.SubmitJob(req, **forward_kwargs(md, context.time_remaining()))
+            call = stub.SubmitJob(req, **forward_kwargs(md, context.time_remaining()))
+            resp = await call
+            await wait_applied(self.rt, call)
             return (resp.job_id,)
 
         ids = await self._submit(specs, request.request_id, context, forward)
@@ -105,7 +107,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         async def forward(ch, md, rid):
             req = scheduler_pb2.SubmitJobsRequest(specs=request.specs, request_id=rid)
             stub = scheduler_pb2_grpc.SchedulerStub(ch)
-            resp = await stub.SubmitJobs(req, **forward_kwargs(md, context.time_remaining()))
+            call = stub.SubmitJobs(req, **forward_kwargs(md, context.time_remaining()))
+            resp = await call
+            await wait_applied(self.rt, call)
             return tuple(resp.job_ids)
 
         ids = await self._submit(specs, request.request_id, context, forward)
@@ -177,7 +181,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         async def fwd(ch, md):
             stub = scheduler_pb2_grpc.SchedulerStub(ch)
             req = scheduler_pb2.CancelJobRequest(job_id=request.job_id, request_id=rid)
-            resp = await stub.CancelJob(req, **forward_kwargs(md, context.time_remaining()))
+            call = stub.CancelJob(req, **forward_kwargs(md, context.time_remaining()))
+            resp = await call
+            await wait_applied(self.rt, call)
             return resp.job
 
         job = await leader_write(self.rt, context, rid, local, fwd)

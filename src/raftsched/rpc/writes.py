@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 FORWARDED = "x-raftsched-forwarded"
+APPLIED_INDEX = "x-raftsched-applied-index"
 WRITE_DEADLINE = 15.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -57,7 +58,10 @@ async def leader_write(
     while time.monotonic() < deadline:
         if rt.is_leader():
             try:
-                return await local()
+                result = await local()
+                # Tell a forwarding node which index to wait for (read-your-writes).
+                context.set_trailing_metadata(((APPLIED_INDEX, str(rt.sm.state.applied_index)),))
+                return result
             except NotLeader as e:
                 last_error = str(e)
             except OutcomeUnknown as e:
@@ -81,6 +85,18 @@ async def leader_write(
         f"write not confirmed ({last_error}); retry with request_id={request_id}",
     )
     raise AssertionError("unreachable")
+
+
+async def wait_applied(rt: NodeRuntime, call: Any, timeout: float = 3.0) -> None:
+    """After a write forwarded to the leader: wait until this replica has applied it,
+    so that a client reading from this node next sees its own write."""
+    index = 0
+    for k, v in await call.trailing_metadata() or ():
+        if k == APPLIED_INDEX:
+            index = int(v)
+    deadline = time.monotonic() + timeout
+    while rt.sm.state.applied_index < index and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
 
 
 def forward_kwargs(md: tuple[tuple[str, str], ...], timeout: float | None) -> dict[str, Any]:

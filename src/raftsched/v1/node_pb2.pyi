@@ -31,16 +31,18 @@ class StartJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., spec: _Optional[_Union[_jobs_pb2.JobSpec, _Mapping]] = ...) -> None: ...
 
 class StartJobsRequest(_message.Message):
-    __slots__ = ("leader_id", "term", "jobs", "incarnation")
+    __slots__ = ("leader_id", "term", "jobs", "incarnation", "generation")
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     leader_id: str
     term: int
     jobs: _containers.RepeatedCompositeFieldContainer[StartJob]
     incarnation: str
-    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[StartJob, _Mapping]]] = ..., incarnation: _Optional[str] = ...) -> None: ...
+    generation: int
+    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[StartJob, _Mapping]]] = ..., incarnation: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class StartJobsResponse(_message.Message):
     __slots__ = ("accepted",)
@@ -132,16 +134,18 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., running: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ..., incarnation: _Optional[str] = ..., running_jobs: _Optional[int] = ..., cpu_millis_in_use: _Optional[int] = ..., memory_mib_in_use: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("leader_id", "term", "revoke", "lease_seconds")
+    __slots__ = ("leader_id", "term", "revoke", "lease_seconds", "generation")
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     REVOKE_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     leader_id: str
     term: int
     revoke: _containers.RepeatedCompositeFieldContainer[RunningAttempt]
     lease_seconds: float
-    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., revoke: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+    generation: int
+    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., revoke: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ..., lease_seconds: _Optional[float] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatusRequest(_message.Message):
     __slots__ = ()

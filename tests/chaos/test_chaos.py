@@ -1,0 +1,35 @@
+"""Chaos in CI: >= 300 ledger jobs while leaders and followers are SIGKILLed and SIGSTOPped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from raftsched.chaos import Chaos
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
+
+
+def test_chaos_nothing_lost_nothing_doubled() -> None:
+    root = Path(tempfile.mkdtemp(prefix="raftsched-chaos-"))
+    seed = int(os.environ.get("RAFTSCHED_CHAOS_SEED", "20261123"))
+    try:
+        chaos = Chaos(root, seed=seed, duration=60.0, jobs=300, min_leader_kills=3, min_follower_events=3)
+        report = chaos.run(settle=120.0)
+        print("\n" + report.summary())
+        assert report.leader_kills >= 3, report.summary()
+        assert report.follower_kills + report.follower_stops >= 3, report.summary()
+        assert report.acknowledged >= 300, report.summary()
+        assert not report.lost, report.summary()
+        assert not report.succeeded_twice, report.summary()
+        assert not report.overlaps, report.summary()
+        assert not report.token_regressions, report.summary()
+        assert not report.success_without_run, report.summary()
+        assert report.replicas_identical, report.summary()
+    finally:
+        if not os.environ.get("RAFTSCHED_KEEP_TEST_DIRS"):
+            shutil.rmtree(root, ignore_errors=True)
