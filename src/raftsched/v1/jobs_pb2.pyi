@@ -62,7 +62,7 @@ class JobSpec(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[str] = ..., use_shell: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "node_id", "attempt", "fencing_token", "seq", "submitted_at", "assigned_at", "started_at", "finished_at", "exit_code", "has_exit_code", "reason", "stdout_tail", "stderr_tail")
+    __slots__ = ("id", "spec", "state", "node_id", "attempt", "fencing_token", "seq", "submitted_at", "assigned_at", "started_at", "finished_at", "exit_code", "has_exit_code", "reason", "stdout_tail", "stderr_tail", "history")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class Job(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     STDOUT_TAIL_FIELD_NUMBER: _ClassVar[int]
     STDERR_TAIL_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -95,4 +96,21 @@ class Job(_message.Message):
     reason: str
     stdout_tail: str
     stderr_tail: str
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., seq: _Optional[int] = ..., submitted_at: _Optional[float] = ..., assigned_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., reason: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[JobTransition]
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., seq: _Optional[int] = ..., submitted_at: _Optional[float] = ..., assigned_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., reason: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., history: _Optional[_Iterable[_Union[JobTransition, _Mapping]]] = ...) -> None: ...
+
+class JobTransition(_message.Message):
+    __slots__ = ("at", "state", "node_id", "attempt", "fencing_token", "reason")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    state: JobState
+    node_id: str
+    attempt: int
+    fencing_token: int
+    reason: str
+    def __init__(self, at: _Optional[float] = ..., state: _Optional[_Union[JobState, str]] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
