@@ -35,7 +35,7 @@ def free_ports(n: int) -> list[int]:
 
 def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
                  cluster_extra: str = "", labels: list[dict[str, str]] | None = None) -> Path:
-    ports = free_ports(2 * n_nodes)
+    ports = free_ports(3 * n_nodes)
     lines = [
         "[cluster]",
         'name = "test"',
@@ -54,8 +54,9 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
             "",
             "[[nodes]]",
             f'id = "n{i + 1}"',
-            f'raft = "127.0.0.1:{ports[2 * i]}"',
-            f'grpc = "127.0.0.1:{ports[2 * i + 1]}"',
+            f'raft = "127.0.0.1:{ports[3 * i]}"',
+            f'grpc = "127.0.0.1:{ports[3 * i + 1]}"',
+            f'metrics = "127.0.0.1:{ports[3 * i + 2]}"',
             f"cpu_millis = {cpu}",
             f"memory_mib = {mem}",
             f"labels = {{ {lab_s} }}",
