@@ -268,7 +268,8 @@ def timeline(j: jobs_pb2.Job) -> str:
     t0 = j.history[0].at if j.history else 0.0
     for t in j.history:
         state = jobs_pb2.JobState.Name(t.state)
-        cells = [f"  {_ts(t.at)}", f"+{t.at - t0:8.3f}s", _color(f"{state:<9}", STATE_COLORS.get(state, "0"))]
+        cells = [f"  {_ts(t.at)}", f"+{t.at - t0:.3f}s".rjust(10),
+                 _color(f"{state:<9}", STATE_COLORS.get(state, "0"))]
         if t.node_id:
             cells.append(f"node {t.node_id}")
         if t.attempt:
