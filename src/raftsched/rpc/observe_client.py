@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grpc
 
@@ -129,18 +130,35 @@ def follow_output(addresses: Sequence[str], job_id: str, attempt: int = 0
     raise RuntimeError(f"no node reachable after {tries} tries")
 
 
-def watch_cluster(addresses: Sequence[str], send_initial: bool = True
-                  ) -> Iterator[events_pb2.ClusterEvent]:
-    i = 0
-    while True:
-        ch, stub = _stub(addresses[i % len(addresses)])
-        with ch:
-            try:
-                yield from stub.WatchCluster(events_pb2.WatchClusterRequest(send_initial=send_initial))
-                return
-            except grpc.RpcError as e:
-                if e.code() not in RECONNECT:
-                    raise
-        i += 1
-        send_initial = True
-        time.sleep(0.2)
+class ClusterWatcher:
+    """Cluster events from any node; reconnects to the next node (with a fresh initial view)."""
+
+    def __init__(self, addresses: Sequence[str], send_initial: bool = True) -> None:
+        self.addresses = list(addresses)
+        self.send_initial = send_initial
+        self._call: Any = None
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
+
+    def events(self) -> Iterator[events_pb2.ClusterEvent]:
+        i = 0
+        send_initial = self.send_initial
+        while not self._cancelled:
+            ch, stub = _stub(self.addresses[i % len(self.addresses)])
+            with ch:
+                self._call = stub.WatchCluster(events_pb2.WatchClusterRequest(send_initial=send_initial))
+                try:
+                    yield from self._call
+                    return
+                except grpc.RpcError as e:
+                    if self._cancelled:
+                        return
+                    if e.code() not in RECONNECT:
+                        raise
+            i += 1
+            send_initial = True
+            time.sleep(0.2)

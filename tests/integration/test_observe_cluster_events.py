@@ -1,0 +1,61 @@
+"""WatchCluster on a follower: leader change and node down/up when the leader is killed and restarted."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from raftsched.rpc.observe_client import ClusterWatcher
+from raftsched.v1 import events_pb2
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
+
+KIND = events_pb2.ClusterEventKind.Name
+
+
+def test_leader_change_node_down_and_up(cluster_factory) -> None:
+    c = cluster_factory(n_nodes=3).start()
+    c.wait_ready()
+    old = c.leader()
+    watcher_node = c.followers()[0]
+    events: list[events_pb2.ClusterEvent] = []
+    watcher = ClusterWatcher([c.addr(watcher_node)], send_initial=True)
+
+    def run() -> None:
+        try:
+            for ev in watcher.events():
+                events.append(ev)
+        except Exception:
+            pass
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def seen(pred, what: str, timeout: float = 30) -> events_pb2.ClusterEvent:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in list(events):
+                if pred(ev):
+                    return ev
+            time.sleep(0.05)
+        raise AssertionError(f"no {what} among {[(KIND(e.kind), e.node_id, e.initial) for e in events]}")
+
+    seen(lambda e: e.initial and e.kind == events_pb2.LEADER_CHANGED and e.node_id == old, "initial leader")
+    assert {e.node_id for e in events if e.initial and e.kind == events_pb2.NODE_UP} == {"n1", "n2", "n3"}
+    c._expect_dead = True
+    c.kill(old)
+    new = seen(lambda e: not e.initial and e.kind == events_pb2.LEADER_CHANGED and e.node_id != old,
+               "leader change")
+    assert new.term > 0 and new.observed_by == watcher_node
+    down = seen(lambda e: e.kind == events_pb2.NODE_DOWN and e.node_id == old and not e.initial, "node down")
+    assert down.raft_index > 0 and "no heartbeat" in down.reason
+    c.start_node(old)
+    up = seen(lambda e: e.kind == events_pb2.NODE_UP and e.node_id == old and not e.initial, "node up")
+    assert up.raft_index > down.raft_index
+    order = [e for e in events if not e.initial]
+    assert order.index(down) < order.index(up)
+    watcher.cancel()
+    t.join(5)
+    assert not t.is_alive()
