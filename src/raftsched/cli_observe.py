@@ -68,7 +68,8 @@ def cmd_watch(args: argparse.Namespace, client: Client) -> int:
                 prev = jobs_pb2.JobState.Name(ev.previous_state) if ev.previous_state else "-"
                 at = j.history[-1].at if j.history else j.submitted_at
                 tag = " (current)" if ev.initial else ""
-                line = (f"{ev.position.index}.{ev.position.ordinal:<3} {cli._ts(at)} {j.id}  "
+                pos = f"{ev.position.index}.{ev.position.ordinal}"
+                line = (f"{pos:<10} {cli._ts(at)} {j.id}  "
                         f"{prev:>9} -> {_colorize(state, cli.STATE_COLORS.get(state, '0'), color):9}"
                         f" node {j.node_id or '-'} attempt {j.attempt}"
                         f"{'  ' + j.reason if j.reason else ''}{tag}")

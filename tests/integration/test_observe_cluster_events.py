@@ -1,4 +1,5 @@
-"""WatchCluster on a follower: leader change and node down/up when the leader is killed and restarted."""
+"""WatchCluster on a follower: leader change and node down/up when the leader is killed and restarted;
+job output falls back to the replicated tail while the node that ran it is down."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import time
 
 import pytest
 
-from raftsched.rpc.observe_client import ClusterWatcher
-from raftsched.v1 import events_pb2
+from raftsched.rpc.observe_client import ClusterWatcher, follow_output, get_output
+from raftsched.v1 import events_pb2, jobs_pb2
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -44,6 +45,16 @@ def test_leader_change_node_down_and_up(cluster_factory) -> None:
 
     seen(lambda e: e.initial and e.kind == events_pb2.LEADER_CHANGED and e.node_id == old, "initial leader")
     assert {e.node_id for e in events if e.initial and e.kind == events_pb2.NODE_UP} == {"n1", "n2", "n3"}
+    # one job per node (1500m of 2000m each), to read output after its node dies
+    client = c.client(watcher_node)
+    spec = jobs_pb2.JobSpec(use_shell=True, shell="echo from-$RAFTSCHED_NODE_ID; echo e >&2",
+                            resources=jobs_pb2.Resources(cpu_millis=1500, memory_mib=16))
+    ids = client.submit_batch([spec] * 3)
+    done = c.wait_terminal(ids, client=client)
+    on_old = next(j for j in done.values() if j.node_id == old)
+    before = get_output([c.addr(watcher_node)], on_old.id)
+    assert before.source == events_pb2.NODE_FILE and before.stdout == f"from-{old}\n".encode()
+
     c._expect_dead = True
     c.kill(old)
     new = seen(lambda e: not e.initial and e.kind == events_pb2.LEADER_CHANGED and e.node_id != old,
@@ -51,6 +62,14 @@ def test_leader_change_node_down_and_up(cluster_factory) -> None:
     assert new.term > 0 and new.observed_by == watcher_node
     down = seen(lambda e: e.kind == events_pb2.NODE_DOWN and e.node_id == old and not e.initial, "node down")
     assert down.raft_index > 0 and "no heartbeat" in down.reason
+    # the node that ran the attempt is gone: the cluster's replicated tail answers
+    after = get_output([c.addr(watcher_node)], on_old.id)
+    assert after.source == events_pb2.REPLICATED_TAIL and after.truncated
+    assert after.stdout == f"from-{old}\n".encode() and after.stderr == b"e\n"
+    assert old in after.note
+    chunks = list(follow_output([c.addr(watcher_node)], on_old.id))
+    assert len(chunks) == 1 and chunks[0].done and chunks[0].source == events_pb2.REPLICATED_TAIL
+    assert chunks[0].stdout == f"from-{old}\n".encode()
     c.start_node(old)
     up = seen(lambda e: e.kind == events_pb2.NODE_UP and e.node_id == old and not e.initial, "node up")
     assert up.raft_index > down.raft_index

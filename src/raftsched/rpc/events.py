@@ -30,6 +30,7 @@ log = structlog.get_logger("raftsched.events")
 BATCH = 500
 PROGRESS_EVERY = 1.0  # seconds between position-only messages while idle
 MAX_CHUNK = 1 << 20
+GET_LIMIT = 16 << 20  # GetJobOutput returns at most this much of each stream (the end)
 FOLLOW_POLL = 0.1
 FORWARD_TIMEOUT = 5.0
 
@@ -75,6 +76,18 @@ def _read_from(path: Path, offset: int, limit: int = MAX_CHUNK) -> bytes:
             return f.read(limit)
     except OSError:
         return b""
+
+
+def _read_last(path: Path, limit: int) -> tuple[bytes, int]:
+    """The last `limit` bytes of a file and how many bytes before them were left out."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            skip = max(0, size - limit)
+            f.seek(skip)
+            return f.read(limit), skip
+    except OSError:
+        return b"", 0
 
 
 def attempt_node(job: Job, attempt: int) -> str:
@@ -218,10 +231,14 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         if node == self.rt.me.id or request.local_only:
             out, err = output_paths(self.rt.data_dir, job.id, attempt)
             if out.exists() or err.exists():
+                (o, o_cut), (e, e_cut) = [await asyncio.to_thread(_read_last, p, GET_LIMIT) for p in (out, err)]
+                note = ""
+                if o_cut or e_cut:
+                    note = (f"only the last {GET_LIMIT >> 20} MiB of each stream; "
+                            "FollowJobOutput (logs --follow) streams everything")
                 return events_pb2.JobOutputResponse(
                     job_id=job.id, attempt=attempt, node_id=self.rt.me.id, source=events_pb2.NODE_FILE,
-                    stdout=await asyncio.to_thread(_read_from, out, 0, 64 << 20),
-                    stderr=await asyncio.to_thread(_read_from, err, 0, 64 << 20),
+                    stdout=o, stderr=e, truncated=bool(o_cut or e_cut), note=note,
                     running=self._running(job.id, attempt))
             if request.local_only:
                 await context.abort(grpc.StatusCode.NOT_FOUND,
