@@ -96,8 +96,8 @@ class RuntimeCollector(Collector):
             usage = {nid: (u.cpu_millis, u.memory_mib, len(u.jobs)) for nid, u in st.usage.items()}
             applied = st.applied_index
         g = GaugeMetricFamily("raftsched_jobs", "Jobs in this replica, by state", labels=["state"])
-        for s, n in counts.items():
-            g.add_metric([s], n)
+        for state, count in counts.items():
+            g.add_metric([state], count)
         yield g
 
         so = rt.syncobj

@@ -200,6 +200,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         job = self.rt.sm.state.jobs.get(request.job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        assert job is not None  # abort raises
         attempt = request.attempt or job.attempt
         if request.attempt < 0 or attempt > job.attempt:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,

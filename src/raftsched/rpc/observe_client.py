@@ -26,7 +26,8 @@ class JobWatcher:
                  resume_from: tuple[int, int] | None = None, send_initial: bool = False,
                  reconnect_for: float = 20.0) -> None:
         self.addresses = list(addresses)
-        self.base = events_pb2.WatchJobsRequest(job_ids=job_ids, workflow_id=workflow_id, states=states,
+        self.base = events_pb2.WatchJobsRequest(job_ids=job_ids, workflow_id=workflow_id,
+                                                states=states,  # type: ignore[arg-type]
                                                 node_id=node_id, send_initial=send_initial)
         self.position = resume_from
         self.reconnect_for = reconnect_for
