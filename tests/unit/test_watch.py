@@ -112,3 +112,63 @@ def test_job_metrics_count_transitions_once() -> None:
     assert v("raftsched_job_submit_to_start_seconds_sum") == pytest.approx(2.0)
     assert v("raftsched_job_run_seconds_sum") == pytest.approx(3.0)
     assert v("raftsched_job_run_seconds_count") == 1
+
+
+def _entries(n_jobs: int, split: list[int]) -> list[list]:
+    """A command log: submit, assign, start, finish n jobs; entries grouped by `split` sizes."""
+    from raftsched.commands import (
+        Assign,
+        AssignItem,
+        FinishedItem,
+        JobsFinished,
+        JobsStarted,
+        NodeUp,
+        StartedItem,
+        SubmitJobs,
+    )
+    from raftsched.model import Node, Resources
+
+    ids = [f"job{i}" for i in range(n_jobs)]
+    cmds: list = [NodeUp("r0", 1.0, Node("n1", "a:1", "b:1", Resources(100_000, 100_000)))]
+    cmds += [SubmitJobs(f"s{i}", 2.0 + i, ((jid, JobSpec(command=("true",))),)) for i, jid in enumerate(ids)]
+    cmds.append(Assign("a", 50.0, tuple(AssignItem(j, "n1", 0) for j in ids)))
+    cmds += [JobsStarted(f"st{i}", 60.0 + i, (StartedItem(j, 1, i + 1),)) for i, j in enumerate(ids)]
+    cmds += [JobsFinished(f"f{i}", 70.0 + i, (FinishedItem(j, 1, i + 1, 0),)) for i, j in enumerate(ids)]
+    out, k = [], 0
+    for size in split:
+        if k >= len(cmds):
+            break
+        out.append(cmds[k:k + size])
+        k += size
+    if k < len(cmds):
+        out.append(cmds[k:])
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=1, max_value=8), st.lists(st.integers(min_value=1, max_value=5), max_size=20),
+       st.data())
+def test_positions_mean_the_same_on_every_replica(n_jobs: int, split: list[int], data) -> None:
+    """Two replicas applying the same log give equal changes at equal positions, so a watcher
+    resuming on the other replica gets exactly the rest of the stream."""
+    from raftsched import fsm
+
+    log = _entries(n_jobs, split)
+    hubs = []
+    for _replica in range(2):
+        state, hub = fsm.ClusterState(), WatchHub()
+        for index, entry in enumerate(log, start=1):
+            state.changes = []
+            for cmd in entry:
+                assert fsm.apply(state, cmd).ok
+            hub.feed(index, state.changes)
+        hubs.append(hub)
+    a, b = (read_all(h, h.cursor_after((0, ENTRY_END))) for h in hubs)
+    assert a == b
+    per_job: dict[str, list[str]] = {}
+    for c in a:
+        per_job.setdefault(c.job.id, []).append(c.job.state.value)
+    assert all(s == ["PENDING", "ASSIGNED", "RUNNING", "SUCCEEDED"] for s in per_job.values())
+    cut = data.draw(st.integers(min_value=0, max_value=len(a)))
+    pos = a[cut - 1].pos if cut else (0, ENTRY_END)
+    assert a[:cut] + read_all(hubs[1], hubs[1].cursor_after(pos)) == a
