@@ -292,7 +292,8 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         "top", help="live view of nodes, capacity, running jobs and failures", formatter_class=fmt,
         epilog=cli.EXIT_CODES_HELP,
         description="A live terminal view, redrawn every --interval seconds (Ctrl-C quits).\n"
-        "--once prints one frame; --json prints the frame's data as JSON.")
+        "--once (or output that is not a terminal) prints one frame; --json prints the\n"
+        "frame's data as JSON.")
     sp.add_argument("--once", action="store_true", help="print one frame and exit")
     sp.add_argument("--interval", type=float, default=1.0, help="seconds between frames (default 1)")
     sp.set_defaults(func=cmd_top, needs_client=True)

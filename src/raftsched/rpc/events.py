@@ -128,9 +128,10 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                 await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
             yield events_pb2.WatchJobsResponse(position=pos_pb(after), synced=True)
         elif request.send_initial:
-            with self.rt.sm.lock:
+            with self.rt.sm.lock:  # jobs are immutable: copy the references, filter outside
                 index = self.rt.sm.state.applied_index
-                jobs = [j for j in self.rt.sm.state.jobs.values() if filt(j)]
+                everything = list(self.rt.sm.state.jobs.values())
+            jobs = [j for j in everything if filt(j)]
             after = (index, ENTRY_END)
             cursor = hub.cursor_after(max(after, hub.floor))
             jobs.sort(key=lambda j: j.seq)
