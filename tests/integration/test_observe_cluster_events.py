@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from raftsched.rpc.observe_client import ClusterWatcher, follow_output, get_output
+from raftsched.rpc.observe_client import ClusterWatcher, JobWatcher, follow_output, get_output
 from raftsched.v1 import events_pb2, jobs_pb2
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
@@ -55,8 +55,47 @@ def test_leader_change_node_down_and_up(cluster_factory) -> None:
     before = get_output([c.addr(watcher_node)], on_old.id)
     assert before.source == events_pb2.NODE_FILE and before.stdout == f"from-{old}\n".encode()
 
+    # a job watcher connected to the leader, with the follower as its next address
+    jw = JobWatcher([c.addr(old), c.addr(watcher_node)])
+    seen_jobs: list[tuple[tuple[int, int], str, int]] = []
+
+    def run_jobs() -> None:
+        try:
+            for ev in jw.events():
+                seen_jobs.append(((ev.position.index, ev.position.ordinal), ev.job.id, ev.job.state))
+        except Exception:
+            pass
+
+    tj = threading.Thread(target=run_jobs, daemon=True)
+    tj.start()
+    time.sleep(0.5)
+    assert jw.connected_to == c.addr(old)
+    small = jobs_pb2.JobSpec(command=["true"], resources=jobs_pb2.Resources(cpu_millis=100, memory_mib=16))
+    first_ids = client.submit_batch([small] * 5)
+    c.wait_terminal(first_ids, client=client)
+
     c._expect_dead = True
     c.kill(old)
+    later_ids = client.submit_batch([small] * 5)
+    c.wait_terminal(later_ids, client=client, timeout=60)
+    deadline = time.monotonic() + 30
+    want = set(first_ids + later_ids)
+    while time.monotonic() < deadline:
+        if want <= {j for _p, j, s in seen_jobs if s == jobs_pb2.SUCCEEDED}:
+            break
+        time.sleep(0.1)
+    jw.cancel()
+    assert jw.connected_to == c.addr(watcher_node), "the watcher moved to the next node"
+    states: dict[str, list[int]] = {}
+    for _p, j, s in seen_jobs:
+        states.setdefault(j, []).append(s)
+    # Jobs placed on the dead node before it was declared down went back to PENDING and
+    # ran again elsewhere: the watcher must have seen exactly the job's replicated history.
+    history = {j: [t.state for t in client.get(j).history] for j in want}
+    assert {j: states.get(j) for j in want} == history
+    assert all(h[-1] == jobs_pb2.SUCCEEDED for h in history.values())
+    positions = [p for p, _j, _s in seen_jobs]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
     new = seen(lambda e: not e.initial and e.kind == events_pb2.LEADER_CHANGED and e.node_id != old,
                "leader change")
     assert new.term > 0 and new.observed_by == watcher_node
