@@ -24,6 +24,7 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_REFUSED = 4
 EXIT_UNAVAILABLE = 5
+EXIT_TOO_OLD = 6
 
 EXIT_CODES_HELP = """exit codes:
   0  success
@@ -32,11 +33,12 @@ EXIT_CODES_HELP = """exit codes:
   3  not found (unknown job id)
   4  refused (invalid argument, or not possible in the job's state)
   5  cluster unavailable (no node reachable, no leader)
+  6  watch position too old for the node's buffer (re-list with `watch --initial`)
 """
 
 # Modules adding subcommands: each has `register(subparsers, formatter_class)`;
 # their handlers take (args, client) when `needs_client=True` is set as a default.
-CLI_EXTENSIONS: list[str] = []
+CLI_EXTENSIONS: list[str] = ["raftsched.cli_observe"]
 
 STATES = [s for s in jobs_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]  # noqa: SIM118
 
@@ -167,23 +169,53 @@ TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
 
 
 def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
+    """Follow the jobs through a live watch (any node, resumes on another one if it goes away)."""
+    from raftsched.rpc.observe_client import JobWatcher
+
+    latest: dict[str, jobs_pb2.Job] = {}
     left = set(ids)
-    done: dict[str, jobs_pb2.Job] = {}
     tty = sys.stderr.isatty() and not quiet
-    while left:
-        for jid in list(left):
-            j = client.get(jid)
-            if j.state in TERMINAL:
-                done[jid] = j
-                left.discard(jid)
-        if tty:
-            sys.stderr.write(f"\r{len(done)}/{len(ids)} finished")
-            sys.stderr.flush()
-        if left:
-            time.sleep(0.1)
+    started = time.monotonic()
+    last_draw = 0.0
+    w = JobWatcher(client.addresses, job_ids=ids, send_initial=True)
+    try:
+        for resp in w.responses():
+            for ev in resp.events:
+                latest[ev.job.id] = ev.job
+                if ev.job.state in TERMINAL:
+                    left.discard(ev.job.id)
+            if tty and (not left or time.monotonic() - last_draw > 0.1):
+                last_draw = time.monotonic()
+                sys.stderr.write("\r\x1b[K" + _progress(ids, latest, time.monotonic() - started))
+                sys.stderr.flush()
+            if not left and w.synced:
+                break
+    finally:
+        w.cancel()
     if tty:
         sys.stderr.write("\n")
-    return [done[i] for i in ids]
+    return [latest[i] for i in ids]
+
+
+def _progress(ids: list[str], latest: dict[str, jobs_pb2.Job], elapsed: float, width: int = 30) -> str:
+    counts: dict[str, int] = {}
+    for i in ids:
+        j = latest.get(i)
+        name = jobs_pb2.JobState.Name(j.state) if j else "PENDING"
+        counts[name] = counts.get(name, 0) + 1
+    done = sum(counts.get(s, 0) for s in ("SUCCEEDED", "FAILED", "CANCELLED"))
+    filled = round(width * done / len(ids)) if ids else width
+    color = "31" if counts.get("FAILED") else "32"
+    bar = "[" + _color_err("#" * filled, color) + "." * (width - filled) + "]"
+    parts = [f"{s.lower()} {counts[s]}" for s in ("SUCCEEDED", "FAILED", "CANCELLED", "RUNNING",
+                                                   "ASSIGNED", "PENDING") if counts.get(s)]
+    return f"{bar} {done}/{len(ids)} done  " + "  ".join(parts) + f"  {elapsed:.1f}s"
+
+
+def _color_err(text: str, code: str) -> str:
+    if not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    return f"\x1b[{code}m{text}\x1b[0m"
 
 
 def _print_jobs(jobs: Sequence[jobs_pb2.Job]) -> None:
@@ -218,6 +250,9 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         print(f"exit code  {j.exit_code}")
     if j.reason:
         print(f"reason     {j.reason}")
+    if j.history:
+        print("timeline")
+        print(timeline(j))
     if j.stdout_tail:
         print("--- stdout (tail) ---")
         print(j.stdout_tail.rstrip("\n"))
@@ -225,6 +260,24 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         print("--- stderr (tail) ---")
         print(j.stderr_tail.rstrip("\n"))
     return EXIT_OK
+
+
+def timeline(j: jobs_pb2.Job) -> str:
+    """One line per transition: time, +seconds since submission, state, node, attempt, token, reason."""
+    lines = []
+    t0 = j.history[0].at if j.history else 0.0
+    for t in j.history:
+        state = jobs_pb2.JobState.Name(t.state)
+        cells = [f"  {_ts(t.at)}", f"+{t.at - t0:.3f}s".rjust(10),
+                 _color(f"{state:<9}", STATE_COLORS.get(state, "0"))]
+        if t.node_id:
+            cells.append(f"node {t.node_id}")
+        if t.attempt:
+            cells.append(f"attempt {t.attempt}  token {t.fencing_token}")
+        if t.reason:
+            cells.append(t.reason)
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
 
 
 def cmd_list(args: argparse.Namespace, client: Client) -> int:
@@ -387,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     for module in CLI_EXTENSIONS:
         importlib.import_module(module).register(sub, fmt)
 
+    # `--json` is accepted after the subcommand too (raftsched list --json)
+    for sp in set(sub.choices.values()):
+        if sp.get_default("needs_client"):
+            sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                            help="print machine-readable JSON")
+
     sp = sub.add_parser("demo", help="start the local cluster, run a workload, stop")
     sp.add_argument("--jobs", type=int, default=60, help="number of jobs (default 60)")
     sp.set_defaults(func=cmd_demo, needs_client=False)
@@ -416,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"raftsched: {code.name}: {e.details()}", file=sys.stderr)
         if code == grpc.StatusCode.NOT_FOUND:
             return EXIT_NOT_FOUND
+        if code == grpc.StatusCode.OUT_OF_RANGE:
+            return EXIT_TOO_OLD
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                     grpc.StatusCode.PERMISSION_DENIED):
             return EXIT_REFUSED

@@ -25,6 +25,7 @@ class NodeConfig:
     grpc: str
     capacity: Resources
     labels: dict[str, str] = field(default_factory=dict)
+    metrics: str = ""  # host:port of this node's Prometheus endpoint ("" = none)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ClusterConfig:
     log_format: str
     log_level: str
     nodes: tuple[NodeConfig, ...]
+    metrics_enabled: bool = True  # [metrics] enabled: serve each node's `metrics` address
 
     def node(self, node_id: str) -> NodeConfig:
         for n in self.nodes:
@@ -138,6 +140,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
                 grpc=_addr(n.get("grpc"), f"{where}.grpc"),
                 capacity=Resources(cpu, mem),
                 labels=labels,
+                metrics=_addr(n["metrics"], f"{where}.metrics") if n.get("metrics") else "",
             )
         )
     if secret == DEMO_SECRET:
@@ -191,4 +194,5 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         log_format=str(c.get("log_format", "console")),
         log_level=str(c.get("log_level", "info")),
         nodes=tuple(nodes),
+        metrics_enabled=bool(raw.get("metrics", {}).get("enabled", True)),
     )

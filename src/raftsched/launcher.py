@@ -40,7 +40,7 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
                  secret: str = "test-secret-not-for-production") -> Path:
     """Write a loopback cluster config with free ports under `root`."""
     root.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(2 * n_nodes)
+    ports = free_ports(3 * n_nodes)
     lines = [
         "[cluster]",
         'name = "test"',
@@ -58,8 +58,9 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
             "",
             "[[nodes]]",
             f'id = "n{i + 1}"',
-            f'raft = "127.0.0.1:{ports[2 * i]}"',
-            f'grpc = "127.0.0.1:{ports[2 * i + 1]}"',
+            f'raft = "127.0.0.1:{ports[3 * i]}"',
+            f'grpc = "127.0.0.1:{ports[3 * i + 1]}"',
+            f'metrics = "127.0.0.1:{ports[3 * i + 2]}"',
             f"cpu_millis = {cpu}",
             f"memory_mib = {mem}",
             f"labels = {{ {lab_s} }}",

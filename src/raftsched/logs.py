@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import structlog
+
+# Values computed at log time (e.g. the node's current Raft term), added to every event.
+_PROVIDERS: dict[str, Callable[[], Any]] = {}
+
+
+def provide(key: str, fn: Callable[[], Any]) -> None:
+    """Add `key=fn()` to every log event (fn must be cheap and never raise)."""
+    _PROVIDERS[key] = fn
+
+
+def _add_provided(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, fn in _PROVIDERS.items():
+        if key not in event:
+            with contextlib.suppress(Exception):  # a log line must never fail
+                event[key] = fn()
+    return event
 
 
 def configure(fmt: str = "console", level: str = "info", **bind: str) -> None:
@@ -18,6 +37,7 @@ def configure(fmt: str = "console", level: str = "info", **bind: str) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_provided,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

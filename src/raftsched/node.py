@@ -15,7 +15,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from raftsched import raft_node
+from raftsched import logs, raft_node
+from raftsched import watch as watchmod
 from raftsched.commands import Command
 from raftsched.config import ClusterConfig, NodeConfig
 from raftsched.executor import Executor
@@ -26,10 +27,13 @@ from raftsched.model import Job, JobState
 from raftsched.proposer import Proposer
 from raftsched.rpc import convert
 from raftsched.rpc.agent import NodeAgentServicer
+from raftsched.rpc.events import EventsServicer
 from raftsched.rpc.public import ClusterServicer, SchedulerServicer
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     scheduler_pb2,
@@ -64,7 +68,19 @@ class NodeRuntime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.sm.hooks.append(self._on_applied)
+        # observability (issue 6): watch buffer fed from applied entries, metrics
+        self.watch = watchmod.WatchHub()
+        self.watch_leader_changes = 0
+        self.sm.hooks.append(watchmod.tick_hook(self.watch, self.sm, self.loop))
         self.syncobj = raft_node.make_syncobj(cfg, self.me, self.sm)
+        self.watch.floor = self.watch.last_pos = (self.sm.state.applied_index, watchmod.ENTRY_END)
+        self.metrics = None
+        if cfg.metrics_enabled and self.me.metrics:
+            from raftsched.metrics import NodeMetrics
+
+            self.metrics = NodeMetrics(self)
+            self.watch.listeners.append(self.metrics.jobs.observe)
+        logs.provide("term", self.term)
         self.proposer = Proposer(self.syncobj, self.sm, self.loop)
         self.server: grpc.aio.Server | None = None
         self.started_at = time.time()
@@ -148,12 +164,14 @@ class NodeRuntime:
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self), self.server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self), self.server)
         node_pb2_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(self), self.server)
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self), self.server)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(hs, self.server)
         names = (
             scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
             cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
             node_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
+            events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         )
@@ -162,18 +180,32 @@ class NodeRuntime:
             raise RuntimeError(f"cannot bind gRPC address {self.me.grpc}")
         await self.server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", *names[:3]):
+        for name in ("", *names[:4]):
             res = hs.set(name, serving)
             if asyncio.iscoroutine(res):
                 await res
         self.proposer.start()
         for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run()):
             self.spawn(coro)
+        self.spawn(watchmod.observe_leader(self._leader_and_term, self.watch, self._on_leader_change))
+        if self.metrics is not None:
+            self.metrics.serve(self.me.metrics)
+            log.info("metrics served", address=f"http://{self.me.metrics}/metrics")
         log.info("node started", grpc=self.me.grpc, raft=self.me.raft, incarnation=self.incarnation,
                  data_dir=str(self.data_dir))
 
+    def _leader_and_term(self) -> tuple[str, int]:
+        lc = self.leader_config()
+        return (lc.id if lc else "", self.term())
+
+    def _on_leader_change(self, leader_id: str, term: int) -> None:
+        self.watch_leader_changes += 1
+        log.info("leader observed", leader=leader_id)
+
     async def stop(self) -> None:
         log.info("node stopping")
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.server is not None:
             await self.server.stop(0.5)
         for t in list(self._tasks):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raftsched.model import DEFAULT_REQUEST, Job, JobSpec, JobState, Node, Resources
+from raftsched.model import DEFAULT_REQUEST, Job, JobSpec, JobState, Node, Resources, Transition
 from raftsched.v1 import cluster_pb2, jobs_pb2
 
 
@@ -73,11 +73,18 @@ def job_to_pb(j: Job) -> jobs_pb2.Job:
         reason=j.reason,
         stdout_tail=j.stdout_tail,
         stderr_tail=j.stderr_tail,
-        history=[
-            jobs_pb2.JobTransition(at=h.ts, state=state_to_pb(h.state), node_id=h.node_id,  # type: ignore[arg-type]
-                                   attempt=h.attempt, fencing_token=h.token, reason=h.reason)
-            for h in j.history
-        ],
+        history=[transition_to_pb(t) for t in j.history],
+    )
+
+
+def transition_to_pb(t: Transition) -> jobs_pb2.JobTransition:
+    return jobs_pb2.JobTransition(
+        at=t.ts,
+        state=state_to_pb(t.state),  # type: ignore[arg-type]
+        node_id=t.node_id,
+        attempt=t.attempt,
+        fencing_token=t.token,
+        reason=t.reason,
     )
 
 

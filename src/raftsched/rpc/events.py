@@ -1,0 +1,323 @@
+"""Events service: live job/cluster watches and job output, served by any node.
+
+WatchJobs streams from this node's `WatchHub` (its own replica's applied
+changes); positions are Raft (index, ordinal) pairs, equal on every node.
+Job output comes from the node that ran the attempt (forwarded there with
+`local_only`), falling back to the replicated tail when that node cannot be
+reached or no longer keeps the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import structlog
+
+from raftsched.model import TERMINAL_STATES, Job
+from raftsched.rpc import convert
+from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
+from raftsched.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld
+
+if TYPE_CHECKING:
+    from raftsched.node import NodeRuntime
+
+log = structlog.get_logger("raftsched.events")
+
+BATCH = 500
+PROGRESS_EVERY = 1.0  # seconds between position-only messages while idle
+MAX_CHUNK = 1 << 20
+GET_LIMIT = 16 << 20  # GetJobOutput returns at most this much of each stream (the end)
+FOLLOW_POLL = 0.1
+FORWARD_TIMEOUT = 5.0
+
+KIND = {
+    "LEADER_CHANGED": events_pb2.LEADER_CHANGED,
+    "NODE_DOWN": events_pb2.NODE_DOWN,
+    "NODE_UP": events_pb2.NODE_UP,
+}
+
+
+def pos_pb(p: Pos) -> events_pb2.Position:
+    return events_pb2.Position(index=p[0], ordinal=p[1])
+
+
+def _previous_state(job: Job) -> int:
+    if len(job.history) >= 2 and job.history[-1].state is job.state:
+        return convert.state_to_pb(job.history[-2].state)
+    return 0
+
+
+def event_pb(c: Change, initial: bool = False) -> events_pb2.JobEvent:
+    return events_pb2.JobEvent(position=pos_pb(c.pos), job=convert.job_to_pb(c.job),
+                               previous_state=_previous_state(c.job),  # type: ignore[arg-type]
+                               initial=initial)
+
+
+def cluster_pb(ev: ClusterChange, observed_by: str, initial: bool = False) -> events_pb2.ClusterEvent:
+    return events_pb2.ClusterEvent(kind=KIND[ev.kind], node_id=ev.node_id, term=ev.term, at=ev.at,
+                                   raft_index=ev.raft_index, reason=ev.reason, initial=initial,
+                                   observed_by=observed_by)
+
+
+def output_paths(data_dir: Path, job_id: str, attempt: int) -> tuple[Path, Path]:
+    """Where executor.py writes an attempt's output."""
+    out = data_dir / "output"
+    return out / f"{job_id}.{attempt}.out", out / f"{job_id}.{attempt}.err"
+
+
+def _read_from(path: Path, offset: int, limit: int = MAX_CHUNK) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except OSError:
+        return b""
+
+
+def _read_last(path: Path, limit: int) -> tuple[bytes, int]:
+    """The last `limit` bytes of a file and how many bytes before them were left out."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            skip = max(0, size - limit)
+            f.seek(skip)
+            return f.read(limit), skip
+    except OSError:
+        return b"", 0
+
+
+def attempt_node(job: Job, attempt: int) -> str:
+    """Node that ran `attempt` of `job`, from its history ("" if unknown)."""
+    if attempt == job.attempt:
+        return job.node_id
+    for t in reversed(job.history):
+        if t.attempt == attempt and t.node_id:
+            return t.node_id
+    return ""
+
+
+class EventsServicer(events_pb2_grpc.EventsServicer):
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+
+    # ---- WatchJobs -----------------------------------------------------------------
+
+    async def _filter(self, request, context) -> JobFilter:
+        states = set()
+        for v in request.states:
+            if v not in jobs_pb2.JobState.values() or v == 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"states: unknown job state {v}; use one of "
+                                    f"{', '.join(n for n in jobs_pb2.JobState.keys() if n[0] != 'J')}")  # noqa: SIM118
+            states.add(jobs_pb2.JobState.Name(v))
+        return JobFilter(set(request.job_ids), request.workflow_id, states, request.node_id)
+
+    async def WatchJobs(self, request, context):
+        hub = self.rt.watch
+        filt = await self._filter(request, context)
+        gen = hub.generation
+        if request.has_resume_from:
+            after: Pos = (request.resume_from.index, request.resume_from.ordinal)
+            try:
+                cursor = hub.cursor_after(after)
+            except TooOld as e:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
+            yield events_pb2.WatchJobsResponse(position=pos_pb(after), synced=True)
+        elif request.send_initial:
+            with self.rt.sm.lock:  # jobs are immutable: copy the references, filter outside
+                index = self.rt.sm.state.applied_index
+                everything = list(self.rt.sm.state.jobs.values())
+            jobs = [j for j in everything if filt(j)]
+            after = (index, ENTRY_END)
+            cursor = hub.cursor_after(max(after, hub.floor))
+            jobs.sort(key=lambda j: j.seq)
+            for i in range(0, len(jobs), BATCH):
+                yield events_pb2.WatchJobsResponse(
+                    events=[event_pb(Change(after, j), initial=True) for j in jobs[i:i + BATCH]],
+                    position=pos_pb(after))
+            yield events_pb2.WatchJobsResponse(position=pos_pb(after), synced=True)
+        else:
+            after = hub.last_pos
+            cursor = hub.end
+            yield events_pb2.WatchJobsResponse(position=pos_pb(after), synced=True)
+        sent = after
+        last_msg = time.monotonic()
+        while True:
+            try:
+                changes = hub.read(cursor, BATCH, gen)
+            except TooOld as e:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                                     f"{e} (last position sent: {sent[0]}.{sent[1]})")
+            if changes:
+                cursor += len(changes)
+                matched = [event_pb(c) for c in changes if c.pos > after and filt(c.job)]
+                newest = changes[-1].pos
+                if newest > sent and (matched or time.monotonic() - last_msg >= PROGRESS_EVERY):
+                    sent = newest
+                    last_msg = time.monotonic()
+                    yield events_pb2.WatchJobsResponse(events=matched, position=pos_pb(newest))
+                continue
+            if hub.last_pos > sent and time.monotonic() - last_msg >= PROGRESS_EVERY:
+                sent = hub.last_pos
+                last_msg = time.monotonic()
+                yield events_pb2.WatchJobsResponse(position=pos_pb(sent))
+            await hub.wait(cursor, PROGRESS_EVERY)
+
+    # ---- WatchCluster ----------------------------------------------------------------
+
+    async def WatchCluster(self, request, context):
+        rt = self.rt
+        q: asyncio.Queue[ClusterChange | None] = asyncio.Queue(maxsize=10_000)
+        rt.watch.cluster_subscribers.add(q)
+        try:
+            if request.send_initial:
+                lc = rt.leader_config()
+                if lc is not None:
+                    yield cluster_pb(ClusterChange("LEADER_CHANGED", lc.id, rt.term(), time.time()),
+                                     rt.me.id, initial=True)
+                with rt.sm.lock:
+                    nodes = list(rt.sm.state.nodes.values())
+                for n in sorted(nodes, key=lambda n: n.id):
+                    kind = "NODE_UP" if n.alive else "NODE_DOWN"
+                    yield cluster_pb(ClusterChange(kind, n.id, 0, n.since), rt.me.id, initial=True)
+            while True:
+                ev = await q.get()
+                if ev is None:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        "cluster watcher too slow; reconnect")
+                yield cluster_pb(ev, rt.me.id)
+        finally:
+            rt.watch.cluster_subscribers.discard(q)
+
+    # ---- output ----------------------------------------------------------------------
+
+    async def _locate(self, request, context) -> tuple[Job, int, str]:
+        if not request.job_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+        job = self.rt.sm.state.jobs.get(request.job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        assert job is not None  # abort raises
+        attempt = request.attempt or job.attempt
+        if request.attempt < 0 or attempt > job.attempt:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"attempt {request.attempt}: job {job.id} has attempts 1..{job.attempt}")
+        if attempt == 0:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"job {job.id} has not been assigned yet; no output")
+        return job, attempt, attempt_node(job, attempt)
+
+    def _running(self, job_id: str, attempt: int) -> bool:
+        job = self.rt.sm.state.jobs.get(job_id)
+        if job is None or job.attempt != attempt:
+            return False
+        return job.state not in TERMINAL_STATES and job.state.value != "PENDING"
+
+    def _tail(self, job: Job, attempt: int, node: str, note: str) -> events_pb2.JobOutputResponse:
+        if attempt != job.attempt:
+            note += f"; the cluster keeps only the tail of the latest attempt ({job.attempt})"
+            return events_pb2.JobOutputResponse(job_id=job.id, attempt=attempt, node_id=node,
+                                                source=events_pb2.REPLICATED_TAIL, truncated=True,
+                                                note=note)
+        return events_pb2.JobOutputResponse(
+            job_id=job.id, attempt=attempt, node_id=node, source=events_pb2.REPLICATED_TAIL,
+            stdout=job.stdout_tail.encode(), stderr=job.stderr_tail.encode(), truncated=True,
+            note=note, running=self._running(job.id, attempt))
+
+    async def GetJobOutput(self, request, context):
+        job, attempt, node = await self._locate(request, context)
+        if node == self.rt.me.id or request.local_only:
+            out, err = output_paths(self.rt.data_dir, job.id, attempt)
+            if out.exists() or err.exists():
+                (o, o_cut), (e, e_cut) = [await asyncio.to_thread(_read_last, p, GET_LIMIT) for p in (out, err)]
+                note = ""
+                if o_cut or e_cut:
+                    note = (f"only the last {GET_LIMIT >> 20} MiB of each stream; "
+                            "FollowJobOutput (logs --follow) streams everything")
+                return events_pb2.JobOutputResponse(
+                    job_id=job.id, attempt=attempt, node_id=self.rt.me.id, source=events_pb2.NODE_FILE,
+                    stdout=o, stderr=e, truncated=bool(o_cut or e_cut), note=note,
+                    running=self._running(job.id, attempt))
+            if request.local_only:
+                await context.abort(grpc.StatusCode.NOT_FOUND,
+                                    f"node {self.rt.me.id} no longer keeps the output of "
+                                    f"{job.id} attempt {attempt}")
+            return self._tail(job, attempt, node, f"node {node} no longer keeps the output file")
+        stub = self._stub(node)
+        if stub is None:
+            return self._tail(job, attempt, node, f"node {node} is not known")
+        req = events_pb2.JobOutputRequest(job_id=job.id, attempt=attempt, local_only=True)
+        try:
+            return await stub.GetJobOutput(req, timeout=FORWARD_TIMEOUT)
+        except grpc.aio.AioRpcError as e:
+            log.info("output fallback to tail", job=job.id, attempt=attempt, node=node,
+                     code=str(e.code()))
+            return self._tail(job, attempt, node, f"node {node}: {e.details() or e.code().name}")
+
+    def _stub(self, node_id: str) -> events_pb2_grpc.EventsStub | None:
+        n = self.rt.sm.state.nodes.get(node_id)
+        addr = n.grpc_address if n else next((c.grpc for c in self.rt.cfg.nodes if c.id == node_id), "")
+        if not addr:
+            return None
+        return events_pb2_grpc.EventsStub(self.rt.channel(addr))
+
+    async def FollowJobOutput(self, request, context):
+        job, attempt, node = await self._locate(request, context)
+        if node == self.rt.me.id or request.local_only:
+            async for chunk in self._follow_local(job.id, attempt, request, context):
+                yield chunk
+            return
+        stub = self._stub(node)
+        if stub is not None:
+            req = events_pb2.JobOutputRequest(job_id=job.id, attempt=attempt, local_only=True,
+                                              stdout_offset=request.stdout_offset,
+                                              stderr_offset=request.stderr_offset)
+            got_any = False
+            try:
+                async for chunk in stub.FollowJobOutput(req):
+                    got_any = True
+                    yield chunk
+                return
+            except grpc.aio.AioRpcError as e:
+                if got_any:  # the node went away mid-stream: finish from the cluster's tail
+                    log.info("follow interrupted; falling back to tail", job=job.id, node=node)
+                note = f"node {node}: {e.details() or e.code().name}"
+        else:
+            note = f"node {node} is not known"
+        # Fallback: wait for the attempt to end, then send the replicated tail.
+        while self._running(job.id, attempt):
+            await asyncio.sleep(0.2)
+        j = self.rt.sm.state.jobs[job.id]
+        tail = self._tail(j, attempt, node, note)
+        yield events_pb2.JobOutputChunk(stdout=tail.stdout, stderr=tail.stderr,
+                                        source=events_pb2.REPLICATED_TAIL, node_id=node,
+                                        attempt=attempt, done=True, note=tail.note)
+
+    async def _follow_local(self, job_id: str, attempt: int, request, context):
+        out, err = output_paths(self.rt.data_dir, job_id, attempt)
+        offs = [request.stdout_offset, request.stderr_offset]
+        if not (out.exists() or err.exists()) and not self._running(job_id, attempt):
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"node {self.rt.me.id} no longer keeps the output of "
+                                f"{job_id} attempt {attempt}")
+        while True:
+            # Decide "finished" before reading, so the last read sees everything written.
+            finished = not self._running(job_id, attempt) and not self._local_running(job_id, attempt)
+            data = [await asyncio.to_thread(_read_from, p, o) for p, o in zip((out, err), offs, strict=True)]
+            offs = [o + len(d) for o, d in zip(offs, data, strict=True)]
+            more = any(len(d) == MAX_CHUNK for d in data)
+            if data[0] or data[1] or (finished and not more):
+                yield events_pb2.JobOutputChunk(stdout=data[0], stderr=data[1],
+                                                source=events_pb2.NODE_FILE, node_id=self.rt.me.id,
+                                                attempt=attempt, done=finished and not more)
+            if finished and not more:
+                return
+            if not more:
+                await asyncio.sleep(FOLLOW_POLL)
+
+    def _local_running(self, job_id: str, attempt: int) -> bool:
+        return (job_id, attempt) in self.rt.executor.running
