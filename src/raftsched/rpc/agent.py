@@ -25,6 +25,7 @@ log = structlog.get_logger("raftsched.agent")
 class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
+        self.refused_reports = 0
 
     async def StartJobs(self, request, context):
         term = self.rt.term()
@@ -80,10 +81,18 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         now = time.time()
         try:
             # STARTED before FINISHED: a finish in the same batch then finds RUNNING.
+            results = []
             if started:
-                await self.rt.propose(JobsStarted(uuid.uuid4().hex, now, tuple(started)))
+                res = await self.rt.propose(JobsStarted(uuid.uuid4().hex, now, tuple(started)))
+                results += list(zip(started, res.value or (), strict=False))
             if finished:
-                await self.rt.propose(JobsFinished(uuid.uuid4().hex, now, tuple(finished)))
+                res = await self.rt.propose(JobsFinished(uuid.uuid4().hex, now, tuple(finished)))
+                results += list(zip(finished, res.value or (), strict=False))
+            for item, why in results:
+                if why:  # refused by the state machine, e.g. a stale fencing token
+                    self.refused_reports += 1
+                    log.warning("report refused", node=request.node_id, job=item.job_id,
+                                attempt=item.attempt, token=item.token, reason=why)
         except (NotLeader, OutcomeUnknown) as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"reports not committed: {e}")
         return node_pb2.ReportJobsResponse(accepted=len(request.reports))
