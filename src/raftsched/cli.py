@@ -36,7 +36,7 @@ EXIT_CODES_HELP = """exit codes:
 
 # Modules adding subcommands: each has `register(subparsers, formatter_class)`;
 # their handlers take (args, client) when `needs_client=True` is set as a default.
-CLI_EXTENSIONS: list[str] = []
+CLI_EXTENSIONS: list[str] = ["raftsched.cli_workflows"]
 
 STATES = [s for s in jobs_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]  # noqa: SIM118
 

@@ -232,7 +232,7 @@ def _apply_submit_workflow(state: ClusterState, cmd: SubmitWorkflow) -> Result:
         state.next_seq += 1
         state.put(None, job, cmd.ts)
     wfs[cmd.workflow_id] = Workflow(cmd.workflow_id, cmd.name, tuple(order), cmd.ts)
-    return Result(Code.OK, tuple(order))
+    return Result(Code.OK, (cmd.workflow_id, tuple(order)))
 
 
 @handles(CancelWorkflow)

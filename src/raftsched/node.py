@@ -25,6 +25,7 @@ from raftsched.proposer import Proposer
 from raftsched.rpc import convert
 from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.public import ClusterServicer, SchedulerServicer
+from raftsched.rpc.workflows import WorkflowsServicer
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -32,6 +33,8 @@ from raftsched.v1 import (
     node_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
 )
 from raftsched.worker import Heartbeater, Reporter
 
@@ -137,12 +140,14 @@ class NodeRuntime:
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self), self.server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self), self.server)
         node_pb2_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(self), self.server)
+        workflows_pb2_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(self), self.server)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(hs, self.server)
         names = (
             scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
             cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
             node_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
+            workflows_pb2.DESCRIPTOR.services_by_name["Workflows"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         )
@@ -151,7 +156,7 @@ class NodeRuntime:
             raise RuntimeError(f"cannot bind gRPC address {self.me.grpc}")
         await self.server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", *names[:3]):
+        for name in ("", *names[:4]):
             res = hs.set(name, serving)
             if asyncio.iscoroutine(res):
                 await res
