@@ -59,6 +59,24 @@ def _spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, help="program and arguments (after --)")
 
 
+def _reparse(args: argparse.Namespace, *positional: str) -> argparse.Namespace:
+    """Options given after the positional arguments land in the REMAINDER list:
+    parse them again (with the positionals last) and keep only what follows `--`."""
+    rest = list(args.command)
+    if "--" in rest:
+        i = rest.index("--")
+        pre, cmd = rest[:i], rest[i + 1:]
+    elif rest and rest[0].startswith("-"):
+        pre, cmd = rest, []
+    else:
+        pre, cmd = [], rest
+    if pre:
+        pos = [getattr(args, n) for n in positional if getattr(args, n) is not None]
+        args = args.own_parser.parse_args([*pre, *pos], namespace=args)
+    args.command = cmd
+    return args
+
+
 # ---- template ---------------------------------------------------------------------
 
 
@@ -83,6 +101,7 @@ def _print_template(t: wpb.Template) -> None:
 
 
 def cmd_template_put(args: argparse.Namespace, client: Client) -> int:
+    args = _reparse(args, "template_name")
     method = "CreateTemplate" if args.template_command == "create" else "UpdateTemplate"
     with _wc(client) as wc:
         t = wc.call(method, wpb.PutTemplateRequest(template=_template_msg(args)))
@@ -123,10 +142,9 @@ def cmd_template_delete(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_template_submit(args: argparse.Namespace, client: Client) -> int:
+    args = _reparse(args, "template_name")
     o = wpb.SpecOverrides()
     command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
     if command:
         if args.shell:
             o.shell = " ".join(command)
@@ -163,10 +181,8 @@ def _time_arg(text: str | None, tz: str) -> float:
 
 
 def cmd_cron_add(args: argparse.Namespace, client: Client) -> int:
+    args = _reparse(args, "expr")
     command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
-    args.command = command
     try:
         start = _time_arg(args.start, args.tz)
         end = _time_arg(args.end, args.tz)
@@ -357,7 +373,7 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         p.add_argument("--tz", help="IANA timezone of --cron (default UTC)")
         p.add_argument("--description")
         _spec_flags(p)
-        p.set_defaults(func=cmd_template_put, needs_client=True)
+        p.set_defaults(func=cmd_template_put, needs_client=True, own_parser=p)
     for action, fn, helptext in (("get", cmd_template_get, "show a template"),
                                  ("delete", cmd_template_delete, "delete a template")):
         p = tsub.add_parser(action, help=helptext)
@@ -379,7 +395,7 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p.add_argument("--cwd")
     p.add_argument("--name")
     p.add_argument("command", nargs=argparse.REMAINDER, help="override command (after --)")
-    p.set_defaults(func=cmd_template_submit, needs_client=True)
+    p.set_defaults(func=cmd_template_submit, needs_client=True, own_parser=p)
 
     cp = sub.add_parser(
         "cron", help="cron schedules", formatter_class=fmt, epilog=EXIT_CODES_HELP,
@@ -410,7 +426,7 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
                    help="when the previous run is unfinished (default allow)")
     p.add_argument("--paused", action="store_true", help="create paused")
     _spec_flags(p)
-    p.set_defaults(func=cmd_cron_add, needs_client=True)
+    p.set_defaults(func=cmd_cron_add, needs_client=True, own_parser=p)
     p = csub.add_parser("list", help="list schedules")
     p.set_defaults(func=cmd_cron_list, needs_client=True)
     for action, helptext in (("get", "show a schedule"), ("pause", "pause a schedule"),
