@@ -230,3 +230,31 @@ def test_replicas_fed_the_same_commands_are_equal() -> None:
         apply(a, c)
         apply(b, codec.decode_entry(codec.encode_entry([c]))[0])
     assert a.digest() == b.digest()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(101, 140), max_size=6), st.integers(100, 140)),
+                min_size=1, max_size=25))
+def test_interleaved_fire_proposals_never_fire_an_instant_twice(
+        proposals: list[tuple[list[int], int]]) -> None:
+    """Any sequence of FireSchedule proposals (stale leaders, retries, overlaps):
+    each instant runs at most once, only instants after creation run, and
+    last_fired only grows."""
+    s = new_state()
+    apply(s, AddSchedule(rid(), 100.5, sched()))
+    last = schedules(s)["s"].last_fired
+    for fire, through in proposals:
+        inst = tuple(float(t) for t in sorted(set(fire)) if t <= through)
+        res = apply(s, FireSchedule(rid(), 141.0, "s", inst, float(through)))
+        now_last = schedules(s)["s"].last_fired
+        assert now_last >= last
+        if res.ok:
+            assert now_last == through
+        else:
+            assert now_last == last
+        last = now_last
+    runs = [j for j in s.jobs.values() if j.schedule_id == "s"]
+    assert len({j.scheduled_at for j in runs}) == len(runs)
+    assert all(j.scheduled_at > 100.5 and j.id == f"s-{int(j.scheduled_at)}" for j in runs)
+    assert schedules(s)["s"].runs == len(runs)
+    assert ClusterState.from_dict(s.to_dict()).digest() == s.digest()
