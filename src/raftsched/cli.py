@@ -48,7 +48,7 @@ def _color(text: str, code: str) -> str:
 
 
 STATE_COLORS = {"SUCCEEDED": "32", "FAILED": "31", "CANCELLED": "33", "RUNNING": "36",
-                "ASSIGNED": "34", "PENDING": "37"}
+                "ASSIGNED": "34", "PENDING": "37", "WAITING": "37", "UPSTREAM_FAILED": "35"}
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -163,7 +163,7 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK if ok else EXIT_JOB_FAILED
 
 
-TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
+TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED}
 
 
 def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:

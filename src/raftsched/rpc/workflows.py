@@ -12,13 +12,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
 
 from raftsched import cron, dag, validate
-from raftsched.commands import Command, SubmitJobs
+from raftsched.commands import SubmitJobs
 from raftsched.fsm import Result
 from raftsched.fsm_workflows import schedules, templates, workflows
 from raftsched.model import TERMINAL_STATES, JobSpec, JobState, Resources
@@ -45,7 +45,7 @@ from raftsched.workflow_types import (
 if TYPE_CHECKING:
     from raftsched.node import NodeRuntime
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 MISFIRE = {0: Misfire.SKIP, 1: Misfire.RUN_ONCE, 2: Misfire.RUN_ALL}
@@ -189,7 +189,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                             mode: str, method: str) -> workflows_pb2.Template:
         t = await self._template(request, context)
 
-        async def build(rid: str, now: float) -> Command:
+        async def build(rid: str, now: float) -> Any:
             exists = t.name in templates(self.st)
             if mode == "create" and exists:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -219,7 +219,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return workflows_pb2.ListTemplatesResponse(templates=[template_to_pb(t) for t in ts])
 
     async def DeleteTemplate(self, request, context):
-        async def build(rid: str, now: float) -> Command:
+        async def build(rid: str, now: float) -> Any:
             if request.name not in templates(self.st):
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.name!r} not found")
             return DeleteTemplate(rid, now, request.name)
@@ -236,7 +236,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         if err:
             await context.abort(INVALID, f"template {t.name} with overrides: {err}")
 
-        def build(rid: str, now: float) -> Command:
+        def build(rid: str, now: float) -> Any:
             return SubmitJobs(rid, now, ((uuid.uuid4().hex[:20], spec),))
 
         return await self._write(
@@ -258,6 +258,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"template {pb.template!r} not found")
             if pb.HasField("spec"):
                 await context.abort(INVALID, "give either spec or template, not both")
+            assert t is not None  # abort raised
             spec = t.spec
             expr = expr or t.cron
             tzname = tzname or t.timezone
@@ -302,7 +303,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         request.request_id = rid
         s = await self._schedule(request.schedule, rid, context)
 
-        async def build(rid: str, now: float) -> Command:
+        async def build(rid: str, now: float) -> Any:
             if s.id in schedules(self.st):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"schedule {s.id!r} already exists; delete it first or pick another id")
@@ -315,6 +316,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         s = schedules(self.st).get(sid)
         if s is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"schedule {sid!r} not found")
+        assert s is not None  # abort raised
         return s
 
     async def ListSchedules(self, request, context):
@@ -328,7 +330,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
     async def _pause(self, request, context, paused: bool, method: str):
         await self._known(request.id, context)
 
-        async def build(rid: str, now: float) -> Command:
+        async def build(rid: str, now: float) -> Any:
             await self._known(request.id, context)
             return SetSchedulePaused(rid, now, request.id, paused)
 
@@ -344,7 +346,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
     async def DeleteSchedule(self, request, context):
         await self._known(request.id, context)
 
-        async def build(rid: str, now: float) -> Command:
+        async def build(rid: str, now: float) -> Any:
             await self._known(request.id, context)
             return DeleteSchedule(rid, now, request.id)
 
@@ -354,7 +356,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
     async def RunScheduleNow(self, request, context):
         await self._known(request.id, context)
 
-        async def build(rid: str, now: float) -> Command:
+        async def build(rid: str, now: float) -> Any:
             await self._known(request.id, context)
             return RunScheduleNow(rid, now, request.id, f"{request.id}-now-{int(now * 1000)}")
 
@@ -411,7 +413,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             for name in deps
         )
 
-        def build(rid: str, now: float) -> Command:
+        def build(rid: str, now: float) -> Any:
             return SubmitWorkflow(rid, now, wf_id, request.name, jobs)
 
         return await self._write(
@@ -447,7 +449,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         if workflows(self.st).get(request.workflow_id) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"workflow {request.workflow_id!r} not found")
 
-        def build(rid: str, now: float) -> Command:
+        def build(rid: str, now: float) -> Any:
             return CancelWorkflow(rid, now, request.workflow_id)
 
         return await self._write(
