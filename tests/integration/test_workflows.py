@@ -174,6 +174,20 @@ def test_templates_schedules_and_cancel_via_api_and_cli(cluster3: TestCluster,
     assert cli.main([*nodes, "cron", "get", "from-tpl"]) == cli.EXIT_NOT_FOUND
     assert "schedule 'from-tpl' not found" in capsys.readouterr().err
     assert cli.main([*nodes, "template", "delete", "hello"]) == 0
+    capsys.readouterr()
+
+    # cron add through the CLI (options after the expression), and a refusal
+    assert cli.main([*nodes, "cron", "add", "*/5 * * * * *", "--id", "cli-s", "--misfire", "run_all",
+                     "--concurrency", "forbid", "--tz", "America/New_York", "--", "true"]) == 0
+    got = wc.schedule("cli-s")
+    assert (got.misfire, got.concurrency, got.timezone, list(got.spec.command)) == (
+        wpb.MISFIRE_RUN_ALL, wpb.CONCURRENCY_FORBID, "America/New_York", ["true"])
+    assert cli.main([*nodes, "cron", "pause", "cli-s"]) == 0
+    assert wc.schedule("cli-s").paused
+    assert cli.main([*nodes, "cron", "delete", "cli-s"]) == 0
+    capsys.readouterr()
+    assert cli.main([*nodes, "cron", "add", "0 0 30 2 *", "--", "true"]) == cli.EXIT_REFUSED
+    assert "could never fire" in capsys.readouterr().err
 
     # cancelling a workflow cancels what has not started
     jobs = [wpb.WorkflowJobSpec(name="slow", spec=jobs_pb2.JobSpec(command=["sleep", "1.5"])),
