@@ -63,7 +63,14 @@ def ledger_spec(ledger: Path, name: str, fail: bool = False) -> jobs_pb2.JobSpec
 def wait_workflow(wc: WorkflowsClient, wf_id: str, timeout: float = 90) -> wpb.WorkflowStatus:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        w = wc.workflow(wf_id)
+        try:
+            w = wc.workflow(wf_id)
+        except grpc.RpcError as e:
+            # reads come from one node's replica: it may not have applied the submit yet
+            if e.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline - timeout + 5:
+                raise
+            time.sleep(0.05)
+            continue
         if all(j.job.state in DONE for j in w.jobs):
             return w
         time.sleep(0.2)

@@ -7,6 +7,7 @@ change, not even the applied index). Writes go through `leader_write`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -52,6 +53,7 @@ MISFIRE = {0: Misfire.SKIP, 1: Misfire.RUN_ONCE, 2: Misfire.RUN_ALL}
 CONCURRENCY = {0: Concurrency.ALLOW, 1: Concurrency.FORBID, 2: Concurrency.REPLACE}
 MAX_DEADLINE_S = 7 * 86400.0
 MAX_NEXT = 1000
+READ_YOUR_WRITES_WAIT = 3.0
 
 
 def _derived_id(prefix: str, rid: str) -> str:
@@ -141,8 +143,14 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
 
     async def _write(self, context: Ctx, request: Message, method: str,
                      build: Callable[[str, float], Any],
-                     done: Callable[[Result], Message]) -> Any:
-        """Propose build(rid, now) on the leader (or forward `request` there)."""
+                     done: Callable[[Result], Message],
+                     visible: Callable[[Any], bool] | None = None) -> Any:
+        """Propose build(rid, now) on the leader (or forward `request` there).
+
+        After a forwarded write, wait (briefly) until `visible(response)` holds on
+        this node's replica, so a client reading from the node it wrote through
+        sees its own write.
+        """
         rid = getattr(request, "request_id", "") or uuid.uuid4().hex
 
         async def local() -> Message:
@@ -159,7 +167,15 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             req.CopyFrom(request)
             req.request_id = rid  # type: ignore[attr-defined]
             stub = workflows_pb2_grpc.WorkflowsStub(ch)
-            return await getattr(stub, method)(req, **forward_kwargs(md, context.time_remaining()))
+            resp = await getattr(stub, method)(req, **forward_kwargs(md, context.time_remaining()))
+            if visible is not None:
+                deadline = time.monotonic() + READ_YOUR_WRITES_WAIT
+                while time.monotonic() < deadline:
+                    with self.rt.sm.lock:
+                        if visible(resp):
+                            break
+                    await asyncio.sleep(0.005)
+            return resp
 
         return await leader_write(self.rt, context, rid, local, fwd)
 
@@ -198,8 +214,12 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"template {t.name!r} not found")
             return PutTemplate(rid, now, t, mode)
 
+        def seen(r: workflows_pb2.Template) -> bool:
+            got = templates(self.st).get(t.name)
+            return got is not None and got.version >= r.version
+
         return await self._write(context, request, method, build,
-                                 lambda r: template_to_pb(templates(self.st)[t.name]))
+                                 lambda r: template_to_pb(templates(self.st)[t.name]), seen)
 
     async def CreateTemplate(self, request, context):
         return await self._put_template(request, context, "create", "CreateTemplate")
@@ -225,7 +245,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             return DeleteTemplate(rid, now, request.name)
 
         return await self._write(context, request, "DeleteTemplate", build,
-                                 lambda r: workflows_pb2.DeleteTemplateResponse())
+                                 lambda r: workflows_pb2.DeleteTemplateResponse(),
+                                 lambda r: request.name not in templates(self.st))
 
     async def SubmitFromTemplate(self, request, context):
         t = templates(self.st).get(request.template)
@@ -242,7 +263,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return await self._write(
             context, request, "SubmitFromTemplate", build,
             lambda r: workflows_pb2.SubmitFromTemplateResponse(
-                job_id=r.value[0], spec=convert.spec_to_pb(spec)))
+                job_id=r.value[0], spec=convert.spec_to_pb(spec)),
+            lambda r: r.job_id in self.st.jobs)
 
     # ---- schedules --------------------------------------------------------------------
 
@@ -310,7 +332,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             return AddSchedule(rid, now, s)
 
         return await self._write(context, request, "AddSchedule", build,
-                                 lambda r: schedule_to_pb(schedules(self.st)[s.id]))
+                                 lambda r: schedule_to_pb(schedules(self.st)[s.id]),
+                                 lambda r: s.id in schedules(self.st))
 
     async def _known(self, sid: str, context: Ctx) -> Schedule:
         s = schedules(self.st).get(sid)
@@ -334,8 +357,12 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             await self._known(request.id, context)
             return SetSchedulePaused(rid, now, request.id, paused)
 
+        def seen(r: workflows_pb2.Schedule) -> bool:
+            got = schedules(self.st).get(request.id)
+            return got is None or got.paused == paused
+
         return await self._write(context, request, method, build,
-                                 lambda r: schedule_to_pb(schedules(self.st)[request.id]))
+                                 lambda r: schedule_to_pb(schedules(self.st)[request.id]), seen)
 
     async def PauseSchedule(self, request, context):
         return await self._pause(request, context, True, "PauseSchedule")
@@ -351,7 +378,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             return DeleteSchedule(rid, now, request.id)
 
         return await self._write(context, request, "DeleteSchedule", build,
-                                 lambda r: workflows_pb2.DeleteScheduleResponse())
+                                 lambda r: workflows_pb2.DeleteScheduleResponse(),
+                                 lambda r: request.id not in schedules(self.st))
 
     async def RunScheduleNow(self, request, context):
         await self._known(request.id, context)
@@ -361,7 +389,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             return RunScheduleNow(rid, now, request.id, f"{request.id}-now-{int(now * 1000)}")
 
         return await self._write(context, request, "RunScheduleNow", build,
-                                 lambda r: workflows_pb2.RunScheduleNowResponse(job_id=r.value))
+                                 lambda r: workflows_pb2.RunScheduleNowResponse(job_id=r.value),
+                                 lambda r: r.job_id in self.st.jobs)
 
     async def NextFireTimes(self, request, context):
         count = request.count or 5
@@ -419,7 +448,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return await self._write(
             context, request, "SubmitWorkflow", build,
             lambda r: workflows_pb2.SubmitWorkflowResponse(workflow_id=r.value[0],
-                                                           job_ids=list(r.value[1])))
+                                                           job_ids=list(r.value[1])),
+            lambda r: r.workflow_id in workflows(self.st))
 
     async def GetWorkflow(self, request, context):
         with self.rt.sm.lock:
@@ -446,6 +476,10 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         )
 
     async def CancelWorkflow(self, request, context):
+        def wf_cancelled(wf_id: str) -> bool:
+            wf = workflows(self.st).get(wf_id)
+            return wf is None or wf.cancelled
+
         if workflows(self.st).get(request.workflow_id) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"workflow {request.workflow_id!r} not found")
 
@@ -455,4 +489,5 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return await self._write(
             context, request, "CancelWorkflow", build,
             lambda r: workflows_pb2.CancelWorkflowResponse(cancelled=r.value[0],
-                                                           still_running=list(r.value[1])))
+                                                           still_running=list(r.value[1])),
+            lambda r: wf_cancelled(request.workflow_id))
