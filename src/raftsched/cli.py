@@ -38,7 +38,7 @@ EXIT_CODES_HELP = """exit codes:
 
 # Modules adding subcommands: each has `register(subparsers, formatter_class)`;
 # their handlers take (args, client) when `needs_client=True` is set as a default.
-CLI_EXTENSIONS: list[str] = ["raftsched.cli_observe"]
+CLI_EXTENSIONS: list[str] = ["raftsched.cli_observe", "raftsched.cli_workflows"]
 
 STATES = [s for s in jobs_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]  # noqa: SIM118
 
@@ -50,7 +50,7 @@ def _color(text: str, code: str) -> str:
 
 
 STATE_COLORS = {"SUCCEEDED": "32", "FAILED": "31", "CANCELLED": "33", "RUNNING": "36",
-                "ASSIGNED": "34", "PENDING": "37"}
+                "ASSIGNED": "34", "PENDING": "37", "WAITING": "37", "UPSTREAM_FAILED": "35"}
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -165,7 +165,7 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK if ok else EXIT_JOB_FAILED
 
 
-TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
+TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED}
 
 
 def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:

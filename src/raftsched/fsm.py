@@ -92,6 +92,8 @@ class ClusterState:
         self.counts: Counter[JobState] = Counter()
         # transient: job versions written by the entry being applied (for watchers)
         self.changes: list[Job] = []
+        # replicated state owned by extension modules (see `state_extension`)
+        self.ext: dict[str, Any] = {name: e[0]() for name, e in _STATE_EXT.items()}
 
     # ---- derived bookkeeping ----------------------------------------------------
 
@@ -213,7 +215,7 @@ class ClusterState:
     # ---- snapshot ---------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "version": codec.STATE_VERSION,
             "next_seq": self.next_seq,
             "fencing": self.fencing,
@@ -222,6 +224,9 @@ class ClusterState:
             "jobs": [codec.to_wire(j) for j in self.jobs.values()],
             "dedup": [[rid, _result_to_wire(r)] for rid, r in self.dedup.items()],
         }
+        for name, (_init, dump, _load) in _STATE_EXT.items():
+            d[name] = dump(self.ext[name])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClusterState:
@@ -238,6 +243,8 @@ class ClusterState:
             j = codec.from_wire(Job, w)
             s.jobs[j.id] = j
         s.dedup = OrderedDict((rid, _result_from_wire(r)) for rid, r in d["dedup"])
+        for name, (init, _dump, load) in _STATE_EXT.items():
+            s.ext[name] = load(d[name]) if name in d else init()
         s.rebuild_derived()
         return s
 
@@ -272,6 +279,19 @@ _PUT_HOOKS: list[PutHook] = []
 def on_put(fn: PutHook) -> PutHook:
     _PUT_HOOKS.append(fn)
     return fn
+
+
+# Replicated state of extension modules: name -> (init, dump, load). `dump` must
+# give a canonical JSON value (e.g. a dict keyed by id); it goes into snapshots
+# and the digest under `name`. A snapshot without the key loads `init()`.
+_STATE_EXT: dict[str, tuple[Callable[[], Any], Callable[[Any], Any], Callable[[Any], Any]]] = {}
+
+
+def state_extension(name: str, init: Callable[[], Any], dump: Callable[[Any], Any],
+                    load: Callable[[Any], Any]) -> None:
+    if name in _STATE_EXT or name in ClusterState().to_dict():
+        raise TypeError(f"state extension {name!r} already registered")
+    _STATE_EXT[name] = (init, dump, load)
 
 
 def _result_to_wire(r: Result) -> list[Any]:
@@ -528,3 +548,7 @@ def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
         requeue(state, job, cmd.ts, f"node {node.id} down: {cmd.reason}")
         returned.append(job.id)
     return _ok(tuple(returned))
+
+
+# Extension modules registering commands, handlers, hooks and state (keep last).
+from raftsched import fsm_workflows  # noqa: E402,F401

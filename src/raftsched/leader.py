@@ -22,6 +22,7 @@ from raftsched.commands import Assign, GcJobs, NodeDown, NodeUp
 from raftsched.model import Job, JobState, Node
 from raftsched.placement import Candidate, place
 from raftsched.proposer import NotLeader, OutcomeUnknown
+from raftsched.schedule_firer import fire_schedules
 
 if TYPE_CHECKING:
     from raftsched.node import NodeRuntime
@@ -110,6 +111,7 @@ class Leader:
                 await self._liveness()
                 await self._place()
                 await self._collect_garbage()
+                await fire_schedules(self.rt)  # issue 5: cron schedules
                 if time.monotonic() - self._last_resend > RESEND_AFTER / 2:
                     self._last_resend = time.monotonic()
                     self._resend_unconfirmed()

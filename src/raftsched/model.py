@@ -13,9 +13,14 @@ class JobState(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    # -- workflows (issue 5) --
+    WAITING = "WAITING"  # blocked on workflow dependencies; not in the placement queue
+    UPSTREAM_FAILED = "UPSTREAM_FAILED"  # terminal: an ancestor ended without success
 
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.UPSTREAM_FAILED}
+)
 ACTIVE_STATES = frozenset({JobState.ASSIGNED, JobState.RUNNING})
 
 # The strict job state machine: every transition the fsm may make.
@@ -30,6 +35,9 @@ ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
+    # -- workflows (issue 5) --
+    JobState.WAITING: frozenset({JobState.PENDING, JobState.UPSTREAM_FAILED, JobState.CANCELLED}),
+    JobState.UPSTREAM_FAILED: frozenset(),
 }
 
 
@@ -110,6 +118,11 @@ class Job:
     stdout_tail: str = ""
     stderr_tail: str = ""
     history: tuple[Transition, ...] = ()
+    # -- workflows and schedules (issue 5) --
+    workflow_id: str = ""  # the workflow this job belongs to
+    depends_on: tuple[str, ...] = ()  # job ids that must all succeed first
+    schedule_id: str = ""  # the schedule whose run this is
+    scheduled_at: float = 0.0  # the scheduled instant of that run (epoch seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from raftsched.rpc import convert
 from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.events import EventsServicer
 from raftsched.rpc.public import ClusterServicer, SchedulerServicer
+from raftsched.rpc.workflows import WorkflowsServicer
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -38,6 +39,8 @@ from raftsched.v1 import (
     node_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
 )
 from raftsched.worker import Heartbeater, Reporter
 
@@ -165,6 +168,7 @@ class NodeRuntime:
         cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self), self.server)
         node_pb2_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(self), self.server)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self), self.server)
+        workflows_pb2_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(self), self.server)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(hs, self.server)
         names = (
@@ -172,6 +176,7 @@ class NodeRuntime:
             cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
             node_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
             events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
+            workflows_pb2.DESCRIPTOR.services_by_name["Workflows"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         )

@@ -73,6 +73,11 @@ def job_to_pb(j: Job) -> jobs_pb2.Job:
         reason=j.reason,
         stdout_tail=j.stdout_tail,
         stderr_tail=j.stderr_tail,
+        # workflows and schedules (issue 5)
+        workflow_id=j.workflow_id,
+        depends_on=list(j.depends_on),
+        schedule_id=j.schedule_id,
+        scheduled_at=j.scheduled_at,
         history=[transition_to_pb(t) for t in j.history],
     )
 

@@ -1,0 +1,493 @@
+"""The Workflows gRPC service: templates, schedules, DAG workflows.
+
+Translate and delegate: everything a user can get wrong is checked here, before
+anything is proposed, so bad input never reaches the Raft log (no state
+change, not even the applied index). Writes go through `leader_write`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+from google.protobuf.message import Message
+
+from raftsched import cron, dag, validate
+from raftsched.commands import SubmitJobs
+from raftsched.fsm import Result
+from raftsched.fsm_workflows import schedules, templates, workflows
+from raftsched.model import TERMINAL_STATES, JobSpec, JobState, Resources
+from raftsched.rpc import convert
+from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write
+from raftsched.v1 import jobs_pb2, workflows_pb2, workflows_pb2_grpc
+from raftsched.workflow_types import (
+    AddSchedule,
+    CancelWorkflow,
+    Concurrency,
+    DeleteSchedule,
+    DeleteTemplate,
+    Misfire,
+    PutTemplate,
+    RunScheduleNow,
+    Schedule,
+    SetSchedulePaused,
+    SubmitWorkflow,
+    Template,
+    WorkflowJob,
+    workflow_job_id,
+)
+
+if TYPE_CHECKING:
+    from raftsched.node import NodeRuntime
+
+Ctx: TypeAlias = grpc.aio.ServicerContext
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+MISFIRE = {0: Misfire.SKIP, 1: Misfire.RUN_ONCE, 2: Misfire.RUN_ALL}
+CONCURRENCY = {0: Concurrency.ALLOW, 1: Concurrency.FORBID, 2: Concurrency.REPLACE}
+MAX_DEADLINE_S = 7 * 86400.0
+MAX_NEXT = 1000
+READ_YOUR_WRITES_WAIT = 3.0
+
+
+def _derived_id(prefix: str, rid: str) -> str:
+    """An id made from the request id: the same on every retry of a request."""
+    return f"{prefix}-{hashlib.sha256(rid.encode()).hexdigest()[:12]}"
+
+
+# ---- proto <-> model ----------------------------------------------------------------
+
+
+def template_to_pb(t: Template) -> workflows_pb2.Template:
+    return workflows_pb2.Template(
+        name=t.name, spec=convert.spec_to_pb(t.spec), cron=t.cron, timezone=t.timezone,
+        description=t.description, created_at=t.created_at, updated_at=t.updated_at,
+        version=t.version,
+    )
+
+
+def next_fire_of(s: Schedule) -> float | None:
+    if s.paused:
+        return None
+    try:
+        got = cron.fires(cron.parse(s.cron), cron.zone(s.timezone), s.last_fired, 1,
+                         start=s.start, end=s.end)
+    except cron.CronError:
+        return None
+    return got[0] if got else None
+
+
+def schedule_to_pb(s: Schedule) -> workflows_pb2.Schedule:
+    inv_m = {v: k for k, v in MISFIRE.items()}
+    inv_c = {v: k for k, v in CONCURRENCY.items()}
+    return workflows_pb2.Schedule(
+        id=s.id, cron=s.cron, timezone=s.timezone, spec=convert.spec_to_pb(s.spec),
+        template=s.template, start=s.start or 0.0, end=s.end or 0.0,
+        misfire=inv_m[s.misfire], misfire_threshold_seconds=s.misfire_threshold_s,  # type: ignore[arg-type]
+        misfire_deadline_seconds=s.misfire_deadline_s, concurrency=inv_c[s.concurrency],  # type: ignore[arg-type]
+        paused=s.paused, created_at=s.created_at, last_fired=s.last_fired,
+        last_job_id=s.last_job_id, runs=s.runs, skipped=s.skipped,
+        next_fire=next_fire_of(s) or 0.0,
+    )
+
+
+def apply_overrides(spec: JobSpec, o: workflows_pb2.SpecOverrides) -> JobSpec:
+    from dataclasses import replace
+
+    if o.command:
+        spec = replace(spec, command=tuple(o.command), shell="", use_shell=False)
+    if o.HasField("shell"):
+        spec = replace(spec, shell=o.shell, use_shell=True, command=())
+    if o.env:
+        env = dict(spec.env)
+        env.update(o.env)
+        spec = replace(spec, env=tuple(sorted(env.items())))
+    if o.HasField("working_dir"):
+        spec = replace(spec, working_dir=o.working_dir)
+    if o.HasField("cpu_millis") or o.HasField("memory_mib"):
+        r = spec.resources
+        spec = replace(spec, resources=Resources(
+            o.cpu_millis if o.HasField("cpu_millis") else r.cpu_millis,
+            o.memory_mib if o.HasField("memory_mib") else r.memory_mib))
+    if o.HasField("priority"):
+        spec = replace(spec, priority=o.priority)
+    if o.HasField("timeout_seconds"):
+        spec = replace(spec, timeout_s=o.timeout_seconds)
+    if o.HasField("name"):
+        spec = replace(spec, name=o.name)
+    return spec
+
+
+class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+
+    @property
+    def st(self) -> Any:
+        return self.rt.sm.state
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    async def _spec(self, pb: jobs_pb2.JobSpec, context: Ctx, where: str) -> JobSpec:
+        spec = convert.spec_from_pb(pb)
+        err = validate.validate_spec(spec, self.rt.cfg.max_capacity())
+        if err:
+            await context.abort(INVALID, f"{where}: {err}")
+        return spec
+
+    async def _write(self, context: Ctx, request: Message, method: str,
+                     build: Callable[[str, float], Any],
+                     done: Callable[[Result], Message],
+                     visible: Callable[[Any], bool] | None = None) -> Any:
+        """Propose build(rid, now) on the leader (or forward `request` there).
+
+        After a forwarded write, wait (briefly) until `visible(response)` holds on
+        this node's replica, so a client reading from the node it wrote through
+        sees its own write.
+        """
+        rid = getattr(request, "request_id", "") or uuid.uuid4().hex
+
+        async def local() -> Message:
+            cmd = build(rid, time.time())
+            if hasattr(cmd, "__await__"):
+                cmd = await cmd
+            res = await self.rt.propose(cmd)
+            if not res.ok:
+                await abort_for(context, res)
+            return done(res)
+
+        async def fwd(ch: grpc.aio.Channel, md: tuple[tuple[str, str], ...]) -> Message:
+            req = type(request)()
+            req.CopyFrom(request)
+            req.request_id = rid  # type: ignore[attr-defined]
+            stub = workflows_pb2_grpc.WorkflowsStub(ch)
+            resp = await getattr(stub, method)(req, **forward_kwargs(md, context.time_remaining()))
+            if visible is not None:
+                deadline = time.monotonic() + READ_YOUR_WRITES_WAIT
+                while time.monotonic() < deadline:
+                    with self.rt.sm.lock:
+                        if visible(resp):
+                            break
+                    await asyncio.sleep(0.005)
+            return resp
+
+        return await leader_write(self.rt, context, rid, local, fwd)
+
+    # ---- templates --------------------------------------------------------------------
+
+    async def _template(self, request: workflows_pb2.PutTemplateRequest, context: Ctx) -> Template:
+        if not request.HasField("template"):
+            await context.abort(INVALID, "template is missing")
+        t = request.template
+        if not dag.NAME_RE.match(t.name):
+            await context.abort(INVALID, f"template name {t.name!r} is invalid: 1-64 characters "
+                                "from letters, digits, '_', '.', '-'")
+        spec = await self._spec(t.spec, context, f"template {t.name}: spec")
+        if t.timezone and not t.cron:
+            await context.abort(INVALID, "template timezone is set without cron: give cron too")
+        if t.cron:
+            try:
+                cron.parse(t.cron)
+                cron.zone(t.timezone or "UTC")
+            except cron.CronError as e:
+                await context.abort(INVALID, f"template {t.name}: {e}")
+        if len(t.description) > 1024:
+            await context.abort(INVALID, "description is longer than 1024 characters")
+        return Template(t.name, spec, t.cron, t.timezone, t.description)
+
+    async def _put_template(self, request: workflows_pb2.PutTemplateRequest, context: Ctx,
+                            mode: str, method: str) -> workflows_pb2.Template:
+        t = await self._template(request, context)
+
+        async def build(rid: str, now: float) -> Any:
+            exists = t.name in templates(self.st)
+            if mode == "create" and exists:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"template {t.name!r} already exists; use update")
+            if mode == "update" and not exists:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"template {t.name!r} not found")
+            return PutTemplate(rid, now, t, mode)
+
+        def seen(r: workflows_pb2.Template) -> bool:
+            got = templates(self.st).get(t.name)
+            return got is not None and got.version >= r.version
+
+        return await self._write(context, request, method, build,
+                                 lambda r: template_to_pb(templates(self.st)[t.name]), seen)
+
+    async def CreateTemplate(self, request, context):
+        return await self._put_template(request, context, "create", "CreateTemplate")
+
+    async def UpdateTemplate(self, request, context):
+        return await self._put_template(request, context, "update", "UpdateTemplate")
+
+    async def GetTemplate(self, request, context):
+        t = templates(self.st).get(request.name)
+        if t is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.name!r} not found")
+        return template_to_pb(t)
+
+    async def ListTemplates(self, request, context):
+        with self.rt.sm.lock:
+            ts = sorted(templates(self.st).values(), key=lambda t: t.name)
+        return workflows_pb2.ListTemplatesResponse(templates=[template_to_pb(t) for t in ts])
+
+    async def DeleteTemplate(self, request, context):
+        async def build(rid: str, now: float) -> Any:
+            if request.name not in templates(self.st):
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.name!r} not found")
+            return DeleteTemplate(rid, now, request.name)
+
+        return await self._write(context, request, "DeleteTemplate", build,
+                                 lambda r: workflows_pb2.DeleteTemplateResponse(),
+                                 lambda r: request.name not in templates(self.st))
+
+    async def SubmitFromTemplate(self, request, context):
+        t = templates(self.st).get(request.template)
+        if t is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.template!r} not found")
+        spec = apply_overrides(t.spec, request.overrides)
+        err = validate.validate_spec(spec, self.rt.cfg.max_capacity())
+        if err:
+            await context.abort(INVALID, f"template {t.name} with overrides: {err}")
+
+        def build(rid: str, now: float) -> Any:
+            return SubmitJobs(rid, now, ((uuid.uuid4().hex[:20], spec),))
+
+        return await self._write(
+            context, request, "SubmitFromTemplate", build,
+            lambda r: workflows_pb2.SubmitFromTemplateResponse(
+                job_id=r.value[0], spec=convert.spec_to_pb(spec)),
+            lambda r: r.job_id in self.st.jobs)
+
+    # ---- schedules --------------------------------------------------------------------
+
+    async def _schedule(self, pb: workflows_pb2.Schedule, rid: str, context: Ctx) -> Schedule:
+        sid = pb.id or _derived_id("sch", rid)
+        if not dag.NAME_RE.match(sid):
+            await context.abort(INVALID, f"schedule id {sid!r} is invalid: 1-64 characters "
+                                "from letters, digits, '_', '.', '-'")
+        expr, tzname = pb.cron, pb.timezone
+        if pb.template:
+            t = templates(self.st).get(pb.template)
+            if t is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"template {pb.template!r} not found")
+            if pb.HasField("spec"):
+                await context.abort(INVALID, "give either spec or template, not both")
+            assert t is not None  # abort raised
+            spec = t.spec
+            expr = expr or t.cron
+            tzname = tzname or t.timezone
+        elif pb.HasField("spec"):
+            spec = await self._spec(pb.spec, context, "schedule spec")
+        else:
+            await context.abort(INVALID, "schedule needs a spec or a template")
+        if not expr:
+            await context.abort(INVALID, "cron is empty: give an expression such as '*/5 * * * *' "
+                                "or @hourly")
+        tzname = tzname or "UTC"
+        if pb.misfire not in MISFIRE:
+            await context.abort(INVALID, f"misfire policy {pb.misfire} unknown")
+        if pb.concurrency not in CONCURRENCY:
+            await context.abort(INVALID, f"concurrency policy {pb.concurrency} unknown")
+        threshold = pb.misfire_threshold_seconds or 1.0
+        deadline = pb.misfire_deadline_seconds or 3600.0
+        if not 0 < threshold <= 3600:
+            await context.abort(INVALID, "misfire_threshold_seconds must be in (0, 3600]")
+        if not threshold <= deadline <= MAX_DEADLINE_S:
+            await context.abort(INVALID, "misfire_deadline_seconds must be between "
+                                f"misfire_threshold_seconds and {MAX_DEADLINE_S:.0f}")
+        start = pb.start or None
+        end = pb.end or None
+        try:
+            c = cron.parse(expr)
+            tz = cron.zone(tzname)
+            cron.check_can_fire(c, tz, time.time(), start, end)
+        except cron.CronError as e:
+            await context.abort(INVALID, str(e))
+        return Schedule(
+            id=sid, cron=expr, spec=spec, timezone=tzname, template=pb.template, start=start,
+            end=end, misfire=MISFIRE[pb.misfire], misfire_threshold_s=threshold,
+            misfire_deadline_s=deadline, concurrency=CONCURRENCY[pb.concurrency],
+            paused=pb.paused,
+        )
+
+    async def AddSchedule(self, request, context):
+        if not request.HasField("schedule"):
+            await context.abort(INVALID, "schedule is missing")
+        rid = request.request_id or uuid.uuid4().hex
+        request.request_id = rid
+        s = await self._schedule(request.schedule, rid, context)
+
+        async def build(rid: str, now: float) -> Any:
+            if s.id in schedules(self.st):
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"schedule {s.id!r} already exists; delete it first or pick another id")
+            return AddSchedule(rid, now, s)
+
+        return await self._write(context, request, "AddSchedule", build,
+                                 lambda r: schedule_to_pb(schedules(self.st)[s.id]),
+                                 lambda r: s.id in schedules(self.st))
+
+    async def _known(self, sid: str, context: Ctx) -> Schedule:
+        s = schedules(self.st).get(sid)
+        if s is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"schedule {sid!r} not found")
+        assert s is not None  # abort raised
+        return s
+
+    async def ListSchedules(self, request, context):
+        with self.rt.sm.lock:
+            ss = sorted(schedules(self.st).values(), key=lambda s: s.id)
+        return workflows_pb2.ListSchedulesResponse(schedules=[schedule_to_pb(s) for s in ss])
+
+    async def GetSchedule(self, request, context):
+        return schedule_to_pb(await self._known(request.id, context))
+
+    async def _pause(self, request, context, paused: bool, method: str):
+        await self._known(request.id, context)
+
+        async def build(rid: str, now: float) -> Any:
+            await self._known(request.id, context)
+            return SetSchedulePaused(rid, now, request.id, paused)
+
+        def seen(r: workflows_pb2.Schedule) -> bool:
+            got = schedules(self.st).get(request.id)
+            return got is None or got.paused == paused
+
+        return await self._write(context, request, method, build,
+                                 lambda r: schedule_to_pb(schedules(self.st)[request.id]), seen)
+
+    async def PauseSchedule(self, request, context):
+        return await self._pause(request, context, True, "PauseSchedule")
+
+    async def ResumeSchedule(self, request, context):
+        return await self._pause(request, context, False, "ResumeSchedule")
+
+    async def DeleteSchedule(self, request, context):
+        await self._known(request.id, context)
+
+        async def build(rid: str, now: float) -> Any:
+            await self._known(request.id, context)
+            return DeleteSchedule(rid, now, request.id)
+
+        return await self._write(context, request, "DeleteSchedule", build,
+                                 lambda r: workflows_pb2.DeleteScheduleResponse(),
+                                 lambda r: request.id not in schedules(self.st))
+
+    async def RunScheduleNow(self, request, context):
+        await self._known(request.id, context)
+
+        async def build(rid: str, now: float) -> Any:
+            await self._known(request.id, context)
+            return RunScheduleNow(rid, now, request.id, f"{request.id}-now-{int(now * 1000)}")
+
+        return await self._write(context, request, "RunScheduleNow", build,
+                                 lambda r: workflows_pb2.RunScheduleNowResponse(job_id=r.value),
+                                 lambda r: r.job_id in self.st.jobs)
+
+    async def NextFireTimes(self, request, context):
+        count = request.count or 5
+        if not 0 < count <= MAX_NEXT:
+            await context.abort(INVALID, f"count must be between 1 and {MAX_NEXT}")
+        if request.id:
+            s = await self._known(request.id, context)
+            expr, tzname, start, end = s.cron, s.timezone, s.start, s.end
+            after = request.after or max(s.last_fired, time.time())
+        else:
+            expr, tzname = request.cron, request.timezone or "UTC"
+            start, end = request.start or None, request.end or None
+            after = request.after or time.time()
+        try:
+            tz = cron.zone(tzname)
+            times = cron.fires(cron.parse(expr), tz, after, count, start=start, end=end)
+        except cron.CronError as e:
+            await context.abort(INVALID, str(e))
+        return workflows_pb2.NextFireTimesResponse(times=times, local=[cron.iso(t, tz) for t in times])
+
+    # ---- workflows --------------------------------------------------------------------
+
+    async def SubmitWorkflow(self, request, context):
+        n = len(request.jobs)
+        if n == 0:
+            await context.abort(INVALID, "workflow has no jobs")
+        if n > dag.MAX_WORKFLOW_JOBS:
+            await context.abort(INVALID, f"workflow has {n} jobs; at most {dag.MAX_WORKFLOW_JOBS} "
+                                "in one workflow: split it")
+        if len(request.name) > 256:
+            await context.abort(INVALID, "workflow name is longer than 256 characters")
+        deps: dict[str, tuple[str, ...]] = {}
+        specs: dict[str, JobSpec] = {}
+        for i, j in enumerate(request.jobs):
+            if j.name in deps:
+                await context.abort(INVALID, f"jobs[{i}]: job name {j.name!r} is used twice")
+            deps[j.name] = tuple(j.depends_on)
+        msg = dag.validate(deps)
+        if msg:
+            await context.abort(INVALID, msg)
+        for j in request.jobs:
+            specs[j.name] = await self._spec(j.spec, context, f"job {j.name!r}")
+        rid = request.request_id or uuid.uuid4().hex
+        request.request_id = rid
+        wf_id = _derived_id("wf", rid)
+        jobs = tuple(
+            WorkflowJob(workflow_job_id(wf_id, name), specs[name],
+                        tuple(workflow_job_id(wf_id, p) for p in deps[name]))
+            for name in deps
+        )
+
+        def build(rid: str, now: float) -> Any:
+            return SubmitWorkflow(rid, now, wf_id, request.name, jobs)
+
+        return await self._write(
+            context, request, "SubmitWorkflow", build,
+            lambda r: workflows_pb2.SubmitWorkflowResponse(workflow_id=r.value[0],
+                                                           job_ids=list(r.value[1])),
+            lambda r: r.workflow_id in workflows(self.st))
+
+    async def GetWorkflow(self, request, context):
+        with self.rt.sm.lock:
+            wf = workflows(self.st).get(request.workflow_id)
+            jobs = [self.st.jobs.get(j) for j in wf.job_ids] if wf else []
+        if wf is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"workflow {request.workflow_id!r} not found")
+        counts = Counter(j.state.value for j in jobs if j is not None)
+        present = [j for j in jobs if j is not None]
+        if any(j.state not in TERMINAL_STATES for j in present):
+            overall = "RUNNING"
+        elif all(j.state is JobState.SUCCEEDED for j in present):
+            overall = "SUCCEEDED"
+        elif wf.cancelled:
+            overall = "CANCELLED"
+        else:
+            overall = "FAILED"
+        prefix = wf.id + "-"
+        return workflows_pb2.WorkflowStatus(
+            workflow_id=wf.id, name=wf.name, submitted_at=wf.submitted_at, cancelled=wf.cancelled,
+            state=overall, counts=dict(counts),
+            jobs=[workflows_pb2.WorkflowJobStatus(name=j.id.removeprefix(prefix),
+                                                  job=convert.job_to_pb(j)) for j in present],
+        )
+
+    async def CancelWorkflow(self, request, context):
+        def wf_cancelled(wf_id: str) -> bool:
+            wf = workflows(self.st).get(wf_id)
+            return wf is None or wf.cancelled
+
+        if workflows(self.st).get(request.workflow_id) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"workflow {request.workflow_id!r} not found")
+
+        def build(rid: str, now: float) -> Any:
+            return CancelWorkflow(rid, now, request.workflow_id)
+
+        return await self._write(
+            context, request, "CancelWorkflow", build,
+            lambda r: workflows_pb2.CancelWorkflowResponse(cancelled=r.value[0],
+                                                           still_running=list(r.value[1])),
+            lambda r: wf_cancelled(request.workflow_id))
