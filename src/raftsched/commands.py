@@ -18,6 +18,10 @@ class SubmitJobs:
     rid: str
     ts: float
     jobs: tuple[tuple[str, JobSpec], ...]  # (job id made by the leader, spec)
+    # Idempotency keys, one per job ("" = none) or empty. A key seen within the
+    # retention window returns the existing job instead of a new one.
+    keys: tuple[str, ...] = ()
+    key_retention_s: float = 0.0  # 0: fsm default
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,9 @@ class FinishedItem:
     error: str = ""  # could not start, or other failure reason
     stdout_tail: str = ""
     stderr_tail: str = ""
+    # When this attempt failed and the job's retry policy allows another: the
+    # leader's not-before time (backoff with the leader's jitter). 0: fsm fallback.
+    retry_at: float = 0.0
 
 
 @command(4)
@@ -99,4 +106,24 @@ class NodeDown:
     reason: str
 
 
-Command = SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown
+@command(20)
+@dataclass(frozen=True, slots=True)
+class RetryDead:
+    """`dlq retry`: a DEAD job goes back to PENDING with a fresh retry budget."""
+
+    rid: str
+    ts: float
+    job_id: str
+
+
+@command(21)
+@dataclass(frozen=True, slots=True)
+class PurgeDead:
+    """`dlq purge`: delete DEAD jobs (the given ones, or all when empty)."""
+
+    rid: str
+    ts: float
+    job_ids: tuple[str, ...] = ()
+
+
+Command = SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | RetryDead | PurgeDead
