@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
 
-from raftsched.commands import Assign, NodeDown, NodeUp
+from raftsched import queue, retry
+from raftsched.commands import Assign, FinishedItem, JobsFinished, NodeDown, NodeUp
+from raftsched.fsm_semantics import attempt_outcome
 from raftsched.model import Job, JobState, Node
 from raftsched.placement import Candidate, place
 from raftsched.proposer import NotLeader, OutcomeUnknown
@@ -46,17 +50,23 @@ class Leader:
         self.armed_term: int | None = None
         self._last_resend = 0.0
         self.leader_changes = 0
+        self.hb_wall: dict[str, float] = {}  # node -> wall time of its last heartbeat
+        self.rr_after = ""  # round-robin cursor: the node used last
+        self.rng = random.Random()  # retry jitter; the result is stamped into commands
 
     # ---- called by the NodeAgent servicer ------------------------------------------
 
     def heartbeat(self, node: Node, running: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """Record a heartbeat; returns the attempts the node must kill."""
         self.last_seen[node.id] = time.monotonic()
+        self.hb_wall[node.id] = time.time()
         self.reported[node.id] = {(j, a) for j, a, _ in running}
         st = self.rt.sm.state
         known = st.nodes.get(node.id)
         if known is None or not known.alive or _describe(known) != _describe(node):
             self.rt.spawn(self._propose_node_up(node))
+        # Attempts of jobs no longer ASSIGNED/RUNNING here are revoked: this is also how a
+        # cancel of a running job reaches its node (state CANCELLING).
         revoke = []
         with self.rt.sm.lock:
             for job_id, attempt, token in running:
@@ -97,6 +107,7 @@ class Leader:
                 if time.monotonic() - self._last_resend > RESEND_AFTER / 2:
                     self._last_resend = time.monotonic()
                     self._resend_unconfirmed()
+                    await self._resolve_cancelling()
             except (NotLeader, OutcomeUnknown) as e:
                 log.info("leader step interrupted", error=str(e))
             except Exception:
@@ -139,18 +150,21 @@ class Leader:
 
     async def _place(self) -> None:
         st = self.rt.sm.state
+        cfg = self.rt.cfg
+        now = time.time()
         with self.rt.sm.lock:
             if not st.pending:
                 return
-            pending = st.pending_in_order(PLACEMENT_BATCH)
+            pending = queue.runnable(st, now, cfg.queue_order, cfg.aging_rate, PLACEMENT_BATCH)
             cands = [
                 Candidate(n, st.allocated(n.id).as_resources())
                 for n in st.nodes.values()
                 if n.alive
             ]
-        items = place(pending, cands, self.rt.cfg.strategy)
+        items = place(pending, cands, cfg.strategy, self.rr_after)
         if not items:
             return
+        self.rr_after = items[-1].node_id
         res = await self.rt.proposer.propose(Assign(new_rid(), time.time(), tuple(items)))
         if not res.ok:
             log.error("assign refused", message=res.message)
@@ -183,6 +197,49 @@ class Leader:
         if stale:
             log.info("re-sending unconfirmed starts", jobs=len(stale))
             self._dispatch(stale)
+
+    async def _resolve_cancelling(self) -> None:
+        """End CANCELLING attempts their node no longer runs.
+
+        The normal path is the worker's FINISHED report after the kill. This
+        covers an attempt that never started there (start lost): once a
+        heartbeat sent well after the cancel does not list it, it is over.
+        """
+        slack = 2 * self.rt.cfg.heartbeat_interval
+        with self.rt.sm.lock:
+            gone = [
+                j for j in self._active_jobs()
+                if j.state is JobState.CANCELLING
+                and self.hb_wall.get(j.node_id, 0.0) > j.cancel_requested_at + slack
+                and (j.id, j.attempt) not in self.reported.get(j.node_id, ())
+            ]
+        if gone:
+            items = tuple(
+                FinishedItem(j.id, j.attempt, j.fencing_token, None,
+                             error="not running on its node when cancelled")
+                for j in gone
+            )
+            await self.rt.proposer.propose(JobsFinished(new_rid(), time.time(), items))
+            log.info("cancelled attempts not running on their node", jobs=len(gone))
+
+    def stamp_retries(self, items: list[FinishedItem], now: float) -> list[FinishedItem]:
+        """Put the leader's retry time (backoff with jitter) into failed attempts' reports."""
+        st = self.rt.sm.state
+        out = []
+        with self.rt.sm.lock:
+            for it in items:
+                job = st.jobs.get(it.job_id)
+                if (
+                    job is not None
+                    and job.attempt == it.attempt
+                    and job.state in (JobState.ASSIGNED, JobState.RUNNING)
+                    and attempt_outcome(it)[0] is not JobState.SUCCEEDED
+                    and retry.should_retry(job.spec.retry, job.failures + 1)
+                ):
+                    delay = retry.backoff_delay(job.spec.retry, job.failures + 1, self.rng.random())
+                    it = replace(it, retry_at=now + delay)
+                out.append(it)
+        return out
 
     def _active_jobs(self) -> list[Job]:
         """Jobs ASSIGNED or RUNNING anywhere (caller holds the state lock)."""

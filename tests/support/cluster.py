@@ -18,7 +18,7 @@ from raftsched import config as configmod
 from raftsched.rpc.client import Client
 from raftsched.v1 import jobs_pb2
 
-TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
+TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.TIMED_OUT, jobs_pb2.DEAD}
 
 
 def free_ports(n: int) -> list[int]:
