@@ -255,3 +255,36 @@ def test_terminal_states_refuse_reports(state: JobState) -> None:
     finish(st, "j", 12.0, code=code, timed_out=state is JobState.TIMED_OUT)
     assert st.jobs["j"].state is state
     assert "report refused" in finish(st, "j", 13.0, code=0)
+
+
+def test_check_placeable_names_the_constraint() -> None:
+    from raftsched import validate
+
+    nodes = [("n1", {"pool": "light"}, Resources(1000, 1000)), ("n2", {"pool": "heavy"}, Resources(4000, 1000))]
+    ok = spec(constraints=(Constraint("pool", "eq", "heavy"),), resources=Resources(3000, 10))
+    assert validate.check_placeable(ok, nodes) is None
+    msg = validate.check_placeable(spec(constraints=(Constraint("pool", "eq", "gpu"),)), nodes)
+    assert msg and "pool=gpu" in msg
+    both = spec(constraints=(Constraint("pool", "eq", "heavy"), Constraint("pool", "ne", "heavy")))
+    msg = validate.check_placeable(both, nodes)
+    assert msg and "together" in msg
+    big = spec(constraints=(Constraint("pool", "eq", "light"),), resources=Resources(3000, 10))
+    msg = validate.check_placeable(big, nodes)
+    assert msg and "exceed every node satisfying the constraints (n1)" in msg
+
+
+def test_new_commands_roundtrip_through_the_codec() -> None:
+    from raftsched import codec
+
+    cmds = [
+        RetryDead("a", 1.0, "j"),
+        PurgeDead("b", 2.0, ("x", "y")),
+        SubmitJobs("c", 3.0, (("j", spec(retry=RetryPolicy(max_attempts=2, jitter=0.1),
+                                         constraints=(Constraint("k", "in", "a,b"),),
+                                         sequence_key="s")),), keys=("k1",), key_retention_s=5.0),
+        JobsFinished("d", 4.0, (FinishedItem("j", 1, 2, 3, retry_at=9.5),)),
+    ]
+    assert codec.decode_entry(codec.encode_entry(cmds)) == cmds
+    # an old entry without the new fields still decodes, with defaults
+    old = codec.decode_entry(b'[[1,{"rid":"e","ts":1.0,"jobs":[["j",{"command":["true"]}]]}]]')
+    assert old[0].keys == () and old[0].jobs[0][1].retry == RetryPolicy()
