@@ -176,8 +176,9 @@ def test_priority_order(cluster3: TestCluster) -> None:
     cluster3.wait_until(lambda: all(client.get(b).state == jobs_pb2.RUNNING for b in blockers),
                         20, "blockers running")
     prios = [1, 5, 3, 9, 7, 2, 8, 4]
-    ids = [client.submit(jobs_pb2.JobSpec(command=["sleep", "0.2"], resources=full, priority=p))
-           for p in prios]
+    # one batch: all are pending together before the blockers end
+    ids = client.submit_batch([jobs_pb2.JobSpec(command=["sleep", "0.2"], resources=full, priority=p)
+                               for p in prios])
     done = cluster3.wait_terminal(ids, timeout=60)
     by_token = sorted(ids, key=lambda i: done[i].fencing_token)
     assert [done[i].spec.priority for i in by_token] == sorted(prios, reverse=True)
@@ -254,8 +255,8 @@ def test_round_robin_and_fifo(pools: TestCluster) -> None:
     blocker = client.submit(jobs_pb2.JobSpec(command=["sleep", "1"], resources=full, constraints=heavy))
     pools.wait_until(lambda: client.get(blocker).state == jobs_pb2.RUNNING, 20, "blocker")
     prios = [1, 9, 5, 7]
-    fifo = [client.submit(jobs_pb2.JobSpec(command=["true"], resources=full, constraints=heavy, priority=p))
-            for p in prios]
+    fifo = client.submit_batch([jobs_pb2.JobSpec(command=["true"], resources=full, constraints=heavy, priority=p)
+                                for p in prios])
     done = pools.wait_terminal(fifo, timeout=30)
     assert sorted(fifo, key=lambda i: done[i].fencing_token) == fifo
 
