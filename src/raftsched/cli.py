@@ -38,7 +38,9 @@ EXIT_CODES_HELP = """exit codes:
 
 # Modules adding subcommands: each has `register(subparsers, formatter_class)`;
 # their handlers take (args, client) when `needs_client=True` is set as a default.
-CLI_EXTENSIONS: list[str] = ["raftsched.cli_observe", "raftsched.cli_workflows"]
+CLI_EXTENSIONS: list[str] = ["raftsched.cli_observe", "raftsched.cli_workflows", "raftsched.cli_semantics"]
+# Functions (args, spec) that fill JobSpec fields from flags added by extensions.
+SPEC_HOOKS: list[Any] = []
 
 STATES = [s for s in jobs_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]  # noqa: SIM118
 
@@ -50,7 +52,8 @@ def _color(text: str, code: str) -> str:
 
 
 STATE_COLORS = {"SUCCEEDED": "32", "FAILED": "31", "CANCELLED": "33", "RUNNING": "36",
-                "ASSIGNED": "34", "PENDING": "37", "WAITING": "37", "UPSTREAM_FAILED": "35"}
+                "ASSIGNED": "34", "PENDING": "37", "WAITING": "37", "UPSTREAM_FAILED": "35",
+                "TIMED_OUT": "31", "DEAD": "35", "CANCELLING": "33"}
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -143,12 +146,18 @@ def _spec_from_args(args: argparse.Namespace) -> jobs_pb2.JobSpec:
         spec.shell = " ".join(command)
     else:
         spec.command.extend(command)
+    for hook in SPEC_HOOKS:
+        hook(args, spec)
     return spec
 
 
 def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     spec = _spec_from_args(args)
-    ids = [client.submit(spec)] if args.count == 1 else client.submit_batch([spec] * args.count)
+    key = getattr(args, "idempotency_key", None)
+    if key and args.count != 1:
+        raise SystemExit("raftsched: --idempotency-key needs --count 1")
+    ids = ([client.submit(spec, idempotency_key=key)] if args.count == 1
+           else client.submit_batch([spec] * args.count))
     if not args.wait:
         if args.json:
             _dump({"job_ids": ids})
@@ -165,7 +174,8 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK if ok else EXIT_JOB_FAILED
 
 
-TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED}
+TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED,
+            jobs_pb2.TIMED_OUT, jobs_pb2.DEAD}
 
 
 def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
@@ -250,6 +260,14 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
         print(f"exit code  {j.exit_code}")
     if j.reason:
         print(f"reason     {j.reason}")
+    if j.not_before and j.state == jobs_pb2.PENDING:
+        print(f"retry at   {_ts(j.not_before)}   failed attempts {j.failures}")
+    if j.attempts:
+        print("attempts:")
+        for a in j.attempts:
+            code = str(a.exit_code) if a.has_exit_code else "-"
+            print(f"  #{a.attempt:<3} {a.outcome:<10} node {a.node_id or '-':<6} token {a.fencing_token:<6} "
+                  f"{_ts(a.started_at or a.assigned_at)} -> {_ts(a.finished_at)}  exit {code}  {a.reason}")
     if j.history:
         print("timeline")
         print(timeline(j))
@@ -426,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true", help="fetch every page")
     sp.set_defaults(func=cmd_list, needs_client=True)
 
-    sp = sub.add_parser("cancel", help="cancel a pending job", epilog=EXIT_CODES_HELP,
-                        formatter_class=fmt)
+    sp = sub.add_parser("cancel", help="cancel a job (a running one is killed: SIGTERM, grace, SIGKILL)",
+                        epilog=EXIT_CODES_HELP, formatter_class=fmt)
     sp.add_argument("job_id")
     sp.set_defaults(func=cmd_cancel, needs_client=True)
 

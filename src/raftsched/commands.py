@@ -20,6 +20,10 @@ class SubmitJobs:
     rid: str
     ts: float
     jobs: tuple[tuple[str, JobSpec], ...]  # (job id made by the leader, spec)
+    # Idempotency keys, one per job ("" = none) or empty. A key seen within the
+    # retention window returns the existing job instead of a new one.
+    keys: tuple[str, ...] = ()
+    key_retention_s: float = 0.0  # 0: fsm default
 
 
 def _submit_to_wire(c: SubmitJobs) -> dict[str, Any]:
@@ -31,12 +35,22 @@ def _submit_to_wire(c: SubmitJobs) -> dict[str, Any]:
         if i is None:
             i = index[spec] = len(index)
         refs.append([jid, i])
-    return {"rid": c.rid, "ts": c.ts, "specs": [codec.to_wire(s) for s in index], "jobs": refs}
+    w: dict[str, Any] = {"rid": c.rid, "ts": c.ts, "specs": [codec.to_wire(s) for s in index], "jobs": refs}
+    if c.keys:
+        w["keys"] = list(c.keys)
+    if c.key_retention_s:
+        w["key_retention_s"] = c.key_retention_s
+    return w
 
 
 def _submit_from_wire(w: dict[str, Any]) -> SubmitJobs:
-    specs = [codec.from_wire(JobSpec, s) for s in w["specs"]]
-    return SubmitJobs(w["rid"], float(w["ts"]), tuple((jid, specs[i]) for jid, i in w["jobs"]))
+    if "specs" in w:
+        specs = [codec.from_wire(JobSpec, s) for s in w["specs"]]
+        jobs = tuple((jid, specs[i]) for jid, i in w["jobs"])
+    else:  # the first format: every spec inline
+        jobs = tuple((jid, codec.from_wire(JobSpec, s)) for jid, s in w["jobs"])
+    return SubmitJobs(w["rid"], float(w["ts"]), jobs,
+                      keys=tuple(w.get("keys", ())), key_retention_s=float(w.get("key_retention_s", 0.0)))
 
 
 codec.custom(SubmitJobs, _submit_to_wire, _submit_from_wire)
@@ -83,6 +97,9 @@ class FinishedItem:
     stdout_tail: str = ""
     stderr_tail: str = ""
     lost: bool = False  # killed because the node's lease expired: requeue, not a failure
+    # When this attempt failed and the job's retry policy allows another: the
+    # leader's not-before time (backoff with the leader's jitter). 0: fsm fallback.
+    retry_at: float = 0.0
 
 
 @command(4)
@@ -132,4 +149,27 @@ class GcJobs:
     cutoff: float
 
 
-Command = SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs
+
+@command(20)
+@dataclass(frozen=True, slots=True)
+class RetryDead:
+    """`dlq retry`: a DEAD job goes back to PENDING with a fresh retry budget."""
+
+    rid: str
+    ts: float
+    job_id: str
+
+
+@command(21)
+@dataclass(frozen=True, slots=True)
+class PurgeDead:
+    """`dlq purge`: delete DEAD jobs (the given ones, or all when empty)."""
+
+    rid: str
+    ts: float
+    job_ids: tuple[str, ...] = ()
+
+
+Command = (
+    SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
+)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from raftsched.model import Resources
 from raftsched.placement import Strategy
+from raftsched.queue import QueueOrder
 
 DEMO_SECRET = "raftsched-local-demo-secret"
 FSYNC_MODES = ("always", "batch", "never")
@@ -34,7 +35,7 @@ class ClusterConfig:
     name: str
     secret: str
     data_dir: Path
-    strategy: Strategy
+    strategy: Strategy  # node choice: spread, binpack, round-robin
     heartbeat_interval: float
     heartbeat_ttl: float
     lease: float
@@ -49,6 +50,9 @@ class ClusterConfig:
     log_level: str
     nodes: tuple[NodeConfig, ...]
     metrics_enabled: bool = True  # [metrics] enabled: serve each node's `metrics` address
+    queue_order: QueueOrder = QueueOrder.PRIORITY  # job order: priority (with aging) or fifo
+    aging_rate: float = 1.0 / 60  # priority points gained per second of waiting
+    idempotency_retention: float = 24 * 3600.0  # seconds an idempotency key is remembered
 
     def node(self, node_id: str) -> NodeConfig:
         for n in self.nodes:
@@ -161,6 +165,17 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
     except ValueError:
         choices = ", ".join(s.value for s in Strategy)
         raise ConfigError(f"{p}: strategy must be one of {choices}") from None
+    try:
+        queue_order = QueueOrder(c.get("queue_order", "priority"))
+    except ValueError:
+        choices = ", ".join(q.value for q in QueueOrder)
+        raise ConfigError(f"{p}: queue_order must be one of {choices}") from None
+    aging_rate = float(c.get("aging_rate", 1.0 / 60))
+    if not 0 <= aging_rate <= 1e6:
+        raise ConfigError(f"{p}: aging_rate must be >= 0 (priority points per second waited)")
+    retention = float(c.get("idempotency_retention", 24 * 3600.0))
+    if not retention > 0:
+        raise ConfigError(f"{p}: idempotency_retention must be > 0 seconds")
     hb = float(c.get("heartbeat_interval", 0.2))
     ttl = float(c.get("heartbeat_ttl", 1.5))
     if not 0 < hb < ttl:
@@ -195,4 +210,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         log_level=str(c.get("log_level", "info")),
         nodes=tuple(nodes),
         metrics_enabled=bool(raw.get("metrics", {}).get("enabled", True)),
+        queue_order=queue_order,
+        aging_rate=aging_rate,
+        idempotency_retention=retention,
     )

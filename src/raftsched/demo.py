@@ -13,7 +13,7 @@ from raftsched.launcher import LocalCluster
 from raftsched.rpc.client import Client
 from raftsched.v1 import jobs_pb2
 
-TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
+TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.TIMED_OUT, jobs_pb2.DEAD}
 
 
 def _workload(n: int) -> list[jobs_pb2.JobSpec]:

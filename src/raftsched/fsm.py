@@ -20,19 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from raftsched import codec
-from raftsched.commands import (
-    Assign,
-    CancelJob,
-    Command,
-    FinishedItem,
-    GcJobs,
-    JobsFinished,
-    JobsStarted,
-    NodeDown,
-    NodeUp,
-    SubmitJobs,
-)
-from raftsched.fit import fits
+from raftsched.commands import Command, GcJobs
 from raftsched.model import (
     ACTIVE_STATES,
     HISTORY_LIMIT,
@@ -42,7 +30,6 @@ from raftsched.model import (
     Node,
     NodeUsage,
     Transition,
-    transition_error,
 )
 
 DEDUP_CAPACITY = 100_000
@@ -81,7 +68,11 @@ class ClusterState:
         self.fencing = 0  # last fencing token handed out; only grows
         self.applied_index = 0  # Raft index of the last entry applied
         self.dedup: OrderedDict[str, Result] = OrderedDict()
+        # idempotency key -> (job id, submit ts), oldest first; pruned by command ts
+        self.idem: OrderedDict[str, tuple[str, float]] = OrderedDict()
         # derived
+        # sequence key -> {job id: seq} of its non-terminal jobs
+        self.sequences: dict[str, dict[str, int]] = {}
         self.usage: dict[str, NodeUsage] = {}
         self.pending: dict[str, tuple[int, int]] = {}  # job id -> (-priority, seq)
         # pending jobs by priority, each bucket in seq order (see pending_in_order)
@@ -121,22 +112,38 @@ class ClusterState:
         for hook in _PUT_HOOKS:
             hook(self, old, new, ts)
 
+    def delete(self, job: Job) -> None:
+        """Remove a terminal job entirely (dead-letter purge)."""
+        if job.state not in TERMINAL_STATES:
+            raise ValueError(f"job {job.id} is {job.state.value}; only terminal jobs are deleted")
+        self._unindex(job)
+        del self.jobs[job.id]
+
+    def _unindex(self, old: Job) -> None:
+        self.counts[old.state] -= 1
+        if old.state is JobState.PENDING:
+            del self.pending[old.id]
+            bucket = self._queue[old.spec.priority]
+            del bucket[old.id]
+            if not bucket:
+                del self._queue[old.spec.priority]
+                self._unsorted.discard(old.spec.priority)
+        elif old.state in ACTIVE_STATES:
+            u = self._usage(old.node_id)
+            u.cpu_millis -= old.spec.resources.cpu_millis
+            u.memory_mib -= old.spec.resources.memory_mib
+            u.jobs.discard(old.id)
+        key = old.spec.sequence_key
+        if key and old.state not in TERMINAL_STATES:
+            members = self.sequences[key]
+            del members[old.id]
+            if not members:
+                del self.sequences[key]
+
     def _put(self, old: Job | None, new: Job) -> None:
         """Replace a job and keep the derived indexes in step."""
         if old is not None:
-            self.counts[old.state] -= 1
-            if old.state is JobState.PENDING:
-                del self.pending[old.id]
-                bucket = self._queue[old.spec.priority]
-                del bucket[old.id]
-                if not bucket:
-                    del self._queue[old.spec.priority]
-                    self._unsorted.discard(old.spec.priority)
-            elif old.state in ACTIVE_STATES:
-                u = self._usage(old.node_id)
-                u.cpu_millis -= old.spec.resources.cpu_millis
-                u.memory_mib -= old.spec.resources.memory_mib
-                u.jobs.discard(old.id)
+            self._unindex(old)
         self.counts[new.state] += 1
         if new.state in TERMINAL_STATES and (old is None or old.state not in TERMINAL_STATES):
             heapq.heappush(self._finished, (new.finished_at, new.id))
@@ -154,6 +161,8 @@ class ClusterState:
             u.cpu_millis += new.spec.resources.cpu_millis
             u.memory_mib += new.spec.resources.memory_mib
             u.jobs.add(new.id)
+        if new.spec.sequence_key and new.state not in TERMINAL_STATES:
+            self.sequences.setdefault(new.spec.sequence_key, {})[new.id] = new.seq
         self.jobs[new.id] = new
 
     def rebuild_derived(self) -> None:
@@ -163,15 +172,14 @@ class ClusterState:
         self._unsorted = set()
         self._finished = []
         self.counts = Counter()
+        self.sequences = {}
         for job in list(self.jobs.values()):
             self._put(None, job)
         # _put adds to jobs again: same object, harmless
 
     def forget(self, job: Job) -> None:
         """Remove a terminal job from the state (garbage collection)."""
-        assert job.state in TERMINAL_STATES
-        del self.jobs[job.id]
-        self.counts[job.state] -= 1
+        self.delete(job)
 
     def has_finished_before(self, cutoff: float) -> bool:
         return bool(self._finished) and self._finished[0][0] < cutoff
@@ -223,6 +231,7 @@ class ClusterState:
             "nodes": [codec.to_wire(n) for n in self.nodes.values()],
             "jobs": [codec.to_wire(j) for j in self.jobs.values()],
             "dedup": [[rid, _result_to_wire(r)] for rid, r in self.dedup.items()],
+            "idem": [[k, jid, ts] for k, (jid, ts) in self.idem.items()],
         }
         for name, (_init, dump, _load) in _STATE_EXT.items():
             d[name] = dump(self.ext[name])
@@ -245,6 +254,7 @@ class ClusterState:
         s.dedup = OrderedDict((rid, _result_from_wire(r)) for rid, r in d["dedup"])
         for name, (init, _dump, load) in _STATE_EXT.items():
             s.ext[name] = load(d[name]) if name in d else init()
+        s.idem = OrderedDict((k, (jid, ts)) for k, jid, ts in d.get("idem", []))
         s.rebuild_derived()
         return s
 
@@ -342,67 +352,6 @@ def apply(state: ClusterState, cmd: Command) -> Result:
     return res
 
 
-@handles(SubmitJobs)
-def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
-    ids = [jid for jid, _ in cmd.jobs]
-    if not ids:
-        return Result(Code.INVALID, None, "no jobs in submission")
-    if len(set(ids)) != len(ids):
-        return Result(Code.INVALID, None, "duplicate job id in submission")
-    for jid in ids:
-        if jid in state.jobs:
-            return Result(Code.INVALID, None, f"job id {jid} already exists")
-    first = (Transition(cmd.ts, JobState.PENDING),)  # frozen: shared by the batch
-    for jid, spec in cmd.jobs:
-        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts, history=first)
-        state.next_seq += 1
-        state.put(None, job, cmd.ts, history=False)
-    return _ok(tuple(ids))
-
-
-@handles(Assign)
-def _apply_assign(state: ClusterState, cmd: Assign) -> Result:
-    """Compare-and-swap per item. Value: per item, the fencing token or a reason string."""
-    out: list[Any] = []
-    for item in cmd.items:
-        job = state.jobs.get(item.job_id)
-        node = state.nodes.get(item.node_id)
-        if job is None:
-            out.append(f"job {item.job_id} not found")
-        elif job.state is not JobState.PENDING:
-            out.append(f"job {job.id} is {job.state.value}, not PENDING")
-        elif job.attempt != item.attempt:
-            out.append(f"job {job.id} is at attempt {job.attempt}, not {item.attempt}")
-        elif node is None:
-            out.append(f"node {item.node_id} is not registered")
-        elif not node.alive:
-            out.append(f"node {item.node_id} is down")
-        elif not fits(
-            node.capacity, state.allocated(node.id).as_resources(), job.spec.resources
-        ):
-            out.append(f"job {job.id} does not fit on node {node.id}")
-        else:
-            state.fencing += 1
-            state.put(
-                job,
-                replace(
-                    job,
-                    state=JobState.ASSIGNED,
-                    attempt=job.attempt + 1,
-                    node_id=node.id,
-                    fencing_token=state.fencing,
-                    assigned_at=cmd.ts,
-                    started_at=0.0,
-                    finished_at=0.0,
-                    exit_code=None,
-                    reason="",
-                ),
-                cmd.ts,
-            )
-            out.append(state.fencing)
-    return _ok(tuple(out))
-
-
 def _check_report(state: ClusterState, job_id: str, attempt: int, token: int) -> Job | str:
     job = state.jobs.get(job_id)
     if job is None:
@@ -417,92 +366,6 @@ def _check_report(state: ClusterState, job_id: str, attempt: int, token: int) ->
     return job
 
 
-@handles(JobsStarted)
-def _apply_started(state: ClusterState, cmd: JobsStarted) -> Result:
-    out: list[str] = []
-    for item in cmd.items:
-        job = _check_report(state, item.job_id, item.attempt, item.token)
-        if isinstance(job, str):
-            out.append(job)
-        elif job.state is JobState.RUNNING:
-            out.append("")  # repeated report: nothing to do
-        else:
-            state.put(job, replace(job, state=JobState.RUNNING, started_at=cmd.ts), cmd.ts)
-            out.append("")
-    return _ok(tuple(out))
-
-
-def _finished_state(item: FinishedItem) -> tuple[JobState, str]:
-    if item.error:
-        return JobState.FAILED, item.error
-    if item.timed_out:
-        return JobState.FAILED, "timed out"
-    if item.exit_code == 0:
-        return JobState.SUCCEEDED, ""
-    if item.exit_code is None:
-        return JobState.FAILED, "no exit code"
-    if item.exit_code < 0:
-        return JobState.FAILED, f"killed by signal {-item.exit_code}"
-    return JobState.FAILED, f"exit code {item.exit_code}"
-
-
-@handles(JobsFinished)
-def _apply_finished(state: ClusterState, cmd: JobsFinished) -> Result:
-    out: list[str] = []
-    for item in cmd.items:
-        job = _check_report(state, item.job_id, item.attempt, item.token)
-        if isinstance(job, str):
-            out.append(job)
-            continue
-        if item.lost:
-            requeue(state, job, cmd.ts, f"attempt {job.attempt} lost on node {job.node_id}: {item.error}")
-            out.append("")
-            continue
-        target, reason = _finished_state(item)
-        err = transition_error(job.state, target)
-        if err:
-            out.append(err)
-            continue
-        state.put(
-            job,
-            replace(
-                job,
-                state=target,
-                finished_at=cmd.ts,
-                started_at=job.started_at or cmd.ts,
-                exit_code=item.exit_code,
-                reason=reason,
-                stdout_tail=item.stdout_tail[-OUTPUT_TAIL_LIMIT:],
-                stderr_tail=item.stderr_tail[-OUTPUT_TAIL_LIMIT:],
-            ),
-            cmd.ts,
-        )
-        out.append("")
-    return _ok(tuple(out))
-
-
-@handles(CancelJob)
-def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
-    job = state.jobs.get(cmd.job_id)
-    if job is None:
-        return Result(Code.NOT_FOUND, None, f"job {cmd.job_id} not found")
-    if job.state is not JobState.PENDING:
-        if job.state in TERMINAL_STATES:
-            msg = f"job {job.id} already finished as {job.state.value}; nothing to cancel"
-        else:
-            msg = (
-                f"job {job.id} is {job.state.value} on node {job.node_id}; "
-                "only PENDING jobs can be cancelled"
-            )
-        return Result(Code.PRECONDITION, None, msg)
-    state.put(
-        job,
-        replace(job, state=JobState.CANCELLED, finished_at=cmd.ts, reason="cancelled by user"),
-        cmd.ts,
-    )
-    return _ok(job.id)
-
-
 @handles(GcJobs)
 def _apply_gc(state: ClusterState, cmd: GcJobs) -> Result:
     """Forget every terminal job finished before the cutoff. The set removed is
@@ -513,42 +376,9 @@ def _apply_gc(state: ClusterState, cmd: GcJobs) -> Result:
     return _ok(len(gone))
 
 
-def requeue(state: ClusterState, job: Job, ts: float, reason: str) -> None:
-    """Return an active job to PENDING: its attempt is gone, but not through a fault of
-    its own (node lost, lease expired), so this does not count against any budget.
-    The next Assign makes a new attempt with a new fencing token."""
-    state.put(job, replace(job, state=JobState.PENDING, reason=reason), ts)
-
-
-@handles(NodeUp)
-def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
-    old = state.nodes.get(cmd.node.id)
-    rejoined = old is None or not old.alive or old.incarnation != cmd.node.incarnation
-    since = cmd.ts if rejoined else old.since  # type: ignore[union-attr]
-    generation = (old.generation if old else 0) + (1 if rejoined else 0)
-    state.nodes[cmd.node.id] = replace(cmd.node, alive=True, since=since, generation=generation)
-    state._usage(cmd.node.id)
-    returned: list[str] = []
-    if old is not None and old.incarnation != cmd.node.incarnation:
-        # A new process: whatever the old one ran died with it (its watchdog saw to that).
-        for job in state.active_on(old.id):
-            requeue(state, job, cmd.ts, f"node {old.id} restarted")
-            returned.append(job.id)
-    return _ok(tuple(returned))
-
-
-@handles(NodeDown)
-def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
-    node = state.nodes.get(cmd.node_id)
-    if node is None:
-        return Result(Code.NOT_FOUND, None, f"node {cmd.node_id} is not registered")
-    state.nodes[node.id] = replace(node, alive=False, since=cmd.ts, generation=node.generation + 1)
-    returned: list[str] = []
-    for job in state.active_on(node.id):
-        requeue(state, job, cmd.ts, f"node {node.id} down: {cmd.reason}")
-        returned.append(job.id)
-    return _ok(tuple(returned))
-
 
 # Extension modules registering commands, handlers, hooks and state (keep last).
-from raftsched import fsm_workflows  # noqa: E402,F401
+# Job lifecycle handlers (submit, assign, reports, cancel, node down, dead letters)
+# live in fsm_semantics; workflows and schedules in fsm_workflows.
+import raftsched.fsm_semantics  # noqa: E402
+import raftsched.fsm_workflows  # noqa: E402, F401

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import random
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
 
-from raftsched.commands import Assign, GcJobs, NodeDown, NodeUp
+from raftsched import queue, retry
+from raftsched.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
+from raftsched.fsm_semantics import attempt_outcome
 from raftsched.model import Job, JobState, Node
 from raftsched.placement import Candidate, place
 from raftsched.proposer import NotLeader, OutcomeUnknown
@@ -52,7 +57,11 @@ class Leader:
         self._free_after: dict[str, tuple[int, int]] | None = None
         self._last_full_scan = 0.0
         self._last_gc = 0.0
+        self._delayed: list[tuple[float, str]] = []  # (not_before, job) of waiting retries
         self.leader_changes = 0
+        self.hb_wall: dict[str, float] = {}  # node -> wall time of its last heartbeat
+        self.rr_after = ""  # round-robin cursor: the node used last
+        self.rng = random.Random()  # retry jitter; the result is stamped into commands
 
     # ---- called by the NodeAgent servicer ------------------------------------------
 
@@ -68,11 +77,14 @@ class Leader:
     def heartbeat(self, node: Node, running: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """Record a heartbeat; returns the attempts the node must kill."""
         self.last_seen[node.id] = time.monotonic()
+        self.hb_wall[node.id] = time.time()
         self.reported[node.id] = {(j, a) for j, a, _ in running}
         st = self.rt.sm.state
         known = st.nodes.get(node.id)
         if known is None or not known.alive or _describe(known) != _describe(node):
             self.rt.spawn(self._propose_node_up(node))
+        # Attempts of jobs no longer ASSIGNED/RUNNING here are revoked: this is also how a
+        # cancel of a running job reaches its node (state CANCELLING).
         revoke = []
         with self.rt.sm.lock:
             for job_id, attempt, token in running:
@@ -115,6 +127,7 @@ class Leader:
                 if time.monotonic() - self._last_resend > RESEND_AFTER / 2:
                     self._last_resend = time.monotonic()
                     self._resend_unconfirmed()
+                    await self._resolve_cancelling()
             except (NotLeader, OutcomeUnknown) as e:
                 log.info("leader step interrupted", error=str(e))
             except Exception:
@@ -132,6 +145,10 @@ class Leader:
         # Re-arm: nobody is declared down before a full TTL under this leader.
         self.last_seen = {nid: grace for nid in node_ids}
         self._free_after = None
+        now = time.time()
+        with self.rt.sm.lock:
+            self._delayed = [(j.not_before, j.id) for j in (st.jobs[i] for i in st.pending) if j.not_before > now]
+        heapq.heapify(self._delayed)
         self.reported = {}
         log.info("became leader", term=term, nodes=len(node_ids), resend=len(assigned))
         self._dispatch(assigned)
@@ -160,15 +177,17 @@ class Leader:
                 if res.ok and res.value:
                     log.info("jobs returned to pending", node=node.id, jobs=len(res.value))
 
-    def _scan(self) -> tuple[list[Job], list[Candidate], dict[str, tuple[int, int]]] | None:
+    def _scan(self, now: float) -> tuple[list[Job], list[Candidate], dict[str, tuple[int, int]]] | None:
         """What placement should look at this round (caller holds the state lock).
 
-        A full scan of the queue happens when some node gained room since the
-        last round (or at most once a second); otherwise only jobs that became
-        PENDING since then are looked at: nothing else can fit where it did
-        not fit before.
+        A full scan of the queue (`queue.runnable`: retry times, sequence heads,
+        priority with aging or FIFO) happens when some node gained room since the
+        last round, and at least once a second; otherwise only jobs that became
+        PENDING (or whose retry time came) since then are looked at: nothing else
+        can fit where it did not fit before.
         """
         st = self.rt.sm.state
+        cfg = self.rt.cfg
         fresh, self.fresh = self.fresh, []
         if not st.pending:
             return None
@@ -182,23 +201,40 @@ class Leader:
         gained = base is None or any(
             nid not in base or f[0] > base[nid][0] or f[1] > base[nid][1] for nid, f in free.items()
         )
-        if gained or time.monotonic() - self._last_full_scan > 1.0:
+        due = self._delayed_due(now)
+        if gained or due or time.monotonic() - self._last_full_scan > 1.0:
             self._last_full_scan = time.monotonic()
-            pending = st.pending_in_order(PLACEMENT_BATCH)
+            pending = queue.runnable(st, now, cfg.queue_order, cfg.aging_rate, PLACEMENT_BATCH)
         else:
-            ids = {j for j in fresh if j in st.pending}
-            pending = sorted((st.jobs[j] for j in ids), key=lambda j: st.pending[j.id])
-            pending = pending[:PLACEMENT_BATCH]
+            jobs = [st.jobs[j] for j in set(fresh) if j in st.pending]
+            for j in jobs:
+                if j.not_before > now:
+                    heapq.heappush(self._delayed, (j.not_before, j.id))
+            if any(j.spec.sequence_key for j in jobs):
+                pending = queue.runnable(st, now, cfg.queue_order, cfg.aging_rate, PLACEMENT_BATCH)
+            else:
+                ready = [j for j in jobs if j.not_before <= now]
+                pending = queue.order_jobs(ready, now, cfg.queue_order, cfg.aging_rate, PLACEMENT_BATCH)
         return pending, cands, free
+
+    def _delayed_due(self, now: float) -> bool:
+        """True if a retry seen earlier has reached its not-before time."""
+        due = False
+        while self._delayed and self._delayed[0][0] <= now:
+            heapq.heappop(self._delayed)
+            due = True
+        return due
 
     async def _place(self) -> None:
         st = self.rt.sm.state
+        cfg = self.rt.cfg
+        now = time.time()
         with self.rt.sm.lock:
-            scan = self._scan()
+            scan = self._scan(now)
         if scan is None:
             return
         pending, cands, free = scan
-        items = place(pending, cands, self.rt.cfg.strategy) if pending else []
+        items = place(pending, cands, cfg.strategy, self.rr_after) if pending else []
         # Room left after this round's own assignments: the baseline for "gained".
         for item in items:
             r = st.jobs[item.job_id].spec.resources
@@ -207,6 +243,7 @@ class Leader:
         self._free_after = free
         if not items:
             return
+        self.rr_after = items[-1].node_id
         res = await self.rt.proposer.propose(Assign(new_rid(), time.time(), tuple(items)))
         if not res.ok:
             log.error("assign refused", message=res.message)
@@ -252,6 +289,49 @@ class Leader:
         if stale:
             log.info("re-sending unconfirmed starts", jobs=len(stale))
             self._dispatch(stale)
+
+    async def _resolve_cancelling(self) -> None:
+        """End CANCELLING attempts their node no longer runs.
+
+        The normal path is the worker's FINISHED report after the kill. This
+        covers an attempt that never started there (start lost): once a
+        heartbeat sent well after the cancel does not list it, it is over.
+        """
+        slack = 2 * self.rt.cfg.heartbeat_interval
+        with self.rt.sm.lock:
+            gone = [
+                j for j in self._active_jobs()
+                if j.state is JobState.CANCELLING
+                and self.hb_wall.get(j.node_id, 0.0) > j.cancel_requested_at + slack
+                and (j.id, j.attempt) not in self.reported.get(j.node_id, ())
+            ]
+        if gone:
+            items = tuple(
+                FinishedItem(j.id, j.attempt, j.fencing_token, None,
+                             error="not running on its node when cancelled")
+                for j in gone
+            )
+            await self.rt.proposer.propose(JobsFinished(new_rid(), time.time(), items))
+            log.info("cancelled attempts not running on their node", jobs=len(gone))
+
+    def stamp_retries(self, items: list[FinishedItem], now: float) -> list[FinishedItem]:
+        """Put the leader's retry time (backoff with jitter) into failed attempts' reports."""
+        st = self.rt.sm.state
+        out = []
+        with self.rt.sm.lock:
+            for it in items:
+                job = st.jobs.get(it.job_id)
+                if (
+                    job is not None
+                    and job.attempt == it.attempt
+                    and job.state in (JobState.ASSIGNED, JobState.RUNNING)
+                    and attempt_outcome(it)[0] is not JobState.SUCCEEDED
+                    and retry.should_retry(job.spec.retry, job.failures + 1)
+                ):
+                    delay = retry.backoff_delay(job.spec.retry, job.failures + 1, self.rng.random())
+                    it = replace(it, retry_at=now + delay)
+                out.append(it)
+        return out
 
     def _active_jobs(self) -> list[Job]:
         """Jobs ASSIGNED or RUNNING anywhere (caller holds the state lock)."""

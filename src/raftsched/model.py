@@ -16,28 +16,40 @@ class JobState(StrEnum):
     # -- workflows (issue 5) --
     WAITING = "WAITING"  # blocked on workflow dependencies; not in the placement queue
     UPSTREAM_FAILED = "UPSTREAM_FAILED"  # terminal: an ancestor ended without success
+    # -- retries and cancel (issue 4) --
+    TIMED_OUT = "TIMED_OUT"  # final attempt hit its timeout (no retry policy)
+    DEAD = "DEAD"  # retry policy exhausted: dead-lettered, see `raftsched dlq`
+    CANCELLING = "CANCELLING"  # cancel asked while running: the node is killing it
 
 
 TERMINAL_STATES = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.UPSTREAM_FAILED}
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.DEAD,
+     JobState.UPSTREAM_FAILED}
 )
-ACTIVE_STATES = frozenset({JobState.ASSIGNED, JobState.RUNNING})
+# Active states hold capacity on their node. CANCELLING keeps it until the
+# worker reports the process gone (or the node is declared down).
+ACTIVE_STATES = frozenset({JobState.ASSIGNED, JobState.RUNNING, JobState.CANCELLING})
+
+_ENDS = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.DEAD})
 
 # The strict job state machine: every transition the fsm may make.
 # ASSIGNED -> SUCCEEDED/FAILED covers a "finished" report that also implies "started".
-# ASSIGNED/RUNNING -> PENDING is the return of work from a node that went down.
+# ASSIGNED/RUNNING -> PENDING is the return of work from a node that went down, or a
+# failed attempt that will be retried (with a not-before time).
+# DEAD -> PENDING is only `dlq retry` (explicit, fresh budget).
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset({JobState.ASSIGNED, JobState.CANCELLED}),
-    JobState.ASSIGNED: frozenset(
-        {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.PENDING}
-    ),
-    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.PENDING}),
+    JobState.ASSIGNED: _ENDS | {JobState.RUNNING, JobState.PENDING, JobState.CANCELLING},
+    JobState.RUNNING: _ENDS | {JobState.PENDING, JobState.CANCELLING},
+    JobState.CANCELLING: frozenset({JobState.CANCELLED, JobState.SUCCEEDED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
     # -- workflows (issue 5) --
     JobState.WAITING: frozenset({JobState.PENDING, JobState.UPSTREAM_FAILED, JobState.CANCELLED}),
     JobState.UPSTREAM_FAILED: frozenset(),
+    JobState.TIMED_OUT: frozenset(),
+    JobState.DEAD: frozenset({JobState.PENDING}),
 }
 
 
@@ -66,6 +78,41 @@ DEFAULT_REQUEST = Resources(cpu_millis=100, memory_mib=64)
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a failed attempt is retried, and after what delay.
+
+    `max_attempts` 0 means no policy: one attempt, ending FAILED or TIMED_OUT.
+    With a policy, attempt n+1 waits min(max_delay_s, initial_delay_s *
+    multiplier**(n-1)) scaled by a random factor in [1-jitter, 1+jitter]; after
+    `max_attempts` failed attempts the job is DEAD. Lost nodes do not count.
+    """
+
+    max_attempts: int = 0
+    initial_delay_s: float = 1.0
+    multiplier: float = 2.0
+    max_delay_s: float = 300.0
+    jitter: float = 0.0
+
+
+CONSTRAINT_OPS = ("eq", "ne", "in", "not_in", "exists", "not_exists")
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """A condition on a node label. `in`/`not_in` take comma-separated values."""
+
+    key: str
+    op: str = "eq"
+    value: str = ""
+
+    def describe(self) -> str:
+        sym = {"eq": "=", "ne": "!=", "in": " in ", "not_in": " not in "}.get(self.op)
+        if sym is not None:
+            return f"{self.key}{sym}{self.value}"
+        return f"{'!' if self.op == 'not_exists' else ''}{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """What to run. `command` is an argv list; `shell` is used only with use_shell."""
 
@@ -78,6 +125,9 @@ class JobSpec:
     priority: int = 0
     timeout_s: float = 0.0
     name: str = ""
+    retry: RetryPolicy = RetryPolicy()
+    constraints: tuple[Constraint, ...] = ()
+    sequence_key: str = ""  # jobs with the same key run one at a time, in submission order
 
     def argv(self) -> list[str]:
         if self.use_shell:
@@ -98,6 +148,22 @@ class Transition:
 
 
 HISTORY_LIMIT = 64
+ATTEMPTS_LIMIT = 32
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """How one attempt ended. outcome: SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST."""
+
+    attempt: int
+    node_id: str
+    token: int
+    assigned_at: float
+    finished_at: float
+    outcome: str
+    started_at: float = 0.0
+    exit_code: int | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +189,10 @@ class Job:
     depends_on: tuple[str, ...] = ()  # job ids that must all succeed first
     schedule_id: str = ""  # the schedule whose run this is
     scheduled_at: float = 0.0  # the scheduled instant of that run (epoch seconds)
+    not_before: float = 0.0  # leader time before which a retry is not placed
+    failures: int = 0  # failed attempts counted against the retry budget
+    attempts: tuple[AttemptRecord, ...] = ()  # ended attempts, oldest first (bounded)
+    cancel_requested_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """Placement: which pending job goes to which node. Pure.
 
-A small feasibility filter (alive, `fits`) followed by a score (spread or
-bin-pack) with a deterministic tie-break on node id. The leader proposes the
+A small feasibility filter (alive, constraints on node labels, `fits`)
+followed by a node choice (cluster.toml `strategy`): spread (least loaded),
+binpack (most loaded that fits) or round-robin (the next feasible node after
+the one used last), with a deterministic tie-break on node id. The order in
+which jobs are considered is the queue order (see `queue`). The leader proposes the
 result as one `Assign` command; apply re-checks every item with the same
 `fits`, so a stale plan can never over-commit a node.
 """
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from raftsched.commands import AssignItem
+from raftsched.constraints import satisfied
 from raftsched.fit import fits
 from raftsched.model import Job, Node, Resources
 
@@ -20,6 +24,7 @@ from raftsched.model import Job, Node, Resources
 class Strategy(StrEnum):
     SPREAD = "spread"  # least-loaded node first: jobs spread over the cluster
     BINPACK = "binpack"  # most-loaded node that still fits: keeps nodes free
+    ROUND_ROBIN = "round-robin"  # next feasible node after the last one used
 
 
 @dataclass(slots=True)
@@ -40,11 +45,12 @@ def place(
     pending: Iterable[Job],
     nodes: Sequence[Candidate],
     strategy: Strategy = Strategy.SPREAD,
+    rr_after: str = "",
 ) -> list[AssignItem]:
-    """Assign pending jobs (already in priority order) to nodes with room.
+    """Assign pending jobs (already in queue order) to nodes with room.
 
     A job that fits nowhere is skipped for this round; later jobs may still be
-    placed (backfill).
+    placed (backfill). `rr_after`: for round-robin, the node used last.
     """
     cands = [
         Candidate(c.node, c.allocated) for c in sorted(nodes, key=lambda c: c.node.id) if c.node.alive
@@ -54,10 +60,18 @@ def place(
         return out
     for job in pending:
         req = job.spec.resources
-        feasible = [c for c in cands if fits(c.node.capacity, c.allocated, req)]
+        feasible = [
+            c for c in cands
+            if fits(c.node.capacity, c.allocated, req)
+            and (not job.spec.constraints or satisfied(job.spec.constraints, c.node.labels))
+        ]
         if not feasible:
             continue
-        if strategy is Strategy.BINPACK:
+        if strategy is Strategy.ROUND_ROBIN:
+            later = [c for c in feasible if c.node.id > rr_after]
+            best = (later or feasible)[0]
+            rr_after = best.node.id
+        elif strategy is Strategy.BINPACK:
             best = max(feasible, key=lambda c: (_load(c), _neg_id(c)))
         else:
             best = min(feasible, key=lambda c: (_load(c), c.node.id))

@@ -6,6 +6,10 @@ reads it can fix the request.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from raftsched import constraints as cons
+from raftsched import retry
 from raftsched.fit import could_ever_fit
 from raftsched.model import JobSpec, Resources
 
@@ -71,4 +75,36 @@ def validate_spec(spec: JobSpec, max_capacity: Resources | None = None) -> str |
         return f"timeout_seconds is {spec.timeout_s}; it must be between 0 (none) and {MAX_TIMEOUT_S:.0f}"
     if len(spec.name) > 256:
         return "name is longer than 256 characters"
+    err = retry.validate_policy(spec.retry) or cons.validate(spec.constraints)
+    if err:
+        return err
+    if len(spec.sequence_key) > 256 or "\0" in spec.sequence_key:
+        return "sequence_key must be at most 256 characters without NUL"
+    return None
+
+
+def check_placeable(
+    spec: JobSpec, nodes: Iterable[tuple[str, dict[str, str], Resources]]
+) -> str | None:
+    """None if some node of the cluster (id, labels, capacity) could ever run the job.
+
+    Otherwise a message naming the constraint (or the resources) that no node meets.
+    """
+    nodes = list(nodes)
+    matching = [n for n in nodes if cons.first_unmet(spec.constraints, n[1]) is None]
+    if not matching:
+        unmet = []
+        for c in spec.constraints:
+            if not any(cons.holds(c, labels) for _, labels, _ in nodes):
+                unmet.append(c.describe())
+        what = f"constraint {unmet[0]}" if unmet else "constraints " + ", ".join(
+            c.describe() for c in spec.constraints) + " together"
+        seen = "; ".join(f"{nid}: {dict(labels) or '{}'}" for nid, labels, _ in nodes)
+        return (f"constraints: no node of the cluster satisfies {what} (node labels: {seen}); "
+                "this job could never run")
+    r = spec.resources
+    if not any(could_ever_fit(cap, r) for _, _, cap in matching):
+        ids = ", ".join(n[0] for n in matching)
+        return (f"resources cpu_millis={r.cpu_millis} memory_mib={r.memory_mib} exceed every node "
+                f"satisfying the constraints ({ids}); this job could never run")
     return None

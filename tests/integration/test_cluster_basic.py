@@ -113,8 +113,8 @@ def test_timeout_kills_the_job(cluster3: TestCluster) -> None:
     t0 = time.time()
     jid = client.submit(jobs_pb2.JobSpec(command=["sleep", "30"], timeout_seconds=0.5))
     j = cluster3.wait_terminal([jid], timeout=30)[jid]
-    assert j.state == jobs_pb2.FAILED
-    assert j.reason == "timed out"
+    assert j.state == jobs_pb2.TIMED_OUT
+    assert j.reason == "timed out after 0.5s"
     assert time.time() - t0 < 15
 
 

@@ -18,7 +18,8 @@ from raftsched.launcher import free_ports, write_config  # noqa: F401
 from raftsched.rpc.client import Client
 from raftsched.v1 import jobs_pb2
 
-TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED}
+TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED,
+            jobs_pb2.TIMED_OUT, jobs_pb2.DEAD}
 
 
 class TestCluster:

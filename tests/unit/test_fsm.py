@@ -46,7 +46,8 @@ def test_failure_reasons() -> None:
     finished(st, d, -9)
     assert [st.jobs[j].reason for j in (a, b, c, d)] == [
         "exit code 3", "timed out", "could not start: nope", "killed by signal 9"]
-    assert all(st.jobs[j].state is JobState.FAILED for j in (a, b, c, d))
+    assert [st.jobs[j].state for j in (a, b, c, d)] == [
+        JobState.FAILED, JobState.TIMED_OUT, JobState.FAILED, JobState.FAILED]
 
 
 def test_assign_is_compare_and_swap() -> None:
@@ -126,7 +127,9 @@ def test_cancel() -> None:
     again = cancel(st, a)
     assert again.code is fsm.Code.PRECONDITION and "already finished" in again.message
     assign(st, b, "n1")
-    assert cancel(st, b).code is fsm.Code.PRECONDITION
+    # an assigned job is being stopped: CANCELLING holds its capacity until the node reports
+    assert cancel(st, b).ok and st.jobs[b].state is JobState.CANCELLING
+    assert st.allocated("n1").cpu_millis == 100
 
 
 def test_request_ids_apply_at_most_once() -> None:

@@ -168,9 +168,10 @@ def test_illegal_transitions_are_refused(ops_: list[Op]) -> None:
         for j in s.jobs.values():
             old = before.get(j.id)
             if old is not None and old is not j.state:
+                ends = {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.DEAD}
                 assert j.state in {
                     JobState.PENDING: {JobState.ASSIGNED, JobState.CANCELLED},
-                    JobState.ASSIGNED: {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED,
-                                        JobState.PENDING},
-                    JobState.RUNNING: {JobState.SUCCEEDED, JobState.FAILED, JobState.PENDING},
+                    JobState.ASSIGNED: ends | {JobState.RUNNING, JobState.PENDING, JobState.CANCELLING},
+                    JobState.RUNNING: ends | {JobState.PENDING, JobState.CANCELLING},
+                    JobState.CANCELLING: {JobState.CANCELLED, JobState.SUCCEEDED},
                 }.get(old, set()), f"{old} -> {j.state}"

@@ -79,6 +79,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                     )
                 )
         now = time.time()
+        finished = self.rt.leader.stamp_retries(finished, now)
         try:
             # STARTED before FINISHED: a finish in the same batch then finds RUNNING.
             results = []

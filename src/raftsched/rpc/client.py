@@ -70,9 +70,15 @@ class Client:
 
     # ---- jobs ---------------------------------------------------------------------
 
-    def submit(self, spec: jobs_pb2.JobSpec, request_id: str | None = None) -> str:
-        req = scheduler_pb2.SubmitJobRequest(spec=spec, request_id=request_id or uuid.uuid4().hex)
-        return self._call("scheduler", "SubmitJob", req).job_id
+    def submit(self, spec: jobs_pb2.JobSpec, request_id: str | None = None,
+               idempotency_key: str | None = None) -> str:
+        return self.submit_ex(spec, request_id, idempotency_key).job_id
+
+    def submit_ex(self, spec: jobs_pb2.JobSpec, request_id: str | None = None,
+                  idempotency_key: str | None = None) -> scheduler_pb2.SubmitJobResponse:
+        req = scheduler_pb2.SubmitJobRequest(spec=spec, request_id=request_id or uuid.uuid4().hex,
+                                             idempotency_key=idempotency_key or "")
+        return self._call("scheduler", "SubmitJob", req)
 
     def submit_batch(self, specs: Sequence[jobs_pb2.JobSpec],
                      request_id: str | None = None) -> list[str]:
@@ -100,6 +106,14 @@ class Client:
     def cancel(self, job_id: str, request_id: str | None = None) -> jobs_pb2.Job:
         req = scheduler_pb2.CancelJobRequest(job_id=job_id, request_id=request_id or uuid.uuid4().hex)
         return self._call("scheduler", "CancelJob", req).job
+
+    def retry_dead(self, job_id: str, request_id: str | None = None) -> jobs_pb2.Job:
+        req = scheduler_pb2.RetryDeadJobRequest(job_id=job_id, request_id=request_id or uuid.uuid4().hex)
+        return self._call("scheduler", "RetryDeadJob", req).job
+
+    def purge_dead(self, job_ids: Sequence[str] = (), request_id: str | None = None) -> list[str]:
+        req = scheduler_pb2.PurgeDeadJobsRequest(job_ids=job_ids, request_id=request_id or uuid.uuid4().hex)
+        return list(self._call("scheduler", "PurgeDeadJobs", req).job_ids)
 
     # ---- cluster --------------------------------------------------------------------
 

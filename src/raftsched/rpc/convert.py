@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from raftsched.model import DEFAULT_REQUEST, Job, JobSpec, JobState, Node, Resources, Transition
+from raftsched.model import (
+    DEFAULT_REQUEST,
+    AttemptRecord,
+    Constraint,
+    Job,
+    JobSpec,
+    JobState,
+    Node,
+    Resources,
+    RetryPolicy,
+    Transition,
+)
 from raftsched.v1 import cluster_pb2, jobs_pb2
 
 
@@ -24,6 +35,36 @@ def spec_from_pb(p: jobs_pb2.JobSpec) -> JobSpec:
         priority=p.priority,
         timeout_s=p.timeout_seconds,
         name=p.name,
+        retry=retry_from_pb(p.retry) if p.HasField("retry") else RetryPolicy(),
+        constraints=tuple(Constraint(c.key, c.op or "eq", c.value) for c in p.constraints),
+        sequence_key=p.sequence_key,
+    )
+
+
+def retry_from_pb(r: jobs_pb2.RetryPolicy) -> RetryPolicy:
+    d = RetryPolicy()
+    return RetryPolicy(
+        max_attempts=r.max_attempts,
+        initial_delay_s=r.initial_delay_seconds if r.HasField("initial_delay_seconds") else d.initial_delay_s,
+        multiplier=r.multiplier if r.HasField("multiplier") else d.multiplier,
+        max_delay_s=r.max_delay_seconds if r.HasField("max_delay_seconds") else d.max_delay_s,
+        jitter=r.jitter,
+    )
+
+
+def retry_to_pb(r: RetryPolicy) -> jobs_pb2.RetryPolicy:
+    return jobs_pb2.RetryPolicy(
+        max_attempts=r.max_attempts, initial_delay_seconds=r.initial_delay_s,
+        multiplier=r.multiplier, max_delay_seconds=r.max_delay_s, jitter=r.jitter,
+    )
+
+
+def attempt_to_pb(a: AttemptRecord) -> jobs_pb2.AttemptRecord:
+    return jobs_pb2.AttemptRecord(
+        attempt=a.attempt, node_id=a.node_id, fencing_token=a.token, assigned_at=a.assigned_at,
+        started_at=a.started_at, finished_at=a.finished_at, outcome=a.outcome,
+        exit_code=a.exit_code if a.exit_code is not None else 0,
+        has_exit_code=a.exit_code is not None, reason=a.reason,
     )
 
 
@@ -40,6 +81,9 @@ def spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
         priority=s.priority,
         timeout_seconds=s.timeout_s,
         name=s.name,
+        retry=retry_to_pb(s.retry) if s.retry != RetryPolicy() else None,
+        constraints=[jobs_pb2.Constraint(key=c.key, op=c.op, value=c.value) for c in s.constraints],
+        sequence_key=s.sequence_key,
     )
 
 
@@ -73,6 +117,10 @@ def job_to_pb(j: Job) -> jobs_pb2.Job:
         reason=j.reason,
         stdout_tail=j.stdout_tail,
         stderr_tail=j.stderr_tail,
+        not_before=j.not_before,
+        failures=j.failures,
+        attempts=[attempt_to_pb(a) for a in j.attempts],
+        cancel_requested_at=j.cancel_requested_at,
         # workflows and schedules (issue 5)
         workflow_id=j.workflow_id,
         depends_on=list(j.depends_on),

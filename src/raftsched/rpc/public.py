@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from raftsched import validate
-from raftsched.commands import CancelJob, SubmitJobs
+from raftsched.commands import CancelJob, PurgeDead, RetryDead, SubmitJobs
 from raftsched.model import TERMINAL_STATES, JobSpec, JobState
 from raftsched.rpc import convert
 from raftsched.rpc.status import replica_status
@@ -56,13 +56,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 f"{len(pbs)} jobs in one batch; at most {validate.MAX_BATCH}",
             )
         cap = self.rt.cfg.max_capacity()
+        nodes = [(n.id, n.labels, n.capacity) for n in self.rt.cfg.nodes]
         specs = []
         seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
         for i, pb in enumerate(pbs):
             spec = convert.spec_from_pb(pb)
             known = seen.get(spec)
             if known is None:
-                err = validate.validate_spec(spec, cap)
+                err = validate.validate_spec(spec, cap) or validate.check_placeable(spec, nodes)
                 if err:
                     where = f"specs[{i}]: " if batch else ""
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + err)
@@ -71,15 +72,30 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         return specs
 
     async def _submit(self, specs: list[JobSpec], request_id: str, context,
-                      forward) -> tuple[str, ...]:
+                      forward, keys: tuple[str, ...] = ()) -> tuple[tuple[str, bool], ...]:
+        """Submit through the leader; per job (id, existing: an idempotency key matched)."""
         rid = request_id or uuid.uuid4().hex
+        if keys and len(keys) != len(specs):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"idempotency_keys has {len(keys)} entries for {len(specs)} specs; give one per spec",
+            )
+        for k in keys:
+            if len(k) > 256:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "idempotency key longer than 256 characters")
 
-        async def local() -> tuple[str, ...]:
-            cmd = SubmitJobs(rid, time.time(), tuple(zip(_new_job_ids(len(specs)), specs, strict=True)))
+        new_ids = _new_job_ids(len(specs))  # the same on every retry of this request
+        fresh = set(new_ids)
+
+        async def local() -> tuple[tuple[str, bool], ...]:
+            cmd = SubmitJobs(rid, time.time(), tuple(zip(new_ids, specs, strict=True)),
+                             keys=keys if any(keys) else (),
+                             key_retention_s=self.rt.cfg.idempotency_retention)
             res = await self.rt.propose(cmd)
             if not res.ok:
                 await abort_for(context, res)
-            return tuple(res.value)
+            return tuple((jid, jid not in fresh) for jid in res.value)
 
         async def fwd(ch, md):
             return await forward(ch, md, rid)
@@ -91,29 +107,34 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                                   context, batch=False)
 
         async def forward(ch, md, rid):
-            req = scheduler_pb2.SubmitJobRequest(spec=request.spec, request_id=rid)
+            req = scheduler_pb2.SubmitJobRequest(spec=request.spec, request_id=rid,
+                                                 idempotency_key=request.idempotency_key)
             stub = scheduler_pb2_grpc.SchedulerStub(ch)
             call = stub.SubmitJob(req, **forward_kwargs(md, context.time_remaining()))
             resp = await call
             await wait_applied(self.rt, call)
-            return (resp.job_id,)
+            return ((resp.job_id, resp.existing),)
 
-        ids = await self._submit(specs, request.request_id, context, forward)
-        return scheduler_pb2.SubmitJobResponse(job_id=ids[0])
+        key = request.idempotency_key
+        ids = await self._submit(specs, request.request_id, context, forward,
+                                 (key,) if key else ())
+        return scheduler_pb2.SubmitJobResponse(job_id=ids[0][0], existing=ids[0][1])
 
     async def SubmitJobs(self, request, context):
         specs = await self._specs(list(request.specs), context, batch=True)
 
         async def forward(ch, md, rid):
-            req = scheduler_pb2.SubmitJobsRequest(specs=request.specs, request_id=rid)
+            req = scheduler_pb2.SubmitJobsRequest(specs=request.specs, request_id=rid,
+                                                  idempotency_keys=request.idempotency_keys)
             stub = scheduler_pb2_grpc.SchedulerStub(ch)
             call = stub.SubmitJobs(req, **forward_kwargs(md, context.time_remaining()))
             resp = await call
             await wait_applied(self.rt, call)
-            return tuple(resp.job_ids)
+            return tuple((j, False) for j in resp.job_ids)
 
-        ids = await self._submit(specs, request.request_id, context, forward)
-        return scheduler_pb2.SubmitJobsResponse(job_ids=list(ids))
+        ids = await self._submit(specs, request.request_id, context, forward,
+                                 tuple(request.idempotency_keys))
+        return scheduler_pb2.SubmitJobsResponse(job_ids=[jid for jid, _ in ids])
 
     async def GetJob(self, request, context):
         if not request.job_id:
@@ -168,7 +189,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             job = st.jobs.get(request.job_id)
             if job is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
-            if job.state in TERMINAL_STATES:
+            if job.state in TERMINAL_STATES and rid not in st.dedup:
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"job {job.id} already finished as {job.state.value}; nothing to cancel",
@@ -188,6 +209,46 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
         job = await leader_write(self.rt, context, rid, local, fwd)
         return scheduler_pb2.CancelJobResponse(job=job)
+
+    async def RetryDeadJob(self, request, context):
+        if not request.job_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+        rid = request.request_id or uuid.uuid4().hex
+        st = self.rt.sm.state
+
+        async def local():
+            res = await self.rt.propose(RetryDead(rid, time.time(), request.job_id))
+            if not res.ok:
+                await abort_for(context, res)
+            return convert.job_to_pb(st.jobs[request.job_id])
+
+        async def fwd(ch, md):
+            stub = scheduler_pb2_grpc.SchedulerStub(ch)
+            req = scheduler_pb2.RetryDeadJobRequest(job_id=request.job_id, request_id=rid)
+            resp = await stub.RetryDeadJob(req, **forward_kwargs(md, context.time_remaining()))
+            return resp.job
+
+        job = await leader_write(self.rt, context, rid, local, fwd)
+        return scheduler_pb2.RetryDeadJobResponse(job=job)
+
+    async def PurgeDeadJobs(self, request, context):
+        rid = request.request_id or uuid.uuid4().hex
+        ids = tuple(request.job_ids)
+
+        async def local():
+            res = await self.rt.propose(PurgeDead(rid, time.time(), ids))
+            if not res.ok:
+                await abort_for(context, res)
+            return list(res.value)
+
+        async def fwd(ch, md):
+            stub = scheduler_pb2_grpc.SchedulerStub(ch)
+            req = scheduler_pb2.PurgeDeadJobsRequest(job_ids=ids, request_id=rid)
+            resp = await stub.PurgeDeadJobs(req, **forward_kwargs(md, context.time_remaining()))
+            return list(resp.job_ids)
+
+        purged = await leader_write(self.rt, context, rid, local, fwd)
+        return scheduler_pb2.PurgeDeadJobsResponse(job_ids=purged)
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):

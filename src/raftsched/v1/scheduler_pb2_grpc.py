@@ -62,6 +62,16 @@ class SchedulerStub:
                 request_serializer=raftsched_dot_v1_dot_scheduler__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_scheduler__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.RetryDeadJob = channel.unary_unary(
+                '/raftsched.v1.Scheduler/RetryDeadJob',
+                request_serializer=raftsched_dot_v1_dot_scheduler__pb2.RetryDeadJobRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_scheduler__pb2.RetryDeadJobResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeadJobs = channel.unary_unary(
+                '/raftsched.v1.Scheduler/PurgeDeadJobs',
+                request_serializer=raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -95,7 +105,24 @@ class SchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Cancel a job. PENDING: CANCELLED at once. ASSIGNED/RUNNING: CANCELLING while its
+        node kills the process group (SIGTERM, grace, SIGKILL), then CANCELLED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryDeadJob(self, request, context):
+        """Dead-letter queue: list with ListJobs(states=[DEAD]).
+        Put a DEAD job back to PENDING with a fresh retry budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadJobs(self, request, context):
+        """Delete DEAD jobs (the given ones, or all of them).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -127,6 +154,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=raftsched_dot_v1_dot_scheduler__pb2.CancelJobRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_scheduler__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'RetryDeadJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryDeadJob,
+                    request_deserializer=raftsched_dot_v1_dot_scheduler__pb2.RetryDeadJobRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_scheduler__pb2.RetryDeadJobResponse.SerializeToString,
+            ),
+            'PurgeDeadJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadJobs,
+                    request_deserializer=raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +303,60 @@ class Scheduler:
             '/raftsched.v1.Scheduler/CancelJob',
             raftsched_dot_v1_dot_scheduler__pb2.CancelJobRequest.SerializeToString,
             raftsched_dot_v1_dot_scheduler__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryDeadJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Scheduler/RetryDeadJob',
+            raftsched_dot_v1_dot_scheduler__pb2.RetryDeadJobRequest.SerializeToString,
+            raftsched_dot_v1_dot_scheduler__pb2.RetryDeadJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Scheduler/PurgeDeadJobs',
+            raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsRequest.SerializeToString,
+            raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
