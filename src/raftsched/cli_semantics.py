@@ -14,6 +14,8 @@ from raftsched.v1 import jobs_pb2
 
 
 def _spec_hook(args: argparse.Namespace, spec: jobs_pb2.JobSpec) -> None:
+    if not hasattr(args, "max_attempts"):
+        return  # a command that builds specs without the submit flags (e.g. `template create`)
     if args.max_attempts:
         r = jobs_pb2.RetryPolicy(max_attempts=args.max_attempts, jitter=args.retry_jitter)
         if args.retry_delay is not None:

@@ -118,9 +118,14 @@ def test_whole_cluster_restart_loses_no_acknowledged_job(cluster_factory) -> Non
     for n in ("n1", "n2", "n3"):
         c.start_node(n)
     c.wait_ready(60)
+    # reads are served by each node's replica: wait until every replica has caught up,
+    # then every node must have every acknowledged job
+    c.replicas_identical(30)
+    for n in ("n1", "n2", "n3"):
+        on_n = {j.id for j in c.client(n).list_all()}
+        assert set(acked) <= on_n, f"acknowledged jobs missing on {n}: {set(acked) - on_n}"
     client = c.client()
     after = {j.id: j for j in client.list_all()}
-    assert set(acked) <= set(after), "an acknowledged job was lost"
     for j in done:
         a, b = before[j], after[j]
         assert (a.state, a.exit_code, a.fencing_token, a.stdout_tail, a.node_id) == (
