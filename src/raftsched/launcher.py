@@ -37,10 +37,12 @@ def free_ports(n: int) -> list[int]:
 
 def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
                  cluster_extra: str = "", labels: list[dict[str, str]] | None = None,
-                 secret: str = "test-secret-not-for-production") -> Path:
-    """Write a loopback cluster config with free ports under `root`."""
+                 secret: str = "test-secret-not-for-production",
+                 hosts: list[str] | None = None) -> Path:
+    """Write a cluster config under `root`: loopback with free ports, or one host per
+    node (`hosts`, e.g. test network namespaces) with fixed ports."""
     root.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(3 * n_nodes)
+    ports = free_ports(3 * n_nodes) if hosts is None else [7101, 7201, 9101] * n_nodes
     lines = [
         "[cluster]",
         'name = "test"',
@@ -54,13 +56,14 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
     for i in range(n_nodes):
         lab = (labels or [{}] * n_nodes)[i]
         lab_s = ", ".join(f'{k} = "{v}"' for k, v in lab.items())
+        host = "127.0.0.1" if hosts is None else hosts[i]
         lines += [
             "",
             "[[nodes]]",
             f'id = "n{i + 1}"',
-            f'raft = "127.0.0.1:{ports[3 * i]}"',
-            f'grpc = "127.0.0.1:{ports[3 * i + 1]}"',
-            f'metrics = "127.0.0.1:{ports[3 * i + 2]}"',
+            f'raft = "{host}:{ports[3 * i]}"',
+            f'grpc = "{host}:{ports[3 * i + 1]}"',
+            f'metrics = "{host}:{ports[3 * i + 2]}"',
             f"cpu_millis = {cpu}",
             f"memory_mib = {mem}",
             f"labels = {{ {lab_s} }}",

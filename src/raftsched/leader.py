@@ -70,7 +70,7 @@ class Leader:
         unless the committed state has it alive and no NodeDown for it is in flight:
         a node declared down must not keep (or start) jobs that are being reassigned."""
         node = self.rt.sm.state.nodes.get(node_id)
-        if node is None or not node.alive or node_id in self.downing:
+        if node is None or not node.alive or node_id in self.downing or not self.rt.leader_confirmed():
             return 0.0, node.generation if node else 0
         return self.rt.cfg.lease, node.generation
 
@@ -137,13 +137,15 @@ class Leader:
     def _on_elected(self, term: int) -> None:
         self.armed_term = term
         self.leader_changes += 1
-        grace = time.monotonic() + self.rt.cfg.heartbeat_ttl
+        # Re-arm: count every node as heard from now, so nobody is declared down before
+        # a full TTL under this leader. That is enough for fencing: any lease granted by
+        # an earlier leader was granted before this election and is shorter than the TTL.
+        armed = time.monotonic()
         st = self.rt.sm.state
         with self.rt.sm.lock:
             node_ids = list(st.nodes)
             assigned = [j for j in self._active_jobs() if j.state is JobState.ASSIGNED]
-        # Re-arm: nobody is declared down before a full TTL under this leader.
-        self.last_seen = {nid: grace for nid in node_ids}
+        self.last_seen = {nid: armed for nid in node_ids}
         self._free_after = None
         now = time.time()
         with self.rt.sm.lock:

@@ -108,6 +108,21 @@ class NodeRuntime:
     def is_leader(self) -> bool:
         return bool(self.syncobj._isLeader())
 
+    def leader_confirmed(self) -> bool:
+        """Leader and heard from a majority within the minimum election timeout: no
+        other leader can have been elected meanwhile. Only then may leases be granted:
+        a leader cut off from the others must not keep its own jobs (or anyone's)
+        alive past the point where the majority side reassigns them."""
+        if not self.is_leader():
+            return False
+        horizon = time.monotonic() - self.cfg.election_timeout_min
+        try:
+            seen = list(self.syncobj._SyncObj__lastResponseTime.values())
+        except RuntimeError:  # resized by the tick thread while we looked: ask again next time
+            return False
+        acks = 1 + sum(1 for t in seen if t > horizon)
+        return acks > len(self.cfg.nodes) / 2
+
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
         if ch is None:
