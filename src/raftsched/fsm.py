@@ -75,9 +75,6 @@ class ClusterState:
         self.sequences: dict[str, dict[str, int]] = {}
         self.usage: dict[str, NodeUsage] = {}
         self.pending: dict[str, tuple[int, int]] = {}  # job id -> (-priority, seq)
-        # pending jobs by priority, each bucket in seq order (see pending_in_order)
-        self._queue: dict[int, dict[str, int]] = {}
-        self._unsorted: set[int] = set()
         # terminal jobs by (finished_at, id), lazily cleaned: lets GcJobs find old ones fast
         self._finished: list[tuple[float, str]] = []
         self.counts: Counter[JobState] = Counter()
@@ -123,11 +120,6 @@ class ClusterState:
         self.counts[old.state] -= 1
         if old.state is JobState.PENDING:
             del self.pending[old.id]
-            bucket = self._queue[old.spec.priority]
-            del bucket[old.id]
-            if not bucket:
-                del self._queue[old.spec.priority]
-                self._unsorted.discard(old.spec.priority)
         elif old.state in ACTIVE_STATES:
             u = self._usage(old.node_id)
             u.cpu_millis -= old.spec.resources.cpu_millis
@@ -149,13 +141,6 @@ class ClusterState:
             heapq.heappush(self._finished, (new.finished_at, new.id))
         if new.state is JobState.PENDING:
             self.pending[new.id] = (-new.spec.priority, new.seq)
-            prio = new.spec.priority
-            bucket = self._queue.get(prio)
-            if bucket is None:
-                bucket = self._queue[prio] = {}
-            elif bucket and next(reversed(bucket.values())) > new.seq:
-                self._unsorted.add(prio)  # a requeued older job: re-sort lazily
-            bucket[new.id] = new.seq
         elif new.state in ACTIVE_STATES:
             u = self._usage(new.node_id)
             u.cpu_millis += new.spec.resources.cpu_millis
@@ -168,8 +153,6 @@ class ClusterState:
     def rebuild_derived(self) -> None:
         self.usage = {nid: NodeUsage() for nid in self.nodes}
         self.pending = {}
-        self._queue = {}
-        self._unsorted = set()
         self._finished = []
         self.counts = Counter()
         self.sequences = {}
@@ -199,20 +182,6 @@ class ClusterState:
 
     def allocated(self, node_id: str) -> NodeUsage:
         return self.usage.get(node_id) or NodeUsage()
-
-    def pending_in_order(self, limit: int) -> list[Job]:
-        """Pending jobs by priority (high first), then submission order; O(limit)."""
-        out: list[Job] = []
-        for prio in sorted(self._queue, reverse=True):
-            bucket = self._queue[prio]
-            if prio in self._unsorted:
-                bucket = self._queue[prio] = dict(sorted(bucket.items(), key=lambda kv: kv[1]))
-                self._unsorted.discard(prio)
-            for jid in bucket:
-                out.append(self.jobs[jid])
-                if len(out) >= limit:
-                    return out
-        return out
 
     def active_on(self, node_id: str) -> list[Job]:
         u = self.usage.get(node_id)

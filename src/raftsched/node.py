@@ -140,7 +140,9 @@ class NodeRuntime:
 
     async def send_starts(self, node_id: str, jobs: list[Job]) -> None:
         node = self.sm.state.nodes.get(node_id)
-        if node is None:
+        if node is None or not self.leader_confirmed():
+            # A leader that cannot hear from a majority may be stale (e.g. just thawed
+            # from SIGSTOP): its view of assignments must not start anything.
             return
         req = node_pb2.StartJobsRequest(
             leader_id=self.me.id,
