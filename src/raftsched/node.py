@@ -109,13 +109,16 @@ class NodeRuntime:
         return bool(self.syncobj._isLeader())
 
     def leader_confirmed(self) -> bool:
-        """Leader and heard from a majority within the minimum election timeout: no
-        other leader can have been elected meanwhile. Only then may leases be granted:
-        a leader cut off from the others must not keep its own jobs (or anyone's)
-        alive past the point where the majority side reassigns them."""
+        """Leader, and heard from a majority recently enough that a lease granted now
+        ends before any other leader could reassign work: a new leader needs at least
+        the minimum election timeout after the followers last heard from us, then one
+        heartbeat TTL, while a lease lasts `lease` < TTL. Allowing half the TTL - lease
+        margin on top of the election timeout keeps the other half as safety margin.
+        A leader cut off from the others thus stops renewing leases (its own too)."""
         if not self.is_leader():
             return False
-        horizon = time.monotonic() - self.cfg.election_timeout_min
+        window = self.cfg.election_timeout_min + (self.cfg.heartbeat_ttl - self.cfg.lease) / 2
+        horizon = time.monotonic() - window
         try:
             seen = list(self.syncobj._SyncObj__lastResponseTime.values())
         except RuntimeError:  # resized by the tick thread while we looked: ask again next time

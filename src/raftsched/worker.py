@@ -83,6 +83,7 @@ class Heartbeater:
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
         self.failures = 0
+        self._lapsed = False
 
     async def run(self) -> None:
         me = self.rt.me
@@ -118,6 +119,11 @@ class Heartbeater:
                 except grpc.aio.AioRpcError as e:
                     self.failures += 1
                     log.debug("heartbeat failed", code=str(e.code()), details=e.details())
+            lapsed = not self.rt.lease.valid()
+            if lapsed and not self._lapsed and self.rt.executor.running:
+                log.warning("lease lapsed; the watchdog kills this node's jobs",
+                            running=len(self.rt.executor.running), failures=self.failures)
+            self._lapsed = lapsed
             await asyncio.sleep(interval)
 
 
