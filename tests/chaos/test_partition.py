@@ -33,7 +33,7 @@ def ledger_job(c: NetnsCluster, seconds: float) -> jobs_pb2.JobSpec:
     return jobs_pb2.JobSpec(use_shell=True, shell=script, resources=jobs_pb2.Resources(cpu_millis=100))
 
 
-def partition_round(c: NetnsCluster, victim_is_leader: bool) -> None:
+def partition_round(c: NetnsCluster, victim_is_leader: bool) -> str:
     client = c.client()
     ids = client.submit_batch([ledger_job(c, 6.0)] * 9)
     c.wait_until(lambda: all(client.get(j).state == jobs_pb2.RUNNING for j in ids), 30, "jobs running")
@@ -58,20 +58,21 @@ def partition_round(c: NetnsCluster, victim_is_leader: bool) -> None:
     c.wait_until(lambda: all(n.alive for n in live.nodes()), 30, "victim back")
     done = c.wait_terminal(ids, timeout=60, client=live)
     assert all(j.state == jobs_pb2.SUCCEEDED for j in done.values())
-    print(f"{'leader' if victim_is_leader else 'follower'} {victim} cut with {len(mine)} jobs; "
-          f"running elsewhere after {moved:.2f}s; new leader {new_leader}")
+    return (f"partition: {'leader' if victim_is_leader else 'follower'} {victim} cut with {len(mine)} "
+            f"jobs; running elsewhere after {moved:.2f}s; new leader {new_leader}")
 
 
 @pytest.mark.skipif(why is not None, reason=why or "")
-def test_partitioned_follower_and_leader() -> None:
+def test_partitioned_follower_and_leader(capsys: pytest.CaptureFixture[str]) -> None:
     c = NetnsCluster()
     try:
         (c.root / "locks").mkdir()
         (c.root / "ledger.txt").touch()
         c.start()
         c.wait_ready(60)
-        partition_round(c, victim_is_leader=False)
-        partition_round(c, victim_is_leader=True)
+        rounds = [partition_round(c, victim_is_leader=False), partition_round(c, victim_is_leader=True)]
+        with capsys.disabled():
+            print("\n" + "\n".join(rounds))
         lines = [ln.split() for ln in (c.root / "ledger.txt").read_text().splitlines()]
         overlaps = [ln for ln in lines if ln[0] == "OVERLAP"]
         assert not overlaps, f"two attempts of a job alive at once: {overlaps}"
