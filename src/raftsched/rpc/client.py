@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from typing import Any, Self
 
 import grpc
 
@@ -28,7 +29,10 @@ OPTIONS = [
 ]
 
 
-class Client:
+class NodesClient:
+    """Channels to every given node, and a call that moves to the next node on
+    UNAVAILABLE until its deadline. Service clients build on it."""
+
     def __init__(self, addresses: Sequence[str], timeout: float = 20.0) -> None:
         if not addresses:
             raise ValueError("no node addresses given")
@@ -41,20 +45,18 @@ class Client:
         for ch in self._channels.values():
             ch.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, service: str, method: str, request, timeout: float | None = None):
+    def _invoke(self, stub_class: Any, method: str, request: Any, timeout: float | None = None) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
         last: grpc.RpcError | None = None
         while True:
             addr = self.addresses[self._current % len(self.addresses)]
-            ch = self._channels[addr]
-            stub = (scheduler_pb2_grpc.SchedulerStub(ch) if service == "scheduler"
-                    else cluster_pb2_grpc.ClusterStub(ch))
+            stub = stub_class(self._channels[addr])
             left = deadline - time.monotonic()
             if left <= 0:
                 assert last is not None
@@ -67,6 +69,14 @@ class Client:
                 last = e
                 self._current += 1
                 time.sleep(0.05)
+
+
+class Client(NodesClient):
+    """Scheduler and Cluster services."""
+
+    def _call(self, service: str, method: str, request: Any, timeout: float | None = None) -> Any:
+        stub = scheduler_pb2_grpc.SchedulerStub if service == "scheduler" else cluster_pb2_grpc.ClusterStub
+        return self._invoke(stub, method, request, timeout)
 
     # ---- jobs ---------------------------------------------------------------------
 

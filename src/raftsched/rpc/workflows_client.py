@@ -6,14 +6,11 @@ on UNAVAILABLE the next address is tried.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-
-from raftsched.rpc.client import OPTIONS, RETRYABLE
+from raftsched.rpc.client import NodesClient
 from raftsched.v1 import workflows_pb2 as wpb
 from raftsched.v1 import workflows_pb2_grpc
 
@@ -24,45 +21,11 @@ WRITES = {
 }
 
 
-class WorkflowsClient:
-    def __init__(self, addresses: Sequence[str], timeout: float = 20.0) -> None:
-        if not addresses:
-            raise ValueError("no node addresses given")
-        self.addresses = list(addresses)
-        self.timeout = timeout
-        self._channels = {a: grpc.insecure_channel(a, options=OPTIONS) for a in self.addresses}
-        self._current = 0
-
-    def close(self) -> None:
-        for ch in self._channels.values():
-            ch.close()
-
-    def __enter__(self) -> WorkflowsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
+class WorkflowsClient(NodesClient):
     def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         if method in WRITES and not request.request_id:
             request.request_id = uuid.uuid4().hex
-        deadline = time.monotonic() + (timeout or self.timeout)
-        last: grpc.RpcError | None = None
-        while True:
-            addr = self.addresses[self._current % len(self.addresses)]
-            stub = workflows_pb2_grpc.WorkflowsStub(self._channels[addr])
-            left = deadline - time.monotonic()
-            if left <= 0:
-                assert last is not None
-                raise last
-            try:
-                return getattr(stub, method)(request, timeout=left)
-            except grpc.RpcError as e:
-                if e.code() not in RETRYABLE:
-                    raise
-                last = e
-                self._current += 1
-                time.sleep(0.05)
+        return self._invoke(workflows_pb2_grpc.WorkflowsStub, method, request, timeout)
 
     # conveniences used by the CLI and tests
     def add_schedule(self, schedule: wpb.Schedule) -> wpb.Schedule:
