@@ -65,6 +65,7 @@ class Attempt:
     out_path: Path
     err_path: Path
     started: float
+    started_mono: float = 0.0
     timed_out: bool = False
     killed_reason: str = ""
     handles: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -144,7 +145,8 @@ class Executor:
         if self.lease is not None:
             self.lease.register(proc.pid)  # process_group=0: the pgid is the pid
         pidfd = os.pidfd_open(proc.pid)
-        a = Attempt(job_id, attempt, token, spec, proc, pidfd, out_path, err_path, time.time())
+        a = Attempt(job_id, attempt, token, spec, proc, pidfd, out_path, err_path, time.time(),
+                    time.monotonic())
         self.running[key] = a
         self.started_total += 1
         self.loop.add_reader(pidfd, self._on_exit, key)
@@ -211,8 +213,9 @@ class Executor:
         lost = False
         if self.lease is not None:
             self.lease.unregister(a.proc.pid)
-            # SIGKILLed while our lease was out: the watchdog fenced it off.
-            lost = code == -signal.SIGKILL and not self.lease.valid() and not a.killed_reason
+            # SIGKILLed, not by us, while our lease was out: the watchdog fenced it off.
+            lost = (code == -signal.SIGKILL and not a.killed_reason
+                    and self.lease.lapsed_between(a.started_mono, time.monotonic()))
         # Anything the job left behind in its process group goes with it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(a.proc.pid, signal.SIGKILL)

@@ -13,6 +13,7 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections import deque
 
 import structlog
 
@@ -24,6 +25,7 @@ class Lease:
         self.duration = duration
         self.deadline = 0.0
         self.generation = -1  # the node's generation as of the last lease grant
+        self.lapses: deque[tuple[float, float]] = deque(maxlen=64)  # (from, to), monotonic
         self.expirations = 0
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "raftsched.watchdog"],
@@ -45,6 +47,10 @@ class Lease:
         if seconds <= 0:
             return
         self.generation = generation
+        now = time.monotonic()
+        if 0 < self.deadline < now:
+            self.lapses.append((self.deadline, now))
+            self.expirations += 1
         deadline = sent_at + min(seconds, self.duration)
         if deadline > self.deadline:
             self.deadline = deadline
@@ -52,6 +58,13 @@ class Lease:
 
     def valid(self) -> bool:
         return time.monotonic() < self.deadline
+
+    def lapsed_between(self, start: float, end: float) -> bool:
+        """Was the lease out at any moment in [start, end] (monotonic)? Then the
+        watchdog may have killed jobs running in that span."""
+        if 0 < self.deadline < end:
+            return True  # out since `deadline`, still out at `end`
+        return any(a <= end and b >= start for a, b in self.lapses)
 
     def register(self, pgid: int) -> None:
         self._send(f"A {pgid}")
