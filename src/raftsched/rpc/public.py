@@ -284,7 +284,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
 
     async def ClusterStatus(self, request, context):
         rt = self.rt
-        mine = await replica_status(rt)
+        mine = await replica_status(rt, with_digest=request.include_replicas)
         lc = rt.leader_config()
         with rt.sm.lock:
             counts = {s.value: rt.sm.state.counts.get(s, 0) for s in JobState}

@@ -15,15 +15,18 @@ if TYPE_CHECKING:
 _cache: dict[int, tuple[int, str]] = {}
 
 
-async def replica_status(rt: NodeRuntime) -> cluster_pb2.ReplicaStatus:
+async def replica_status(rt: NodeRuntime, with_digest: bool = True) -> cluster_pb2.ReplicaStatus:
+    """Raft position of this replica; with its state digest (O(state): only on request)."""
     with rt.sm.lock:
         state = rt.sm.state
         index = state.applied_index
         cached = _cache.get(id(rt))
-        snapshot = None if cached and cached[0] == index else state.to_dict()
-    if snapshot is None:
+        fresh = cached is not None and cached[0] == index
+        snapshot = state.to_dict() if with_digest and not fresh else None
+    digest = ""
+    if fresh:
         digest = cached[1]  # type: ignore[index]
-    else:
+    elif snapshot is not None:
         digest = await asyncio.to_thread(_digest_of, snapshot)
         _cache[id(rt)] = (index, digest)
     so = rt.syncobj
