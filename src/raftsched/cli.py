@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import time
@@ -15,6 +14,20 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from raftsched import config as configmod
+from raftsched.cli_format import (  # noqa: F401  (re-exported for the cli_* modules)
+    STATE_COLORS,
+    TERMINAL,
+    _cmd,
+    _color,
+    _dump,
+    _job_dict,
+    _print_jobs,
+    _progress,
+    _ts,
+    render_status,
+    table,
+    timeline,
+)
 from raftsched.rpc.client import Client
 from raftsched.v1 import jobs_pb2
 
@@ -43,51 +56,6 @@ CLI_EXTENSIONS: list[str] = ["raftsched.cli_observe", "raftsched.cli_workflows",
 SPEC_HOOKS: list[Any] = []
 
 STATES = [s for s in jobs_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]  # noqa: SIM118
-
-
-def _color(text: str, code: str) -> str:
-    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
-        return text
-    return f"\x1b[{code}m{text}\x1b[0m"
-
-
-STATE_COLORS = {"SUCCEEDED": "32", "FAILED": "31", "CANCELLED": "33", "RUNNING": "36",
-                "ASSIGNED": "34", "PENDING": "37", "WAITING": "37", "UPSTREAM_FAILED": "35",
-                "TIMED_OUT": "31", "DEAD": "35", "CANCELLING": "33"}
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [len(h) for h in header]
-    for r in rows:
-        for i, c in enumerate(r):
-            widths[i] = max(widths[i], len(c))
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    for r in rows:
-        cells = []
-        for i, c in enumerate(r):
-            cell = c.ljust(widths[i])
-            if header[i] == "STATE":
-                cell = _color(cell, STATE_COLORS.get(c, "0"))
-            cells.append(cell)
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _ts(t: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}" if t else "-"
-
-
-def _cmd(spec: jobs_pb2.JobSpec) -> str:
-    text = spec.shell if spec.use_shell else " ".join(spec.command)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _dump(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def _job_dict(j: jobs_pb2.Job) -> dict[str, Any]:
-    return MessageToDict(j, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 # ---- commands ---------------------------------------------------------------------
@@ -174,10 +142,6 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK if ok else EXIT_JOB_FAILED
 
 
-TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED,
-            jobs_pb2.TIMED_OUT, jobs_pb2.DEAD}
-
-
 def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
     """Follow the jobs through a live watch (any node, resumes on another one if it goes away)."""
     from raftsched.rpc.observe_client import JobWatcher
@@ -207,95 +171,13 @@ def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
     return [latest[i] for i in ids]
 
 
-def _progress(ids: list[str], latest: dict[str, jobs_pb2.Job], elapsed: float, width: int = 30) -> str:
-    counts: dict[str, int] = {}
-    for i in ids:
-        j = latest.get(i)
-        name = jobs_pb2.JobState.Name(j.state) if j else "PENDING"
-        counts[name] = counts.get(name, 0) + 1
-    done = sum(counts.get(s, 0) for s in ("SUCCEEDED", "FAILED", "CANCELLED"))
-    filled = round(width * done / len(ids)) if ids else width
-    color = "31" if counts.get("FAILED") else "32"
-    bar = "[" + _color_err("#" * filled, color) + "." * (width - filled) + "]"
-    parts = [f"{s.lower()} {counts[s]}" for s in ("SUCCEEDED", "FAILED", "CANCELLED", "RUNNING",
-                                                   "ASSIGNED", "PENDING") if counts.get(s)]
-    return f"{bar} {done}/{len(ids)} done  " + "  ".join(parts) + f"  {elapsed:.1f}s"
-
-
-def _color_err(text: str, code: str) -> str:
-    if not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
-        return text
-    return f"\x1b[{code}m{text}\x1b[0m"
-
-
-def _print_jobs(jobs: Sequence[jobs_pb2.Job]) -> None:
-    rows = [
-        [j.id, jobs_pb2.JobState.Name(j.state), j.node_id or "-", str(j.attempt),
-         str(j.spec.priority),
-         str(j.exit_code) if j.has_exit_code else "-", _cmd(j.spec), j.reason]
-        for j in jobs
-    ]
-    print(table(rows, ["ID", "STATE", "NODE", "ATTEMPT", "PRIO", "EXIT", "COMMAND", "REASON"]))
-
-
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
     j = client.get(args.job_id)
     if args.json:
         _dump(_job_dict(j))
-        return EXIT_OK
-    s = j.spec
-    r = s.resources
-    print(f"job        {j.id}")
-    state = jobs_pb2.JobState.Name(j.state)
-    print(f"state      {_color(state, STATE_COLORS.get(state, '0'))}")
-    print(f"name       {s.name or '-'}")
-    print(f"command    {s.shell if s.use_shell else s.command!r}{' (shell)' if s.use_shell else ''}")
-    print(f"resources  cpu {r.cpu_millis}m  memory {r.memory_mib} MiB   priority {s.priority}"
-          f"   timeout {s.timeout_seconds:g}s" if s.timeout_seconds else
-          f"resources  cpu {r.cpu_millis}m  memory {r.memory_mib} MiB   priority {s.priority}")
-    print(f"node       {j.node_id or '-'}   attempt {j.attempt}   fencing token {j.fencing_token}")
-    print(f"submitted  {_ts(j.submitted_at)}   assigned {_ts(j.assigned_at)}   "
-          f"started {_ts(j.started_at)}   finished {_ts(j.finished_at)}")
-    if j.has_exit_code:
-        print(f"exit code  {j.exit_code}")
-    if j.reason:
-        print(f"reason     {j.reason}")
-    if j.not_before and j.state == jobs_pb2.PENDING:
-        print(f"retry at   {_ts(j.not_before)}   failed attempts {j.failures}")
-    if j.attempts:
-        print("attempts:")
-        for a in j.attempts:
-            code = str(a.exit_code) if a.has_exit_code else "-"
-            print(f"  #{a.attempt:<3} {a.outcome:<10} node {a.node_id or '-':<6} token {a.fencing_token:<6} "
-                  f"{_ts(a.started_at or a.assigned_at)} -> {_ts(a.finished_at)}  exit {code}  {a.reason}")
-    if j.history:
-        print("timeline")
-        print(timeline(j))
-    if j.stdout_tail:
-        print("--- stdout (tail) ---")
-        print(j.stdout_tail.rstrip("\n"))
-    if j.stderr_tail:
-        print("--- stderr (tail) ---")
-        print(j.stderr_tail.rstrip("\n"))
+    else:
+        print(render_status(j))
     return EXIT_OK
-
-
-def timeline(j: jobs_pb2.Job) -> str:
-    """One line per transition: time, +seconds since submission, state, node, attempt, token, reason."""
-    lines = []
-    t0 = j.history[0].at if j.history else 0.0
-    for t in j.history:
-        state = jobs_pb2.JobState.Name(t.state)
-        cells = [f"  {_ts(t.at)}", f"+{t.at - t0:.3f}s".rjust(10),
-                 _color(f"{state:<9}", STATE_COLORS.get(state, "0"))]
-        if t.node_id:
-            cells.append(f"node {t.node_id}")
-        if t.attempt:
-            cells.append(f"attempt {t.attempt}  token {t.fencing_token}")
-        if t.reason:
-            cells.append(t.reason)
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
 
 
 def cmd_list(args: argparse.Namespace, client: Client) -> int:
