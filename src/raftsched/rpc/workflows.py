@@ -7,7 +7,6 @@ change, not even the applied index). Writes go through `leader_write`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 import uuid
@@ -24,7 +23,7 @@ from raftsched.fsm import Result
 from raftsched.fsm_workflows import schedules, templates, workflows
 from raftsched.model import TERMINAL_STATES, JobSpec, JobState, Resources
 from raftsched.rpc import convert
-from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write
+from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write, wait_applied
 from raftsched.v1 import jobs_pb2, workflows_pb2, workflows_pb2_grpc
 from raftsched.workflow_types import (
     AddSchedule,
@@ -53,7 +52,6 @@ MISFIRE = {0: Misfire.SKIP, 1: Misfire.RUN_ONCE, 2: Misfire.RUN_ALL}
 CONCURRENCY = {0: Concurrency.ALLOW, 1: Concurrency.FORBID, 2: Concurrency.REPLACE}
 MAX_DEADLINE_S = 7 * 86400.0
 MAX_NEXT = 1000
-READ_YOUR_WRITES_WAIT = 3.0
 
 
 def _derived_id(prefix: str, rid: str) -> str:
@@ -143,14 +141,9 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
 
     async def _write(self, context: Ctx, request: Message, method: str,
                      build: Callable[[str, float], Any],
-                     done: Callable[[Result], Message],
-                     visible: Callable[[Any], bool] | None = None) -> Any:
-        """Propose build(rid, now) on the leader (or forward `request` there).
-
-        After a forwarded write, wait (briefly) until `visible(response)` holds on
-        this node's replica, so a client reading from the node it wrote through
-        sees its own write.
-        """
+                     done: Callable[[Result], Message]) -> Any:
+        """Propose build(rid, now) on the leader (or forward `request` there; then wait
+        until this node's replica applied it, so the client reads its own write)."""
         rid = getattr(request, "request_id", "") or uuid.uuid4().hex
 
         async def local() -> Message:
@@ -167,14 +160,9 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             req.CopyFrom(request)
             req.request_id = rid  # type: ignore[attr-defined]
             stub = workflows_pb2_grpc.WorkflowsStub(ch)
-            resp = await getattr(stub, method)(req, **forward_kwargs(md, context.time_remaining()))
-            if visible is not None:
-                deadline = time.monotonic() + READ_YOUR_WRITES_WAIT
-                while time.monotonic() < deadline:
-                    with self.rt.sm.lock:
-                        if visible(resp):
-                            break
-                    await asyncio.sleep(0.005)
+            call = getattr(stub, method)(req, **forward_kwargs(md, context.time_remaining()))
+            resp = await call
+            await wait_applied(self.rt, call)
             return resp
 
         return await leader_write(self.rt, context, rid, local, fwd)
@@ -214,12 +202,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"template {t.name!r} not found")
             return PutTemplate(rid, now, t, mode)
 
-        def seen(r: workflows_pb2.Template) -> bool:
-            got = templates(self.st).get(t.name)
-            return got is not None and got.version >= r.version
-
         return await self._write(context, request, method, build,
-                                 lambda r: template_to_pb(templates(self.st)[t.name]), seen)
+                                 lambda r: template_to_pb(templates(self.st)[t.name]))
 
     async def CreateTemplate(self, request, context):
         return await self._put_template(request, context, "create", "CreateTemplate")
@@ -245,8 +229,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             return DeleteTemplate(rid, now, request.name)
 
         return await self._write(context, request, "DeleteTemplate", build,
-                                 lambda r: workflows_pb2.DeleteTemplateResponse(),
-                                 lambda r: request.name not in templates(self.st))
+                                 lambda r: workflows_pb2.DeleteTemplateResponse())
 
     async def SubmitFromTemplate(self, request, context):
         t = templates(self.st).get(request.template)
@@ -263,8 +246,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return await self._write(
             context, request, "SubmitFromTemplate", build,
             lambda r: workflows_pb2.SubmitFromTemplateResponse(
-                job_id=r.value[0], spec=convert.spec_to_pb(spec)),
-            lambda r: r.job_id in self.st.jobs)
+                job_id=r.value[0], spec=convert.spec_to_pb(spec)))
 
     # ---- schedules --------------------------------------------------------------------
 
@@ -332,8 +314,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             return AddSchedule(rid, now, s)
 
         return await self._write(context, request, "AddSchedule", build,
-                                 lambda r: schedule_to_pb(schedules(self.st)[s.id]),
-                                 lambda r: s.id in schedules(self.st))
+                                 lambda r: schedule_to_pb(schedules(self.st)[s.id]))
 
     async def _known(self, sid: str, context: Ctx) -> Schedule:
         s = schedules(self.st).get(sid)
@@ -357,12 +338,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             await self._known(request.id, context)
             return SetSchedulePaused(rid, now, request.id, paused)
 
-        def seen(r: workflows_pb2.Schedule) -> bool:
-            got = schedules(self.st).get(request.id)
-            return got is None or got.paused == paused
-
         return await self._write(context, request, method, build,
-                                 lambda r: schedule_to_pb(schedules(self.st)[request.id]), seen)
+                                 lambda r: schedule_to_pb(schedules(self.st)[request.id]))
 
     async def PauseSchedule(self, request, context):
         return await self._pause(request, context, True, "PauseSchedule")
@@ -378,8 +355,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             return DeleteSchedule(rid, now, request.id)
 
         return await self._write(context, request, "DeleteSchedule", build,
-                                 lambda r: workflows_pb2.DeleteScheduleResponse(),
-                                 lambda r: request.id not in schedules(self.st))
+                                 lambda r: workflows_pb2.DeleteScheduleResponse())
 
     async def RunScheduleNow(self, request, context):
         await self._known(request.id, context)
@@ -389,8 +365,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             return RunScheduleNow(rid, now, request.id, f"{request.id}-now-{int(now * 1000)}")
 
         return await self._write(context, request, "RunScheduleNow", build,
-                                 lambda r: workflows_pb2.RunScheduleNowResponse(job_id=r.value),
-                                 lambda r: r.job_id in self.st.jobs)
+                                 lambda r: workflows_pb2.RunScheduleNowResponse(job_id=r.value))
 
     async def NextFireTimes(self, request, context):
         count = request.count or 5
@@ -448,8 +423,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return await self._write(
             context, request, "SubmitWorkflow", build,
             lambda r: workflows_pb2.SubmitWorkflowResponse(workflow_id=r.value[0],
-                                                           job_ids=list(r.value[1])),
-            lambda r: r.workflow_id in workflows(self.st))
+                                                           job_ids=list(r.value[1])))
 
     async def GetWorkflow(self, request, context):
         with self.rt.sm.lock:
@@ -476,10 +450,6 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         )
 
     async def CancelWorkflow(self, request, context):
-        def wf_cancelled(wf_id: str) -> bool:
-            wf = workflows(self.st).get(wf_id)
-            return wf is None or wf.cancelled
-
         if workflows(self.st).get(request.workflow_id) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"workflow {request.workflow_id!r} not found")
 
@@ -489,5 +459,4 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return await self._write(
             context, request, "CancelWorkflow", build,
             lambda r: workflows_pb2.CancelWorkflowResponse(cancelled=r.value[0],
-                                                           still_running=list(r.value[1])),
-            lambda r: wf_cancelled(request.workflow_id))
+                                                           still_running=list(r.value[1])))
