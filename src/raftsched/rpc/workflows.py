@@ -21,17 +21,22 @@ from raftsched import cron, dag, validate
 from raftsched.commands import SubmitJobs
 from raftsched.fsm import Result
 from raftsched.fsm_workflows import schedules, templates, workflows
-from raftsched.model import TERMINAL_STATES, JobSpec, JobState, Resources
+from raftsched.model import TERMINAL_STATES, JobSpec, JobState
 from raftsched.rpc import convert
+from raftsched.rpc.workflows_convert import (
+    CONCURRENCY,
+    MISFIRE,
+    apply_overrides,
+    schedule_to_pb,
+    template_to_pb,
+)
 from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write, wait_applied
 from raftsched.v1 import jobs_pb2, workflows_pb2, workflows_pb2_grpc
 from raftsched.workflow_types import (
     AddSchedule,
     CancelWorkflow,
-    Concurrency,
     DeleteSchedule,
     DeleteTemplate,
-    Misfire,
     PutTemplate,
     RunScheduleNow,
     Schedule,
@@ -48,8 +53,6 @@ if TYPE_CHECKING:
 Ctx: TypeAlias = grpc.aio.ServicerContext
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
-MISFIRE = {0: Misfire.SKIP, 1: Misfire.RUN_ONCE, 2: Misfire.RUN_ALL}
-CONCURRENCY = {0: Concurrency.ALLOW, 1: Concurrency.FORBID, 2: Concurrency.REPLACE}
 MAX_DEADLINE_S = 7 * 86400.0
 MAX_NEXT = 1000
 
@@ -57,69 +60,6 @@ MAX_NEXT = 1000
 def _derived_id(prefix: str, rid: str) -> str:
     """An id made from the request id: the same on every retry of a request."""
     return f"{prefix}-{hashlib.sha256(rid.encode()).hexdigest()[:12]}"
-
-
-# ---- proto <-> model ----------------------------------------------------------------
-
-
-def template_to_pb(t: Template) -> workflows_pb2.Template:
-    return workflows_pb2.Template(
-        name=t.name, spec=convert.spec_to_pb(t.spec), cron=t.cron, timezone=t.timezone,
-        description=t.description, created_at=t.created_at, updated_at=t.updated_at,
-        version=t.version,
-    )
-
-
-def next_fire_of(s: Schedule) -> float | None:
-    if s.paused:
-        return None
-    try:
-        got = cron.fires(cron.parse(s.cron), cron.zone(s.timezone), s.last_fired, 1,
-                         start=s.start, end=s.end)
-    except cron.CronError:
-        return None
-    return got[0] if got else None
-
-
-def schedule_to_pb(s: Schedule) -> workflows_pb2.Schedule:
-    inv_m = {v: k for k, v in MISFIRE.items()}
-    inv_c = {v: k for k, v in CONCURRENCY.items()}
-    return workflows_pb2.Schedule(
-        id=s.id, cron=s.cron, timezone=s.timezone, spec=convert.spec_to_pb(s.spec),
-        template=s.template, start=s.start or 0.0, end=s.end or 0.0,
-        misfire=inv_m[s.misfire], misfire_threshold_seconds=s.misfire_threshold_s,  # type: ignore[arg-type]
-        misfire_deadline_seconds=s.misfire_deadline_s, concurrency=inv_c[s.concurrency],  # type: ignore[arg-type]
-        paused=s.paused, created_at=s.created_at, last_fired=s.last_fired,
-        last_job_id=s.last_job_id, runs=s.runs, skipped=s.skipped,
-        next_fire=next_fire_of(s) or 0.0,
-    )
-
-
-def apply_overrides(spec: JobSpec, o: workflows_pb2.SpecOverrides) -> JobSpec:
-    from dataclasses import replace
-
-    if o.command:
-        spec = replace(spec, command=tuple(o.command), shell="", use_shell=False)
-    if o.HasField("shell"):
-        spec = replace(spec, shell=o.shell, use_shell=True, command=())
-    if o.env:
-        env = dict(spec.env)
-        env.update(o.env)
-        spec = replace(spec, env=tuple(sorted(env.items())))
-    if o.HasField("working_dir"):
-        spec = replace(spec, working_dir=o.working_dir)
-    if o.HasField("cpu_millis") or o.HasField("memory_mib"):
-        r = spec.resources
-        spec = replace(spec, resources=Resources(
-            o.cpu_millis if o.HasField("cpu_millis") else r.cpu_millis,
-            o.memory_mib if o.HasField("memory_mib") else r.memory_mib))
-    if o.HasField("priority"):
-        spec = replace(spec, priority=o.priority)
-    if o.HasField("timeout_seconds"):
-        spec = replace(spec, timeout_s=o.timeout_seconds)
-    if o.HasField("name"):
-        spec = replace(spec, name=o.name)
-    return spec
 
 
 class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
