@@ -1,3 +1,3 @@
-from raftsched.cli import main
+from raftsched.cli.main import main
 
 raise SystemExit(main())

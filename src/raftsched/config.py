@@ -7,9 +7,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raftsched.model import Resources
-from raftsched.placement import Strategy
-from raftsched.queue import QueueOrder
+from raftsched.core.model import Resources
+from raftsched.core.placement import Strategy
+from raftsched.core.runqueue import QueueOrder
 
 DEMO_SECRET = "raftsched-local-demo-secret"
 FSYNC_MODES = ("always", "batch", "never")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from raftsched.chaos import Chaos
+from raftsched.dev.chaos import Chaos
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 

@@ -40,7 +40,7 @@ def run_node(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(SRC))
     from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 
-    from raftsched.raftsafe import SafeSyncObj
+    from raftsched.replica.raftsafe import SafeSyncObj
 
     class Digest(SyncObjConsumer):
         def __init__(self):

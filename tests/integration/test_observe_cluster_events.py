@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from raftsched.rpc.observe_client import ClusterWatcher, JobWatcher, follow_output, get_output
+from raftsched.client.observe_client import ClusterWatcher, JobWatcher, follow_output, get_output
 from raftsched.v1 import events_pb2, jobs_pb2
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]

@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from raftsched.rpc.observe_client import JobWatcher, follow_output, get_output
+from raftsched.client.observe_client import JobWatcher, follow_output, get_output
 from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
 from tests.support.cluster import TestCluster
 

@@ -18,7 +18,7 @@ import time
 import grpc
 import pytest
 
-from raftsched.rpc.workflows_client import WorkflowsClient
+from raftsched.client.workflows_client import WorkflowsClient
 from raftsched.v1 import jobs_pb2
 from raftsched.v1 import workflows_pb2 as wpb
 from tests.support.cluster import TERMINAL, TestCluster

@@ -234,7 +234,7 @@ def test_pools_and_constraints(pools: TestCluster) -> None:
     client = pools.client()
 
     def con(expr: str) -> jobs_pb2.Constraint:
-        from raftsched.constraints import parse
+        from raftsched.core.constraints import parse
         c = parse(expr)
         return jobs_pb2.Constraint(key=c.key, op=c.op, value=c.value)
 

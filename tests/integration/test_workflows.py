@@ -16,8 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from raftsched import cli, dag
-from raftsched.rpc.workflows_client import WorkflowsClient
+from raftsched.cli import main as cli
+from raftsched.client.workflows_client import WorkflowsClient
+from raftsched.core import dag
 from raftsched.v1 import jobs_pb2
 from raftsched.v1 import workflows_pb2 as wpb
 from tests.support.cluster import TestCluster

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from raftsched import config as configmod
-from raftsched.launcher import free_ports, write_config  # noqa: F401
-from raftsched.rpc.client import Client
+from raftsched.client.client import Client
+from raftsched.dev.launcher import free_ports, write_config  # noqa: F401
 from raftsched.v1 import jobs_pb2
 
 TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED,

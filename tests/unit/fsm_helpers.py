@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from raftsched import fsm
-from raftsched.commands import (
+from raftsched.core import apply as fsm
+from raftsched.core.commands import (
     Assign,
     AssignItem,
     CancelJob,
@@ -17,7 +17,7 @@ from raftsched.commands import (
     StartedItem,
     SubmitJobs,
 )
-from raftsched.model import JobSpec, Node, Resources
+from raftsched.core.model import JobSpec, Node, Resources
 
 _rid = itertools.count(1)
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftsched import cron
-from raftsched.workflow_types import Misfire, plan_misfires
+from raftsched.core import cron
+from raftsched.core.workflow_types import Misfire, plan_misfires
 
 pytestmark = pytest.mark.timeout(120)
 

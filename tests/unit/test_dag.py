@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftsched import dag
+from raftsched.core import dag
 
 pytestmark = pytest.mark.timeout(60)
 

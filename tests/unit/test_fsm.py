@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from raftsched import fsm
-from raftsched.commands import Assign, AssignItem, FinishedItem, JobsFinished, SubmitJobs
-from raftsched.model import JobState
+from raftsched.core import apply as fsm
+from raftsched.core.commands import Assign, AssignItem, FinishedItem, JobsFinished, SubmitJobs
+from raftsched.core.model import JobState
 from tests.unit.fsm_helpers import (
     assign,
     cancel,
@@ -165,7 +165,7 @@ def test_snapshot_roundtrip() -> None:
 
 
 def test_gc_forgets_old_terminal_jobs_deterministically() -> None:
-    from raftsched.commands import GcJobs
+    from raftsched.core.commands import GcJobs
 
     st = cluster("n1")
     a, b, c = submit(st, spec(), spec(), spec())

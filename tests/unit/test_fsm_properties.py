@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftsched import fsm
-from raftsched.commands import (
+from raftsched.core import apply as fsm
+from raftsched.core.commands import (
     Assign,
     AssignItem,
     CancelJob,
@@ -25,7 +25,7 @@ from raftsched.commands import (
     StartedItem,
     SubmitJobs,
 )
-from raftsched.model import ACTIVE_STATES, TERMINAL_STATES, JobState
+from raftsched.core.model import ACTIVE_STATES, TERMINAL_STATES, JobState
 from tests.unit.fsm_helpers import node, spec
 
 NODES = ["n1", "n2", "n3"]

@@ -7,25 +7,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftsched import codec, dag
-from raftsched.commands import Assign, AssignItem, FinishedItem, JobsFinished, NodeUp
-from raftsched.fsm import ClusterState, Code, apply
-from raftsched.fsm_workflows import schedules, templates
-from raftsched.model import JobSpec, JobState, Node, Resources
-from raftsched.workflow_types import (
+from raftsched.core import codec, dag
+from raftsched.core.apply import apply
+from raftsched.core.commands import (
     AddSchedule,
+    Assign,
+    AssignItem,
     CancelWorkflow,
-    Concurrency,
     DeleteTemplate,
+    FinishedItem,
     FireSchedule,
+    JobsFinished,
+    NodeUp,
     PutTemplate,
     RunScheduleNow,
-    Schedule,
     SetSchedulePaused,
     SubmitWorkflow,
-    Template,
     WorkflowJob,
 )
+from raftsched.core.model import JobSpec, JobState, Node, Resources
+from raftsched.core.state import ClusterState, Code
+from raftsched.core.workflow_types import Concurrency, Schedule, Template
+from raftsched.core.workflows import schedules, templates
 
 pytestmark = pytest.mark.timeout(60)
 

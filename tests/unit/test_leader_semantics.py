@@ -8,10 +8,10 @@ import threading
 import time
 from types import SimpleNamespace
 
-from raftsched import fsm
-from raftsched.commands import Assign, AssignItem, CancelJob, FinishedItem, NodeUp, SubmitJobs
-from raftsched.leader import Leader
-from raftsched.model import JobSpec, JobState, Node, Resources, RetryPolicy
+from raftsched.core import apply as fsm
+from raftsched.core.commands import Assign, AssignItem, CancelJob, FinishedItem, NodeUp, SubmitJobs
+from raftsched.core.model import JobSpec, JobState, Node, Resources, RetryPolicy
+from raftsched.node.leader import Leader
 
 
 class FakeProposer:

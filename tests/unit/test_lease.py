@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from raftsched.lease import Lease
+from raftsched.node.lease import Lease
 
 
 @pytest.mark.timeout(30)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from raftsched.model import Job, Resources
-from raftsched.placement import Candidate, Strategy, place
+from raftsched.core.model import Job, Resources
+from raftsched.core.placement import Candidate, Strategy, place
 from tests.unit.fsm_helpers import node, spec
 
 

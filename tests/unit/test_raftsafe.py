@@ -18,8 +18,8 @@ from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _COMMAND_TYPE, _bchr
 from pysyncobj.transport import Transport
 
-from raftsched import raftsafe
-from raftsched.raftsafe import SafeSyncObj
+from raftsched.replica import raftsafe
+from raftsched.replica.raftsafe import SafeSyncObj
 
 LEADER = TCPNode("127.0.0.1:2")
 TRUNCATE_MSG = "truncating already-applied"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from raftsched import constraints as cons
-from raftsched import fsm, queue, retry
-from raftsched.commands import (
+from raftsched.core import apply as fsm
+from raftsched.core import constraints as cons
+from raftsched.core import retry
+from raftsched.core import runqueue as queue
+from raftsched.core.commands import (
     Assign,
     AssignItem,
     CancelJob,
@@ -20,8 +22,8 @@ from raftsched.commands import (
     StartedItem,
     SubmitJobs,
 )
-from raftsched.model import Constraint, JobSpec, JobState, Node, Resources, RetryPolicy
-from raftsched.placement import Candidate, Strategy, place
+from raftsched.core.model import Constraint, JobSpec, JobState, Node, Resources, RetryPolicy
+from raftsched.core.placement import Candidate, Strategy, place
 
 _n = 0
 
@@ -258,7 +260,7 @@ def test_terminal_states_refuse_reports(state: JobState) -> None:
 
 
 def test_check_placeable_names_the_constraint() -> None:
-    from raftsched import validate
+    from raftsched.core import validate
 
     nodes = [("n1", {"pool": "light"}, Resources(1000, 1000)), ("n2", {"pool": "heavy"}, Resources(4000, 1000))]
     ok = spec(constraints=(Constraint("pool", "eq", "heavy"),), resources=Resources(3000, 10))
@@ -274,7 +276,7 @@ def test_check_placeable_names_the_constraint() -> None:
 
 
 def test_new_commands_roundtrip_through_the_codec() -> None:
-    from raftsched import codec
+    from raftsched.core import codec
 
     cmds = [
         RetryDead("a", 1.0, "j"),

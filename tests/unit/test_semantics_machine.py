@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from raftsched import fsm, queue
-from raftsched.commands import (
+from raftsched.core import apply as fsm
+from raftsched.core import runqueue as queue
+from raftsched.core.commands import (
     Assign,
     AssignItem,
     CancelJob,
@@ -34,7 +35,7 @@ from raftsched.commands import (
     StartedItem,
     SubmitJobs,
 )
-from raftsched.model import (
+from raftsched.core.model import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     Constraint,
@@ -44,7 +45,8 @@ from raftsched.model import (
     Resources,
     RetryPolicy,
 )
-from raftsched.placement import Candidate, Strategy, place
+from raftsched.core.placement import Candidate, Strategy, place
+from raftsched.core.state import state_digest
 
 NODES = ("n1", "n2", "n3")
 LABELS = {"n1": (("pool", "light"),), "n2": (("pool", "heavy"),), "n3": (("pool", "light"),)}
@@ -190,7 +192,7 @@ class SemanticsMachine(RuleBasedStateMachine):
         assert res.value[0] != ""
         after = self.st.to_dict()
         after["dedup"] = after["dedup"][:-1]
-        assert fsm.state_digest(after) == before
+        assert state_digest(after) == before
 
     @precondition(lambda self: bool(self.st.jobs))
     @rule(data=st.data())

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from raftsched.metrics import JobMetrics
-from raftsched.model import Job, JobSpec, JobState, Transition
-from raftsched.watch import ENTRY_END, JobFilter, TooOld, WatchHub
+from raftsched.core.model import Job, JobSpec, JobState, Transition
+from raftsched.node.metrics import JobMetrics
+from raftsched.replica.watch import ENTRY_END, JobFilter, TooOld, WatchHub
 
 
 def job(i: int, state: JobState = JobState.PENDING, node: str = "", attempt: int = 0) -> Job:
@@ -102,7 +102,7 @@ def test_job_metrics_count_transitions_once() -> None:
                 history=a.history + (Transition(t + 2, JobState.RUNNING, "n1", 1),))
     s = replace(r, state=JobState.SUCCEEDED, finished_at=t + 5,
                 history=r.history + (Transition(t + 5, JobState.SUCCEEDED, "n1", 1),))
-    from raftsched.watch import Change
+    from raftsched.replica.watch import Change
     for k, version in enumerate([j, a, a, r, s]):  # `a` twice: a change without a transition
         m.observe([Change((k + 1, 0), version)])
     v = reg.get_sample_value
@@ -116,7 +116,7 @@ def test_job_metrics_count_transitions_once() -> None:
 
 def _entries(n_jobs: int, split: list[int]) -> list[list]:
     """A command log: submit, assign, start, finish n jobs; entries grouped by `split` sizes."""
-    from raftsched.commands import (
+    from raftsched.core.commands import (
         Assign,
         AssignItem,
         FinishedItem,
@@ -126,7 +126,7 @@ def _entries(n_jobs: int, split: list[int]) -> list[list]:
         StartedItem,
         SubmitJobs,
     )
-    from raftsched.model import Node, Resources
+    from raftsched.core.model import Node, Resources
 
     ids = [f"job{i}" for i in range(n_jobs)]
     cmds: list = [NodeUp("r0", 1.0, Node("n1", "a:1", "b:1", Resources(100_000, 100_000)))]
@@ -151,7 +151,7 @@ def _entries(n_jobs: int, split: list[int]) -> list[list]:
 def test_positions_mean_the_same_on_every_replica(n_jobs: int, split: list[int], data) -> None:
     """Two replicas applying the same log give equal changes at equal positions, so a watcher
     resuming on the other replica gets exactly the rest of the stream."""
-    from raftsched import fsm
+    from raftsched.core import apply as fsm
 
     log = _entries(n_jobs, split)
     hubs = []

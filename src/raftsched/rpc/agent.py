@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 import grpc
 import structlog
 
-from raftsched.commands import FinishedItem, JobsFinished, JobsStarted, StartedItem
-from raftsched.model import Node, Resources
-from raftsched.proposer import NotLeader, OutcomeUnknown
+from raftsched.core.commands import FinishedItem, JobsFinished, JobsStarted, StartedItem
+from raftsched.core.model import Node, Resources
+from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 from raftsched.rpc import convert
 from raftsched.rpc.status import replica_status
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
 if TYPE_CHECKING:
-    from raftsched.node import NodeRuntime
+    from raftsched.node.runtime import NodeRuntime
 
 log = structlog.get_logger("raftsched.agent")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raftsched.model import (
+from raftsched.core.model import (
     DEFAULT_REQUEST,
     AttemptRecord,
     Constraint,

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 import grpc
 import structlog
 
-from raftsched.model import TERMINAL_STATES, Job
+from raftsched.core.model import TERMINAL_STATES, Job
+from raftsched.replica.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld
 from raftsched.rpc import convert
 from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
-from raftsched.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld
 
 if TYPE_CHECKING:
-    from raftsched.node import NodeRuntime
+    from raftsched.node.runtime import NodeRuntime
 
 log = structlog.get_logger("raftsched.events")
 

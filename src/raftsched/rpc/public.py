@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from raftsched import validate
-from raftsched.commands import CancelJob, PurgeDead, RetryDead, SubmitJobs
-from raftsched.model import TERMINAL_STATES, JobSpec, JobState
+from raftsched.core import validate
+from raftsched.core.commands import CancelJob, PurgeDead, RetryDead, SubmitJobs
+from raftsched.core.model import TERMINAL_STATES, JobSpec, JobState
 from raftsched.rpc import convert
 from raftsched.rpc.status import replica_status
 from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write, wait_applied
@@ -30,7 +30,7 @@ from raftsched.v1 import (
 )
 
 if TYPE_CHECKING:
-    from raftsched.node import NodeRuntime
+    from raftsched.node.runtime import NodeRuntime
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100

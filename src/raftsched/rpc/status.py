@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from raftsched.fsm import state_digest
-from raftsched.raft_node import raft_role
+from raftsched.core.state import state_digest
+from raftsched.replica.raft_node import raft_role
 from raftsched.v1 import cluster_pb2
 
 if TYPE_CHECKING:
-    from raftsched.node import NodeRuntime
+    from raftsched.node.runtime import NodeRuntime
 
 _cache: dict[int, tuple[int, str]] = {}
 

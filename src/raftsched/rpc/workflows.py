@@ -17,11 +17,23 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from google.protobuf.message import Message
 
-from raftsched import cron, dag, validate
-from raftsched.commands import SubmitJobs
-from raftsched.fsm import Result
-from raftsched.fsm_workflows import schedules, templates, workflows
-from raftsched.model import TERMINAL_STATES, JobSpec, JobState
+from raftsched.core import cron, dag, validate
+from raftsched.core.commands import (
+    AddSchedule,
+    CancelWorkflow,
+    DeleteSchedule,
+    DeleteTemplate,
+    PutTemplate,
+    RunScheduleNow,
+    SetSchedulePaused,
+    SubmitJobs,
+    SubmitWorkflow,
+    WorkflowJob,
+)
+from raftsched.core.model import TERMINAL_STATES, JobSpec, JobState
+from raftsched.core.state import Result
+from raftsched.core.workflow_types import Schedule, Template, workflow_job_id
+from raftsched.core.workflows import schedules, templates, workflows
 from raftsched.rpc import convert
 from raftsched.rpc.workflows_convert import (
     CONCURRENCY,
@@ -32,23 +44,9 @@ from raftsched.rpc.workflows_convert import (
 )
 from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write, wait_applied
 from raftsched.v1 import jobs_pb2, workflows_pb2, workflows_pb2_grpc
-from raftsched.workflow_types import (
-    AddSchedule,
-    CancelWorkflow,
-    DeleteSchedule,
-    DeleteTemplate,
-    PutTemplate,
-    RunScheduleNow,
-    Schedule,
-    SetSchedulePaused,
-    SubmitWorkflow,
-    Template,
-    WorkflowJob,
-    workflow_job_id,
-)
 
 if TYPE_CHECKING:
-    from raftsched.node import NodeRuntime
+    from raftsched.node.runtime import NodeRuntime
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftsched import cron
-from raftsched.model import JobSpec, Resources
+from raftsched.core import cron
+from raftsched.core.model import JobSpec, Resources
+from raftsched.core.workflow_types import Concurrency, Misfire, Schedule, Template
 from raftsched.rpc import convert
 from raftsched.v1 import workflows_pb2
-from raftsched.workflow_types import Concurrency, Misfire, Schedule, Template
 
 MISFIRE = {0: Misfire.SKIP, 1: Misfire.RUN_ONCE, 2: Misfire.RUN_ALL}
 CONCURRENCY = {0: Concurrency.ALLOW, 1: Concurrency.FORBID, 2: Concurrency.REPLACE}

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from raftsched.fsm import Code, Result
-from raftsched.proposer import NotLeader, OutcomeUnknown
+from raftsched.core.state import Code, Result
+from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 
 if TYPE_CHECKING:
-    from raftsched.node import NodeRuntime
+    from raftsched.node.runtime import NodeRuntime
 
 T = TypeVar("T")
 

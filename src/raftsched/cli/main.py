@@ -1,0 +1,331 @@
+"""The `raftsched` command line: run nodes, and talk to any node of a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from raftsched import config as configmod
+from raftsched.cli import dag, dlq, observe, workflows
+from raftsched.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_JOB_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_TOO_OLD,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    STATES,
+    add_policy_flags,
+    add_spec_flags,
+    spec_from_args,
+)
+from raftsched.cli.format import (
+    TERMINAL,
+    dump_json,
+    job_dict,
+    print_jobs,
+    progress,
+    render_status,
+    table,
+)
+from raftsched.client.client import Client
+from raftsched.v1 import jobs_pb2
+
+# ---- commands ---------------------------------------------------------------------
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from raftsched import logs
+    from raftsched.node.runtime import serve
+
+    cfg = configmod.load(args.config)
+    cfg.node(args.id)  # fail early on an unknown id
+    logs.configure(args.log_format or cfg.log_format, args.log_level or cfg.log_level,
+                   node=args.id)
+    asyncio.run(serve(cfg, args.id))
+    return EXIT_OK
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    from raftsched.dev.launcher import LocalCluster
+
+    cfg = configmod.load(args.config)
+    cluster = LocalCluster(cfg)
+    print(f"starting {len(cfg.nodes)} nodes from {cfg.path} (Ctrl-C stops them)", file=sys.stderr)
+    cluster.start()
+    try:
+        return cluster.wait()
+    except KeyboardInterrupt:
+        print("\nstopping nodes...", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        cluster.stop()
+
+
+def cmd_submit(args: argparse.Namespace, client: Client) -> int:
+    spec = spec_from_args(args)
+    key = getattr(args, "idempotency_key", None)
+    if key and args.count != 1:
+        raise SystemExit("raftsched: --idempotency-key needs --count 1")
+    ids = ([client.submit(spec, idempotency_key=key)] if args.count == 1
+           else client.submit_batch([spec] * args.count))
+    if not args.wait:
+        if args.json:
+            dump_json({"job_ids": ids})
+        else:
+            for i in ids:
+                print(i)
+        return EXIT_OK
+    jobs = _wait(client, ids, quiet=args.json)
+    if args.json:
+        dump_json({"jobs": [job_dict(j) for j in jobs]})
+    else:
+        print_jobs(jobs)
+    ok = all(j.state == jobs_pb2.SUCCEEDED for j in jobs)
+    return EXIT_OK if ok else EXIT_JOB_FAILED
+
+
+def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
+    """Follow the jobs through a live watch (any node, resumes on another one if it goes away)."""
+    from raftsched.client.observe_client import JobWatcher
+
+    latest: dict[str, jobs_pb2.Job] = {}
+    left = set(ids)
+    tty = sys.stderr.isatty() and not quiet
+    started = time.monotonic()
+    last_draw = 0.0
+    w = JobWatcher(client.addresses, job_ids=ids, send_initial=True)
+    try:
+        for resp in w.responses():
+            for ev in resp.events:
+                latest[ev.job.id] = ev.job
+                if ev.job.state in TERMINAL:
+                    left.discard(ev.job.id)
+            if tty and (not left or time.monotonic() - last_draw > 0.1):
+                last_draw = time.monotonic()
+                sys.stderr.write("\r\x1b[K" + progress(ids, latest, time.monotonic() - started))
+                sys.stderr.flush()
+            if not left and w.synced:
+                break
+    finally:
+        w.cancel()
+    if tty:
+        sys.stderr.write("\n")
+    return [latest[i] for i in ids]
+
+
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    j = client.get(args.job_id)
+    if args.json:
+        dump_json(job_dict(j))
+    else:
+        print(render_status(j))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, client: Client) -> int:
+    states = [jobs_pb2.JobState.Value(s.upper()) for s in args.state or []]
+    if args.all:
+        jobs = list(client.list_all(states, args.on_node or ""))
+        total = len(jobs)
+    else:
+        resp = client.list_page(states, args.on_node or "", args.limit, args.page_token or "")
+        jobs, total = list(resp.jobs), resp.total
+        if resp.next_page_token and not args.json:
+            print(f"# {len(jobs)} of {total}; next page: --page-token {resp.next_page_token}",
+                  file=sys.stderr)
+    if args.json:
+        dump_json({"jobs": [job_dict(j) for j in jobs], "total": total})
+    else:
+        print_jobs(jobs)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
+    j = client.cancel(args.job_id)
+    if args.json:
+        dump_json(job_dict(j))
+    else:
+        print(f"{j.id} {jobs_pb2.JobState.Name(j.state)}")
+    return EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
+    nodes = client.nodes()
+    st = client.status(include_replicas=True)
+    reps = {r.node_id: r for r in st.replicas}
+    if args.json:
+        dump_json({
+            "leader": st.leader_id,
+            "nodes": [MessageToDict(n, preserving_proto_field_name=True) for n in nodes],
+            "replicas": [MessageToDict(r, preserving_proto_field_name=True) for r in st.replicas],
+        })
+        return EXIT_OK
+    rows = []
+    for n in nodes:
+        r = reps.get(n.id)
+        role = r.raft_state if r and r.reachable else "unreachable"
+        cpu = f"{n.allocated.cpu_millis}/{n.capacity.cpu_millis}m"
+        mem = f"{n.allocated.memory_mib}/{n.capacity.memory_mib}Mi"
+        rows.append([
+            n.id, "up" if n.alive else "down", role, str(n.running_jobs), cpu, mem,
+            str(r.applied_index) if r and r.reachable else "-",
+            r.state_digest[:12] if r and r.reachable else "-",
+            n.grpc_address,
+        ])
+    print(table(rows, ["NODE", "HEALTH", "RAFT", "JOBS", "CPU", "MEMORY", "APPLIED",
+                       "DIGEST", "ADDRESS"]))
+    return EXIT_OK
+
+
+def cmd_leader(args: argparse.Namespace, client: Client) -> int:
+    st = client.status()
+    if args.json:
+        dump_json({"leader_id": st.leader_id, "leader_address": st.leader_address, "term": st.term,
+               "commit_index": st.commit_index, "answered_by": st.node_id})
+    elif not st.leader_id:
+        print("no leader elected yet")
+        return EXIT_UNAVAILABLE
+    else:
+        print(f"{st.leader_id} {st.leader_address} term {st.term} commit index {st.commit_index}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from raftsched.dev.demo import run_demo
+
+    return run_demo(args.config, args.jobs)
+
+
+# ---- parser -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="raftsched",
+        description="raftsched: a Raft-replicated distributed job scheduler.\n\n"
+        "Client commands talk to any node: reads are answered from that node's replica,\n"
+        "writes are forwarded to the leader. By default the nodes of --config are tried\n"
+        "in turn; --node HOST:PORT picks one.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument("--config", default=os.environ.get("RAFTSCHED_CONFIG", "cluster.toml"),
+                   help="cluster config file (default: cluster.toml or $RAFTSCHED_CONFIG)")
+    p.add_argument("--node", action="append", metavar="HOST:PORT",
+                   help="gRPC address of a node to talk to (repeatable)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--timeout", dest="rpc_timeout", type=float, default=20.0,
+                   help="seconds to keep retrying a call (default 20)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sp = sub.add_parser("node", help="run one node of the cluster", formatter_class=fmt,
+                        description="Run one raftsched node (Raft replica, gRPC API, executor).\n"
+                        "Example: raftsched node --config cluster.toml --id n1")
+    sp.add_argument("--id", required=True, help="node id from the config")
+    sp.add_argument("--log-format", choices=["console", "json"], help="override config")
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.set_defaults(func=cmd_node, needs_client=False)
+
+    cp = sub.add_parser("cluster", help="manage a local cluster")
+    csub = cp.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
+    up = csub.add_parser("up", help="start every node of --config on this machine; Ctrl-C stops")
+    up.set_defaults(func=cmd_cluster_up, needs_client=False)
+
+    sp = sub.add_parser(
+        "submit", help="submit a job", formatter_class=fmt,
+        description="Submit a job. The command is an argv list, run without a shell:\n"
+        "  raftsched submit -- python3 -c 'print(42)'\n"
+        "With --shell the words are joined and run by /bin/sh -c:\n"
+        "  raftsched submit --shell -- 'echo hi | tr a-z A-Z'",
+        epilog=EXIT_CODES_HELP)
+    add_spec_flags(sp)
+    sp.add_argument("--count", type=int, default=1, help="submit N copies as one batch")
+    sp.add_argument("--wait", action="store_true", help="wait until the job(s) finish; exit 1 "
+                    "unless all succeeded")
+    add_policy_flags(sp)
+    sp.set_defaults(func=cmd_submit, needs_client=True)
+
+    sp = sub.add_parser("status", help="show one job", epilog=EXIT_CODES_HELP,
+                        formatter_class=fmt)
+    sp.add_argument("job_id")
+    sp.set_defaults(func=cmd_status, needs_client=True)
+
+    sp = sub.add_parser("list", help="list jobs", epilog=EXIT_CODES_HELP, formatter_class=fmt,
+                        description="List jobs in submission order, one page at a time.")
+    sp.add_argument("--state", action="append", type=str.upper, choices=STATES,
+                    help="only jobs in this state (repeatable)")
+    sp.add_argument("--on-node", metavar="NODE_ID", help="only jobs on this node")
+    sp.add_argument("--limit", type=int, default=50, help="page size (default 50, max 1000)")
+    sp.add_argument("--page-token", help="continue from a previous page")
+    sp.add_argument("--all", action="store_true", help="fetch every page")
+    sp.set_defaults(func=cmd_list, needs_client=True)
+
+    sp = sub.add_parser("cancel", help="cancel a job (a running one is killed: SIGTERM, grace, SIGKILL)",
+                        epilog=EXIT_CODES_HELP, formatter_class=fmt)
+    sp.add_argument("job_id")
+    sp.set_defaults(func=cmd_cancel, needs_client=True)
+
+    sp = sub.add_parser("nodes", help="nodes: health, Raft role, load, applied index, digest")
+    sp.set_defaults(func=cmd_nodes, needs_client=True)
+
+    sp = sub.add_parser("leader", help="show the current Raft leader")
+    sp.set_defaults(func=cmd_leader, needs_client=True)
+
+    for module in (observe, workflows, dag, dlq):
+        module.register(sub, fmt)
+
+    # `--json` is accepted after the subcommand too (raftsched list --json)
+    for sp in set(sub.choices.values()):
+        if sp.get_default("needs_client"):
+            sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                            help="print machine-readable JSON")
+
+    sp = sub.add_parser("demo", help="start the local cluster, run a workload, stop")
+    sp.add_argument("--jobs", type=int, default=60, help="number of jobs (default 60)")
+    sp.set_defaults(func=cmd_demo, needs_client=False)
+    return p
+
+
+def _addresses(args: argparse.Namespace) -> list[str]:
+    if args.node:
+        return list(args.node)
+    cfg = configmod.load(args.config)
+    return [n.grpc for n in cfg.nodes]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if not args.needs_client:
+            return int(args.func(args) or 0)
+        with Client(_addresses(args), timeout=args.rpc_timeout) as client:
+            return int(args.func(args, client) or 0)
+    except configmod.ConfigError as e:
+        print(f"raftsched: config: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except grpc.RpcError as e:
+        code = e.code()
+        print(f"raftsched: {code.name}: {e.details()}", file=sys.stderr)
+        if code == grpc.StatusCode.NOT_FOUND:
+            return EXIT_NOT_FOUND
+        if code == grpc.StatusCode.OUT_OF_RANGE:
+            return EXIT_TOO_OLD
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.PERMISSION_DENIED):
+            return EXIT_REFUSED
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,270 @@
+"""Replicated commands. One frozen dataclass per command.
+
+Every command carries `rid` (request id: applied at most once) and `ts` (the
+leader's clock when it proposed the command): apply never reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raftsched.core import codec
+from raftsched.core.codec import command
+from raftsched.core.model import JobSpec, Node
+from raftsched.core.workflow_types import Schedule, Template
+
+
+@command(1)
+@dataclass(frozen=True, slots=True)
+class SubmitJobs:
+    rid: str
+    ts: float
+    jobs: tuple[tuple[str, JobSpec], ...]  # (job id made by the leader, spec)
+    # Idempotency keys, one per job ("" = none) or empty. A key seen within the
+    # retention window returns the existing job instead of a new one.
+    keys: tuple[str, ...] = ()
+    key_retention_s: float = 0.0  # 0: fsm default
+
+
+def _submit_to_wire(c: SubmitJobs) -> dict[str, Any]:
+    # A batch usually repeats a few specs: each distinct spec is encoded once.
+    index: dict[JobSpec, int] = {}
+    refs = []
+    for jid, spec in c.jobs:
+        i = index.get(spec)
+        if i is None:
+            i = index[spec] = len(index)
+        refs.append([jid, i])
+    w: dict[str, Any] = {"rid": c.rid, "ts": c.ts, "specs": [codec.to_wire(s) for s in index], "jobs": refs}
+    if c.keys:
+        w["keys"] = list(c.keys)
+    if c.key_retention_s:
+        w["key_retention_s"] = c.key_retention_s
+    return w
+
+
+def _submit_from_wire(w: dict[str, Any]) -> SubmitJobs:
+    if "specs" in w:
+        specs = [codec.from_wire(JobSpec, s) for s in w["specs"]]
+        jobs = tuple((jid, specs[i]) for jid, i in w["jobs"])
+    else:  # the first format: every spec inline
+        jobs = tuple((jid, codec.from_wire(JobSpec, s)) for jid, s in w["jobs"])
+    return SubmitJobs(w["rid"], float(w["ts"]), jobs,
+                      keys=tuple(w.get("keys", ())), key_retention_s=float(w.get("key_retention_s", 0.0)))
+
+
+codec.custom(SubmitJobs, _submit_to_wire, _submit_from_wire)
+
+
+@dataclass(frozen=True, slots=True)
+class AssignItem:
+    job_id: str
+    node_id: str
+    attempt: int  # the job's current attempt: compare-and-swap guard
+
+
+@command(2)
+@dataclass(frozen=True, slots=True)
+class Assign:
+    rid: str
+    ts: float
+    items: tuple[AssignItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartedItem:
+    job_id: str
+    attempt: int
+    token: int
+
+
+@command(3)
+@dataclass(frozen=True, slots=True)
+class JobsStarted:
+    rid: str
+    ts: float
+    items: tuple[StartedItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedItem:
+    job_id: str
+    attempt: int
+    token: int
+    exit_code: int | None  # None: the process never ran or was killed
+    timed_out: bool = False
+    error: str = ""  # could not start, or other failure reason
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    lost: bool = False  # killed because the node's lease expired: requeue, not a failure
+    # When this attempt failed and the job's retry policy allows another: the
+    # leader's not-before time (backoff with the leader's jitter). 0: fsm fallback.
+    retry_at: float = 0.0
+
+
+@command(4)
+@dataclass(frozen=True, slots=True)
+class JobsFinished:
+    rid: str
+    ts: float
+    items: tuple[FinishedItem, ...]
+
+
+@command(5)
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    rid: str
+    ts: float
+    job_id: str
+
+
+@command(6)
+@dataclass(frozen=True, slots=True)
+class NodeUp:
+    """Register a node or refresh its description; marks it alive."""
+
+    rid: str
+    ts: float
+    node: Node
+
+
+@command(7)
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    """The leader saw no heartbeat within the TTL: return the node's work to PENDING."""
+
+    rid: str
+    ts: float
+    node_id: str
+    reason: str
+
+
+@command(8)
+@dataclass(frozen=True, slots=True)
+class GcJobs:
+    """Forget terminal jobs that finished before `cutoff` (leader time - retention)."""
+
+    rid: str
+    ts: float
+    cutoff: float
+
+
+
+@command(20)
+@dataclass(frozen=True, slots=True)
+class RetryDead:
+    """`dlq retry`: a DEAD job goes back to PENDING with a fresh retry budget."""
+
+    rid: str
+    ts: float
+    job_id: str
+
+
+@command(21)
+@dataclass(frozen=True, slots=True)
+class PurgeDead:
+    """`dlq purge`: delete DEAD jobs (the given ones, or all when empty)."""
+
+    rid: str
+    ts: float
+    job_ids: tuple[str, ...] = ()
+
+
+# ---- templates, schedules, workflows (tags 40-59) ----------------------------------------
+
+
+@command(40)
+@dataclass(frozen=True, slots=True)
+class PutTemplate:
+    rid: str
+    ts: float
+    template: Template
+    mode: str = "create"  # create (must not exist) | update (must exist)
+
+
+@command(41)
+@dataclass(frozen=True, slots=True)
+class DeleteTemplate:
+    rid: str
+    ts: float
+    name: str
+
+
+@command(42)
+@dataclass(frozen=True, slots=True)
+class AddSchedule:
+    rid: str
+    ts: float
+    schedule: Schedule
+
+
+@command(43)
+@dataclass(frozen=True, slots=True)
+class SetSchedulePaused:
+    rid: str
+    ts: float
+    schedule_id: str
+    paused: bool
+
+
+@command(44)
+@dataclass(frozen=True, slots=True)
+class DeleteSchedule:
+    rid: str
+    ts: float
+    schedule_id: str
+
+
+@command(45)
+@dataclass(frozen=True, slots=True)
+class FireSchedule:
+    """Fire `fire` (sorted instants) and mark every instant <= `through` as done."""
+
+    rid: str
+    ts: float
+    schedule_id: str
+    fire: tuple[float, ...]
+    through: float
+    skipped: int = 0  # due instants the misfire policy dropped
+
+
+@command(46)
+@dataclass(frozen=True, slots=True)
+class RunScheduleNow:
+    rid: str
+    ts: float
+    schedule_id: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowJob:
+    job_id: str
+    spec: JobSpec
+    depends_on: tuple[str, ...] = ()  # job ids of this workflow
+
+
+@command(47)
+@dataclass(frozen=True, slots=True)
+class SubmitWorkflow:
+    rid: str
+    ts: float
+    workflow_id: str
+    name: str
+    jobs: tuple[WorkflowJob, ...]
+
+
+@command(48)
+@dataclass(frozen=True, slots=True)
+class CancelWorkflow:
+    rid: str
+    ts: float
+    workflow_id: str
+
+
+Command = (
+    SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
+    | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
+    | RunScheduleNow | SubmitWorkflow | CancelWorkflow
+)

@@ -1,0 +1,409 @@
+"""Job lifecycle handlers of the replicated state machine. Pure and deterministic.
+
+Submit (with idempotency keys), Assign (compare-and-swap: pending, attempt,
+node alive, fits, constraints, not-before time, sequence head), attempt
+reports (retry with backoff, DEAD after the budget, TIMED_OUT), cancel (of a
+running job: CANCELLING until the worker reports the process gone), node
+down (work returns to PENDING without using the retry budget) and the
+dead-letter queue (retry with a fresh budget, purge).
+
+`HANDLERS` at the bottom is merged into the dispatch table by `apply`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from raftsched.core import constraints as cons
+from raftsched.core import retry
+from raftsched.core.commands import (
+    Assign,
+    CancelJob,
+    FinishedItem,
+    JobsFinished,
+    JobsStarted,
+    NodeDown,
+    NodeUp,
+    PurgeDead,
+    RetryDead,
+    SubmitJobs,
+)
+from raftsched.core.fit import fits
+from raftsched.core.model import (
+    ATTEMPTS_LIMIT,
+    TERMINAL_STATES,
+    AttemptRecord,
+    Job,
+    JobState,
+    Transition,
+    transition_error,
+)
+from raftsched.core.runqueue import sequence_blocker
+from raftsched.core.state import (
+    OUTPUT_TAIL_LIMIT,
+    ClusterState,
+    Code,
+    Handler,
+    Result,
+    check_report,
+    ok,
+)
+
+IDEM_RETENTION_DEFAULT = 24 * 3600.0
+IDEM_CAPACITY = 200_000
+
+
+# ---- helpers (pure queries, also used by the leader) ---------------------------------
+
+
+def _with_attempt(job: Job, rec: AttemptRecord) -> tuple[AttemptRecord, ...]:
+    recs = job.attempts + (rec,)
+    if len(recs) > ATTEMPTS_LIMIT:
+        recs = recs[:1] + recs[-(ATTEMPTS_LIMIT - 1):]
+    return recs
+
+
+def _record(job: Job, ts: float, outcome: str, exit_code: int | None, reason: str) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=job.attempt,
+        node_id=job.node_id,
+        token=job.fencing_token,
+        assigned_at=job.assigned_at,
+        finished_at=ts,
+        outcome=outcome,
+        started_at=job.started_at,
+        exit_code=exit_code,
+        reason=reason,
+    )
+
+
+def attempt_outcome(item: FinishedItem, timeout_s: float = 0.0) -> tuple[JobState, str]:
+    """How an attempt ended: SUCCEEDED, FAILED or TIMED_OUT, with a reason."""
+    if item.error:
+        return JobState.FAILED, item.error
+    if item.timed_out:
+        return JobState.TIMED_OUT, f"timed out after {timeout_s:g}s" if timeout_s else "timed out"
+    if item.exit_code == 0:
+        return JobState.SUCCEEDED, ""
+    if item.exit_code is None:
+        return JobState.FAILED, "no exit code"
+    if item.exit_code < 0:
+        return JobState.FAILED, f"killed by signal {-item.exit_code}"
+    return JobState.FAILED, f"exit code {item.exit_code}"
+
+
+# ---- submit with idempotency keys ------------------------------------------------------
+
+
+def _prune_keys(state: ClusterState, now: float, retention: float) -> None:
+    cutoff = now - retention
+    while state.idem:
+        k, (_jid, ts) = next(iter(state.idem.items()))
+        if ts >= cutoff and len(state.idem) <= IDEM_CAPACITY:
+            break
+        del state.idem[k]
+
+
+def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
+    ids = [jid for jid, _ in cmd.jobs]
+    if not ids:
+        return Result(Code.INVALID, None, "no jobs in submission")
+    if len(set(ids)) != len(ids):
+        return Result(Code.INVALID, None, "duplicate job id in submission")
+    keys = cmd.keys or ("",) * len(ids)
+    if len(keys) != len(ids):
+        return Result(Code.INVALID, None,
+                      f"{len(cmd.keys)} idempotency keys for {len(ids)} jobs; give one per job")
+    given = [k for k in keys if k]
+    if len(set(given)) != len(given):
+        return Result(Code.INVALID, None, "the same idempotency key is used twice in one submission")
+    _prune_keys(state, cmd.ts, cmd.key_retention_s or IDEM_RETENTION_DEFAULT)
+    existing: dict[int, str] = {}
+    for i, ((jid, spec), key) in enumerate(zip(cmd.jobs, keys, strict=True)):
+        hit = state.idem.get(key) if key else None
+        old = state.jobs.get(hit[0]) if hit else None
+        if old is not None:
+            if old.spec != spec:
+                return Result(
+                    Code.INVALID, None,
+                    f"idempotency key {key!r} was used for job {old.id} with a different spec; "
+                    "use a new key for a different job",
+                )
+            existing[i] = old.id
+        elif jid in state.jobs:
+            return Result(Code.INVALID, None, f"job id {jid} already exists")
+    out: list[str] = []
+    first = (Transition(cmd.ts, JobState.PENDING),)  # frozen: shared by the whole batch
+    for i, ((jid, spec), key) in enumerate(zip(cmd.jobs, keys, strict=True)):
+        if i in existing:
+            out.append(existing[i])
+            continue
+        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts, history=first)
+        state.next_seq += 1
+        state.put(None, job, cmd.ts, history=False)
+        if key:
+            state.idem.pop(key, None)
+            state.idem[key] = (jid, cmd.ts)
+        out.append(jid)
+    return ok(tuple(out))
+
+
+# ---- assign -----------------------------------------------------------------------------
+
+
+def _apply_assign(state: ClusterState, cmd: Assign) -> Result:
+    """Compare-and-swap per item. Value: per item, the fencing token or a reason string."""
+    out: list[int | str] = []
+    for item in cmd.items:
+        job = state.jobs.get(item.job_id)
+        node = state.nodes.get(item.node_id)
+        if job is None:
+            out.append(f"job {item.job_id} not found")
+        elif job.state is not JobState.PENDING:
+            out.append(f"job {job.id} is {job.state.value}, not PENDING")
+        elif job.attempt != item.attempt:
+            out.append(f"job {job.id} is at attempt {job.attempt}, not {item.attempt}")
+        elif node is None:
+            out.append(f"node {item.node_id} is not registered")
+        elif not node.alive:
+            out.append(f"node {item.node_id} is down")
+        elif job.not_before > cmd.ts:
+            out.append(f"job {job.id} waits for its retry time {job.not_before:.3f}")
+        elif (unmet := cons.first_unmet(job.spec.constraints, dict(node.labels))) is not None:
+            out.append(f"node {node.id} does not satisfy constraint {unmet.describe()}")
+        elif (blocked := sequence_blocker(state, job)) is not None:
+            out.append(blocked)
+        elif not fits(node.capacity, state.allocated(node.id).as_resources(), job.spec.resources):
+            out.append(f"job {job.id} does not fit on node {node.id}")
+        else:
+            state.fencing += 1
+            state.put(
+                job,
+                replace(
+                    job,
+                    state=JobState.ASSIGNED,
+                    attempt=job.attempt + 1,
+                    node_id=node.id,
+                    fencing_token=state.fencing,
+                    assigned_at=cmd.ts,
+                    started_at=0.0,
+                    finished_at=0.0,
+                    exit_code=None,
+                    reason="",
+                    not_before=0.0,
+                    cancel_requested_at=0.0,
+                ),
+                cmd.ts,
+            )
+            out.append(state.fencing)
+    return ok(tuple(out))
+
+
+# ---- reports ---------------------------------------------------------------------------
+
+
+def _apply_started(state: ClusterState, cmd: JobsStarted) -> Result:
+    out: list[str] = []
+    for item in cmd.items:
+        job = check_report(state, item.job_id, item.attempt, item.token)
+        if isinstance(job, str):
+            out.append(job)
+        elif job.state is JobState.ASSIGNED:
+            state.put(job, replace(job, state=JobState.RUNNING, started_at=cmd.ts), cmd.ts)
+            out.append("")
+        else:
+            # RUNNING: a repeated report. CANCELLING: stays so until the process is gone.
+            if not job.started_at:
+                state.put(job, replace(job, started_at=cmd.ts))
+            out.append("")
+    return ok(tuple(out))
+
+
+def _finish(state: ClusterState, job: Job, item: FinishedItem, ts: float) -> str:
+    outcome, why = attempt_outcome(item, job.spec.timeout_s)
+    policy = job.spec.retry
+    failures = job.failures
+    not_before = 0.0
+    if job.state is JobState.CANCELLING:
+        if outcome is JobState.SUCCEEDED:
+            target, reason = JobState.SUCCEEDED, "finished before the cancel took effect"
+            rec_outcome = "SUCCEEDED"
+        else:
+            target = JobState.CANCELLED
+            reason = f"cancelled by user; attempt {job.attempt} stopped ({why})"
+            rec_outcome = "CANCELLED"
+    elif outcome is JobState.SUCCEEDED:
+        target, reason, rec_outcome = JobState.SUCCEEDED, "", "SUCCEEDED"
+    else:
+        rec_outcome = outcome.value
+        failures += 1
+        if retry.should_retry(policy, failures):
+            target = JobState.PENDING
+            not_before = item.retry_at or ts + retry.backoff_delay(policy, failures)
+            reason = (
+                f"attempt {job.attempt} {outcome.value}: {why}; failed attempt {failures} of "
+                f"{policy.max_attempts}, retry in {max(0.0, not_before - ts):.3f}s"
+            )
+        elif retry.has_policy(policy):
+            target = JobState.DEAD
+            reason = f"{failures} failed attempts (max_attempts {policy.max_attempts}); last: {why}"
+        else:
+            target, reason = outcome, why
+    err = transition_error(job.state, target)
+    if err:
+        return err
+    new = replace(
+        job,
+        state=target,
+        finished_at=0.0 if target is JobState.PENDING else ts,
+        started_at=job.started_at or ts,
+        exit_code=item.exit_code,
+        reason=reason,
+        stdout_tail=item.stdout_tail[-OUTPUT_TAIL_LIMIT:],
+        stderr_tail=item.stderr_tail[-OUTPUT_TAIL_LIMIT:],
+        failures=failures,
+        not_before=not_before,
+        attempts=_with_attempt(job, _record(job, ts, rec_outcome, item.exit_code, why)),
+    )
+    state.put(job, new, ts)
+    return ""
+
+
+def _apply_finished(state: ClusterState, cmd: JobsFinished) -> Result:
+    out: list[str] = []
+    for item in cmd.items:
+        job = check_report(state, item.job_id, item.attempt, item.token)
+        if isinstance(job, str):
+            out.append(job)
+        elif item.lost:  # killed by the node's watchdog when its lease ran out
+            lose_attempt(state, job, cmd.ts, f"attempt {job.attempt} lost on node {job.node_id}: {item.error}")
+            out.append("")
+        else:
+            out.append(_finish(state, job, item, cmd.ts))
+    return ok(tuple(out))
+
+
+# ---- cancel ----------------------------------------------------------------------------
+
+
+def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
+    job = state.jobs.get(cmd.job_id)
+    if job is None:
+        return Result(Code.NOT_FOUND, None, f"job {cmd.job_id} not found")
+    if job.state in TERMINAL_STATES:
+        return Result(Code.PRECONDITION, None,
+                      f"job {job.id} already finished as {job.state.value}; nothing to cancel")
+    if job.state is JobState.CANCELLING:
+        return ok(job.id)
+    if job.state is JobState.PENDING:
+        new = replace(job, state=JobState.CANCELLED, finished_at=cmd.ts, reason="cancelled by user",
+                      not_before=0.0)
+    else:
+        # Capacity stays held until the worker reports the process gone.
+        new = replace(
+            job,
+            state=JobState.CANCELLING,
+            cancel_requested_at=cmd.ts,
+            reason=f"cancel requested; stopping attempt {job.attempt} on node {job.node_id}",
+        )
+    state.put(job, new, cmd.ts)
+    return ok(job.id)
+
+
+# ---- node down ---------------------------------------------------------------------------
+
+
+def lose_attempt(state: ClusterState, job: Job, ts: float, why: str) -> bool:
+    """An active attempt is gone through no fault of the job (node down, node restarted,
+    lease expired). Back to PENDING without using the retry budget (the next Assign
+    makes a new attempt with a new token); a job being cancelled ends CANCELLED.
+    True if the job was returned to PENDING."""
+    if job.state is JobState.CANCELLING:
+        new = replace(job, state=JobState.CANCELLED, finished_at=ts,
+                      reason=f"cancelled by user; {why}",
+                      attempts=_with_attempt(job, _record(job, ts, "CANCELLED", None, why)))
+        state.put(job, new, ts)
+        return False
+    new = replace(job, state=JobState.PENDING, reason=why,
+                  attempts=_with_attempt(job, _record(job, ts, "LOST", None, why)))
+    state.put(job, new, ts)
+    return True
+
+
+def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
+    node = state.nodes.get(cmd.node_id)
+    if node is None:
+        return Result(Code.NOT_FOUND, None, f"node {cmd.node_id} is not registered")
+    state.nodes[node.id] = replace(node, alive=False, since=cmd.ts, generation=node.generation + 1)
+    returned: list[str] = []
+    for job in state.active_on(node.id):
+        if lose_attempt(state, job, cmd.ts, f"node {node.id} down: {cmd.reason}"):
+            returned.append(job.id)
+    return ok(tuple(returned))
+
+
+def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
+    old = state.nodes.get(cmd.node.id)
+    rejoined = old is None or not old.alive or old.incarnation != cmd.node.incarnation
+    since = cmd.ts if rejoined or old is None else old.since
+    generation = (old.generation if old else 0) + (1 if rejoined else 0)
+    state.nodes[cmd.node.id] = replace(cmd.node, alive=True, since=since, generation=generation)
+    state._usage(cmd.node.id)
+    returned: list[str] = []
+    if old is not None and old.incarnation != cmd.node.incarnation:
+        # A new process: whatever the old one ran died with it (its watchdog saw to that).
+        for job in state.active_on(old.id):
+            if lose_attempt(state, job, cmd.ts, f"node {old.id} restarted"):
+                returned.append(job.id)
+    return ok(tuple(returned))
+
+
+# ---- dead-letter queue ---------------------------------------------------------------------
+
+
+def _apply_retry_dead(state: ClusterState, cmd: RetryDead) -> Result:
+    job = state.jobs.get(cmd.job_id)
+    if job is None:
+        return Result(Code.NOT_FOUND, None, f"job {cmd.job_id} not found")
+    if job.state is not JobState.DEAD:
+        return Result(
+            Code.PRECONDITION, None,
+            f"job {job.id} is {job.state.value}, not DEAD; only dead-lettered jobs can be retried "
+            "(submit it again instead)",
+        )
+    new = replace(job, state=JobState.PENDING, failures=0, not_before=0.0, finished_at=0.0,
+                  reason=f"retried from the dead-letter queue after {job.failures} failed attempts")
+    state.put(job, new, cmd.ts)
+    return ok(job.id)
+
+
+def _apply_purge_dead(state: ClusterState, cmd: PurgeDead) -> Result:
+    if cmd.job_ids:
+        targets = []
+        for jid in cmd.job_ids:
+            job = state.jobs.get(jid)
+            if job is None:
+                return Result(Code.NOT_FOUND, None, f"job {jid} not found")
+            if job.state is not JobState.DEAD:
+                return Result(Code.PRECONDITION, None,
+                              f"job {jid} is {job.state.value}, not DEAD; only dead letters are purged")
+            targets.append(job)
+    else:
+        targets = [j for j in state.jobs.values() if j.state is JobState.DEAD]
+    targets.sort(key=lambda j: j.seq)
+    for job in targets:
+        state.delete(job)
+    return ok(tuple(j.id for j in targets))
+
+
+HANDLERS: dict[type, Handler] = {
+    SubmitJobs: _apply_submit,
+    Assign: _apply_assign,
+    JobsStarted: _apply_started,
+    JobsFinished: _apply_finished,
+    CancelJob: _apply_cancel,
+    NodeDown: _apply_node_down,
+    NodeUp: _apply_node_up,
+    RetryDead: _apply_retry_dead,
+    PurgeDead: _apply_purge_dead,
+}

@@ -1,0 +1,110 @@
+"""Validation of user-supplied job specs. Pure: returns messages, never raises.
+
+A message names the field and says what would be accepted, so that a user who
+reads it can fix the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from raftsched.core import constraints as cons
+from raftsched.core import retry
+from raftsched.core.fit import could_ever_fit
+from raftsched.core.model import JobSpec, Resources
+
+MAX_ARGS = 4096
+MAX_SPEC_BYTES = 256 * 1024
+MAX_PRIORITY = 1000
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_BATCH = 10_000
+
+
+def validate_spec(spec: JobSpec, max_capacity: Resources | None = None) -> str | None:
+    """None if the spec is acceptable, else what is wrong with it."""
+    if spec.use_shell:
+        if spec.command:
+            return "give either command (argv) or shell with use_shell, not both"
+        if not spec.shell.strip():
+            return "shell is empty: use_shell=true needs a shell command string"
+        if "\0" in spec.shell:
+            return "shell contains a NUL byte"
+    else:
+        if spec.shell:
+            return "shell is set but use_shell is false: set use_shell=true or pass an argv list"
+        if not spec.command:
+            return "command is empty: give the program and its arguments as an argv list"
+        if not spec.command[0]:
+            return "command[0] (the program) is empty"
+        if len(spec.command) > MAX_ARGS:
+            return f"command has {len(spec.command)} arguments; at most {MAX_ARGS}"
+        for i, arg in enumerate(spec.command):
+            if "\0" in arg:
+                return f"command[{i}] contains a NUL byte"
+    size = sum(len(a) for a in spec.command) + len(spec.shell)
+    size += sum(len(k) + len(v) for k, v in spec.env)
+    if size > MAX_SPEC_BYTES:
+        return f"job spec is {size} bytes; at most {MAX_SPEC_BYTES}"
+    for k, v in spec.env:
+        if not k or "=" in k or "\0" in k:
+            return f"env name {k!r} is invalid: it must be non-empty, without '=' or NUL"
+        if "\0" in v:
+            return f"env {k} contains a NUL byte"
+        if k.startswith("RAFTSCHED_"):
+            return f"env {k}: the RAFTSCHED_ prefix is reserved for the scheduler"
+    if "\0" in spec.working_dir:
+        return "working_dir contains a NUL byte"
+    if spec.working_dir and not spec.working_dir.startswith("/"):
+        return f"working_dir {spec.working_dir!r} must be an absolute path"
+    r = spec.resources
+    if r.cpu_millis < 0:
+        return f"resources.cpu_millis is {r.cpu_millis}; it must be >= 0 (millicores)"
+    if r.memory_mib < 0:
+        return f"resources.memory_mib is {r.memory_mib}; it must be >= 0 (MiB)"
+    if r.cpu_millis == 0 and r.memory_mib == 0:
+        return "resources are all zero after defaults; request some CPU or memory"
+    if max_capacity is not None and not could_ever_fit(max_capacity, r):
+        return (
+            f"resources cpu_millis={r.cpu_millis} memory_mib={r.memory_mib} exceed every "
+            f"node of the cluster (largest: cpu_millis={max_capacity.cpu_millis} "
+            f"memory_mib={max_capacity.memory_mib}); this job could never run"
+        )
+    if not -MAX_PRIORITY <= spec.priority <= MAX_PRIORITY:
+        return f"priority is {spec.priority}; it must be between {-MAX_PRIORITY} and {MAX_PRIORITY}"
+    if not 0 <= spec.timeout_s <= MAX_TIMEOUT_S or spec.timeout_s != spec.timeout_s:
+        return f"timeout_seconds is {spec.timeout_s}; it must be between 0 (none) and {MAX_TIMEOUT_S:.0f}"
+    if len(spec.name) > 256:
+        return "name is longer than 256 characters"
+    err = retry.validate_policy(spec.retry) or cons.validate(spec.constraints)
+    if err:
+        return err
+    if len(spec.sequence_key) > 256 or "\0" in spec.sequence_key:
+        return "sequence_key must be at most 256 characters without NUL"
+    return None
+
+
+def check_placeable(
+    spec: JobSpec, nodes: Iterable[tuple[str, dict[str, str], Resources]]
+) -> str | None:
+    """None if some node of the cluster (id, labels, capacity) could ever run the job.
+
+    Otherwise a message naming the constraint (or the resources) that no node meets.
+    """
+    nodes = list(nodes)
+    matching = [n for n in nodes if cons.first_unmet(spec.constraints, n[1]) is None]
+    if not matching:
+        unmet = []
+        for c in spec.constraints:
+            if not any(cons.holds(c, labels) for _, labels, _ in nodes):
+                unmet.append(c.describe())
+        what = f"constraint {unmet[0]}" if unmet else "constraints " + ", ".join(
+            c.describe() for c in spec.constraints) + " together"
+        seen = "; ".join(f"{nid}: {dict(labels) or '{}'}" for nid, labels, _ in nodes)
+        return (f"constraints: no node of the cluster satisfies {what} (node labels: {seen}); "
+                "this job could never run")
+    r = spec.resources
+    if not any(could_ever_fit(cap, r) for _, _, cap in matching):
+        ids = ", ".join(n[0] for n in matching)
+        return (f"resources cpu_millis={r.cpu_millis} memory_mib={r.memory_mib} exceed every node "
+                f"satisfying the constraints ({ids}); this job could never run")
+    return None

@@ -1,0 +1,131 @@
+"""The worker side of a node: reports to the leader and heartbeats.
+
+Reports (attempt started / finished) are queued and sent in batches, one RPC
+in flight; a failed send is retried against whoever is leader then, until the
+leader has committed them. Heartbeats carry the attempts this node runs; the
+answer lists attempts the node no longer owns, which are killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+import structlog
+
+from raftsched.node.executor import Report, ReportKind
+from raftsched.rpc import convert
+from raftsched.v1 import node_pb2, node_pb2_grpc
+
+if TYPE_CHECKING:
+    from raftsched.node.runtime import NodeRuntime
+
+log = structlog.get_logger("raftsched.node.worker")
+
+MAX_REPORTS_PER_CALL = 5000
+
+
+def report_to_pb(r: Report) -> node_pb2.JobReport:
+    return node_pb2.JobReport(
+        job_id=r.job_id,
+        attempt=r.attempt,
+        fencing_token=r.token,
+        kind=node_pb2.STARTED if r.kind is ReportKind.STARTED else node_pb2.FINISHED,
+        at=r.at,
+        exit_code=r.exit_code if r.exit_code is not None else 0,
+        has_exit_code=r.exit_code is not None,
+        timed_out=r.timed_out,
+        error=r.error,
+        stdout_tail=r.stdout_tail,
+        stderr_tail=r.stderr_tail,
+        lost=r.lost,
+    )
+
+
+class Reporter:
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        self.queue: list[Report] = []
+        self.wake = asyncio.Event()
+        self.sent = 0
+
+    def push(self, r: Report) -> None:
+        self.queue.append(r)
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                batch = self.queue[:MAX_REPORTS_PER_CALL]
+                stub = self.rt.leader_agent_stub()
+                if stub is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                req = node_pb2.ReportJobsRequest(
+                    node_id=self.rt.me.id, reports=[report_to_pb(r) for r in batch]
+                )
+                try:
+                    await stub.ReportJobs(req, timeout=5.0)
+                except grpc.aio.AioRpcError as e:
+                    log.debug("report not delivered; retrying", code=str(e.code()),
+                              details=e.details(), n=len(batch))
+                    await asyncio.sleep(0.05)
+                    continue
+                del self.queue[: len(batch)]
+                self.sent += len(batch)
+
+
+class Heartbeater:
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        self.failures = 0
+        self._lapsed = False
+
+    async def run(self) -> None:
+        me = self.rt.me
+        interval = self.rt.cfg.heartbeat_interval
+        while True:
+            stub = self.rt.leader_agent_stub()
+            if stub is not None:
+                running = self.rt.executor.running_attempts()
+                in_use = self.rt.executor.in_use()
+                req = node_pb2.HeartbeatRequest(
+                    node_id=me.id,
+                    incarnation=self.rt.incarnation,
+                    running_jobs=len(running),
+                    cpu_millis_in_use=in_use.cpu_millis,
+                    memory_mib_in_use=in_use.memory_mib,
+                    grpc_address=me.grpc,
+                    raft_address=me.raft,
+                    capacity=convert.resources_to_pb(me.capacity),
+                    labels=me.labels,
+                    running=[
+                        node_pb2.RunningAttempt(job_id=j, attempt=a, fencing_token=t)
+                        for j, a, t in running
+                    ],
+                )
+                sent = time.monotonic()
+                try:
+                    resp = await stub.Heartbeat(req, timeout=max(interval * 2, 0.5))
+                    self.failures = 0
+                    self.rt.lease.renew(sent, resp.lease_seconds, resp.generation)
+                    for r in resp.revoke:
+                        if self.rt.executor.kill(r.job_id, r.attempt, "revoked by leader"):
+                            log.warning("attempt revoked", job=r.job_id, attempt=r.attempt)
+                except grpc.aio.AioRpcError as e:
+                    self.failures += 1
+                    log.debug("heartbeat failed", code=str(e.code()), details=e.details())
+            lapsed = not self.rt.lease.valid()
+            if lapsed and not self._lapsed and self.rt.executor.running:
+                log.warning("lease lapsed; the watchdog kills this node's jobs",
+                            running=len(self.rt.executor.running), failures=self.failures)
+            self._lapsed = lapsed
+            await asyncio.sleep(interval)
+
+
+def node_agent_stub(channel: grpc.aio.Channel) -> node_pb2_grpc.NodeAgentStub:
+    return node_pb2_grpc.NodeAgentStub(channel)

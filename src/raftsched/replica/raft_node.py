@@ -1,0 +1,128 @@
+"""The job state machine inside pysyncobj.
+
+Exactly one `@replicated` entry point, `apply_entry`, which decodes a group of
+commands and hands each to `core.apply.apply`. pysyncobj numbers replicated methods by
+sorted name, so adding another would shift ids and break old journals: new
+behaviour gets a new command tag in `codec`, never a new replicated method.
+
+Snapshots: `_serialize` returns a small object whose pickling (which pysyncobj
+does in a forked child when `fullDumpFile` is set) calls `ClusterState.to_dict`,
+so the tick thread never stalls on a large state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pysyncobj import SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.syncobj import _RAFT_STATE
+
+from raftsched.config import ClusterConfig, NodeConfig
+from raftsched.core import codec
+from raftsched.core.apply import apply
+from raftsched.core.commands import Command
+from raftsched.core.model import Job
+from raftsched.core.state import ClusterState, Result
+from raftsched.replica.raftsafe import SafeSyncObj
+
+log = structlog.get_logger("raftsched.raft")
+
+# (commands, their results, job versions written, Raft index) on the tick thread
+AppliedHook = Callable[[list[Command], list[Result], list[Job], int], None]
+
+
+class _SnapshotView:
+    """Pickles as the state's plain versioned dict (evaluated in the forked child)."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self._state = state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self._state.to_dict(),))
+
+
+class JobStateMachine(SyncObjConsumer):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = ClusterState()
+        # Held while applying; readers take it to see a consistent state.
+        self.lock = threading.RLock()
+        self.hooks: list[AppliedHook] = []
+
+    @replicated  # type: ignore[misc]
+    def apply_entry(self, blob: bytes) -> list[Result]:
+        try:
+            cmds = codec.decode_entry(blob)
+        except Exception as e:  # same bytes on every replica: all skip alike
+            log.error("undecodable log entry skipped", error=str(e))
+            return []
+        with self.lock:
+            index = self._syncObj.raftLastApplied + 1
+            self.state.changes = []
+            results = [apply(self.state, c) for c in cmds]
+            self.state.applied_index = index
+            changes, self.state.changes = self.state.changes, []
+        for hook in self.hooks:
+            try:
+                hook(cmds, results, changes, index)
+            except Exception:
+                log.exception("applied hook failed")
+        return results
+
+    def _serialize(self) -> _SnapshotView:
+        return _SnapshotView(self.state)
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        state = ClusterState.from_dict(data)
+        with self.lock:
+            self.state = state
+        log.info("state restored from snapshot", applied_index=state.applied_index)
+
+
+def make_conf(cfg: ClusterConfig, data_dir: Path) -> SyncObjConf:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SyncObjConf(
+        password=cfg.secret,
+        journalFile=str(data_dir / "raft.journal"),
+        fullDumpFile=str(data_dir / "raft.snapshot"),
+        appendEntriesUseBatch=cfg.append_entries_batch,
+        raftMinTimeout=cfg.election_timeout_min,
+        raftMaxTimeout=cfg.election_timeout_max,
+        appendEntriesPeriod=min(0.1, cfg.election_timeout_min / 4),
+        # Followers never talk to each other; a short connection timeout makes
+        # the first vote request after a leader death get dropped.
+        connectionTimeout=60.0,
+        connectionRetryTime=0.5,
+        leaderFallbackTimeout=max(2.0, cfg.election_timeout_max * 4),
+        logCompactionMinEntries=cfg.log_compaction_entries,
+        logCompactionMinTime=600,
+        commandsQueueSize=1_000_000,
+        bindRetryTime=0.5,
+        maxBindRetries=20,
+        dynamicMembershipChange=False,
+    )
+
+
+def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any:
+    conf = make_conf(cfg, cfg.node_data_dir(me.id))
+    others = [n.raft for n in cfg.nodes if n.id != me.id]
+    so = SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync)
+    try:
+        so.waitBinded()
+    except Exception as e:
+        so.destroy()
+        raise RuntimeError(f"cannot bind the Raft address {me.raft} (in use?)") from e
+    return so
+
+
+def raft_role(syncobj: Any) -> str:
+    st = syncobj.getStatus()["state"]
+    return {
+        _RAFT_STATE.LEADER: "leader",
+        _RAFT_STATE.CANDIDATE: "candidate",
+        _RAFT_STATE.FOLLOWER: "follower",
+    }.get(st, "unknown")
