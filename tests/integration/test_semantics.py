@@ -378,3 +378,22 @@ def test_cli_submit_flags_reach_the_spec(cluster3: TestCluster) -> None:
     assert j.spec.retry.multiplier == pytest.approx(1.5) and j.spec.sequence_key == "cli-seq"
     bad = cli(cluster3, "submit", "--max-attempts", "2", "--retry-multiplier", "0.5", "--", "true")
     assert bad.returncode == 4 and "retry.multiplier" in bad.stderr
+
+
+def test_dlq_retry_and_purge_through_a_follower_read_their_writes(cluster3: TestCluster) -> None:
+    """A forwarded RetryDeadJob / PurgeDeadJobs returns only once the follower that
+    forwarded it has applied the write: the next read there sees it (read-your-writes)."""
+    follower = cluster3.followers()[0]
+    client = cluster3.client(follower)  # every call (writes and reads) goes to this follower
+    for _ in range(5):
+        jids = client.submit_batch([sh("exit 3", retry=retry(1, 0.1)) for _ in range(2)])
+        for j in cluster3.wait_terminal(jids, timeout=30).values():
+            assert j.state == jobs_pb2.DEAD, j.reason
+        cluster3.wait_until(lambda ids=jids: all(state_of(client, j) == jobs_pb2.DEAD for j in ids),
+                            10, "DEAD on the follower")
+        retried = client.retry_dead(jids[0])
+        assert retried.state != jobs_pb2.DEAD and retried.failures == 0
+        seen = client.get(jids[0])
+        assert seen.state != jobs_pb2.DEAD and seen.failures == 0, jobs_pb2.JobState.Name(seen.state)
+        assert client.purge_dead([jids[1]]) == [jids[1]]
+        assert state_of(client, jids[1]) is None

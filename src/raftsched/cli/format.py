@@ -71,8 +71,8 @@ def progress(ids: list[str], latest: dict[str, jobs_pb2.Job], elapsed: float, wi
         counts[name] = counts.get(name, 0) + 1
     done = sum(n for s, n in counts.items() if jobs_pb2.JobState.Value(s) in TERMINAL)
     filled = round(width * done / len(ids)) if ids else width
-    color = "31" if counts.get("FAILED") else "32"
-    bar = "[" + color("#" * filled, color, sys.stderr) + "." * (width - filled) + "]"
+    code = "31" if counts.get("FAILED") else "32"
+    bar = "[" + color("#" * filled, code, sys.stderr) + "." * (width - filled) + "]"
     parts = [f"{s.lower()} {counts[s]}" for s in ("SUCCEEDED", "FAILED", "CANCELLED", "RUNNING",
                                                    "ASSIGNED", "PENDING") if counts.get(s)]
     return f"{bar} {done}/{len(ids)} done  " + "  ".join(parts) + f"  {elapsed:.1f}s"

@@ -7,14 +7,15 @@ remembered (bounded table): a command whose id was already applied returns the
 first result and changes nothing (Raft thesis §6.3, client sessions).
 
 One explicit dispatch table, `HANDLERS`, merged from the job lifecycle handlers
-(`jobs.py`) and the templates/schedules/workflows handlers (`workflows.py`).
+(`jobs.py`), the dead-letter queue (`dlq.py`) and the templates/schedules/workflows
+handlers (`workflows.py`).
 """
 
 from __future__ import annotations
 
 import json
 
-from raftsched.core import jobs, workflows
+from raftsched.core import dlq, jobs, workflows
 from raftsched.core.commands import Command, GcJobs
 from raftsched.core.state import (
     ClusterState,
@@ -48,7 +49,7 @@ def _merge(*tables: dict[type, Handler]) -> dict[type, Handler]:
     return out
 
 
-HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, workflows.HANDLERS)
+HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, dlq.HANDLERS, workflows.HANDLERS)
 
 
 def apply(state: ClusterState, cmd: Command) -> Result:

@@ -4,8 +4,8 @@ Submit (with idempotency keys), Assign (compare-and-swap: pending, attempt,
 node alive, fits, constraints, not-before time, sequence head), attempt
 reports (retry with backoff, DEAD after the budget, TIMED_OUT), cancel (of a
 running job: CANCELLING until the worker reports the process gone), node
-down (work returns to PENDING without using the retry budget) and the
-dead-letter queue (retry with a fresh budget, purge).
+down (work returns to PENDING without using the retry budget). The dead-letter
+queue's handlers are in `dlq`.
 
 `HANDLERS` at the bottom is merged into the dispatch table by `apply`.
 """
@@ -24,8 +24,6 @@ from raftsched.core.commands import (
     JobsStarted,
     NodeDown,
     NodeUp,
-    PurgeDead,
-    RetryDead,
     SubmitJobs,
 )
 from raftsched.core.fit import fits
@@ -358,44 +356,6 @@ def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
     return ok(tuple(returned))
 
 
-# ---- dead-letter queue ---------------------------------------------------------------------
-
-
-def _apply_retry_dead(state: ClusterState, cmd: RetryDead) -> Result:
-    job = state.jobs.get(cmd.job_id)
-    if job is None:
-        return Result(Code.NOT_FOUND, None, f"job {cmd.job_id} not found")
-    if job.state is not JobState.DEAD:
-        return Result(
-            Code.PRECONDITION, None,
-            f"job {job.id} is {job.state.value}, not DEAD; only dead-lettered jobs can be retried "
-            "(submit it again instead)",
-        )
-    new = replace(job, state=JobState.PENDING, failures=0, not_before=0.0, finished_at=0.0,
-                  reason=f"retried from the dead-letter queue after {job.failures} failed attempts")
-    state.put(job, new, cmd.ts)
-    return ok(job.id)
-
-
-def _apply_purge_dead(state: ClusterState, cmd: PurgeDead) -> Result:
-    if cmd.job_ids:
-        targets = []
-        for jid in cmd.job_ids:
-            job = state.jobs.get(jid)
-            if job is None:
-                return Result(Code.NOT_FOUND, None, f"job {jid} not found")
-            if job.state is not JobState.DEAD:
-                return Result(Code.PRECONDITION, None,
-                              f"job {jid} is {job.state.value}, not DEAD; only dead letters are purged")
-            targets.append(job)
-    else:
-        targets = [j for j in state.jobs.values() if j.state is JobState.DEAD]
-    targets.sort(key=lambda j: j.seq)
-    for job in targets:
-        state.delete(job)
-    return ok(tuple(j.id for j in targets))
-
-
 HANDLERS: dict[type, Handler] = {
     SubmitJobs: _apply_submit,
     Assign: _apply_assign,
@@ -404,6 +364,4 @@ HANDLERS: dict[type, Handler] = {
     CancelJob: _apply_cancel,
     NodeDown: _apply_node_down,
     NodeUp: _apply_node_up,
-    RetryDead: _apply_retry_dead,
-    PurgeDead: _apply_purge_dead,
 }

@@ -16,22 +16,21 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
-from raftsched.core import retry
+from raftsched.config import ClusterConfig
+from raftsched.core import liveness, reconcile
 from raftsched.core import runqueue as queue
 from raftsched.core.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
-from raftsched.core.jobs import attempt_outcome
 from raftsched.core.model import Job, JobState, Node
 from raftsched.core.placement import Candidate, place
-from raftsched.node.schedule_firer import fire_schedules
+from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 
-if TYPE_CHECKING:
-    from raftsched.node.runtime import NodeRuntime
+Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 log = structlog.get_logger("raftsched.node.leader")
 
@@ -46,8 +45,15 @@ def new_rid() -> str:
 
 
 class Leader:
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, cfg: ClusterConfig, replica: ReplicaView, raft: RaftStatus,
+                 proposer: Propose, peers: Peers, spawn: Spawn) -> None:
+        self.cfg = cfg
+        self.replica = replica
+        self.raft = raft
+        self.proposer = proposer
+        self.peers = peers
+        self.spawn = spawn
+        self.schedules = reconcile.ScheduleClock()
         self.kick = asyncio.Event()
         self.last_seen: dict[str, float] = {}  # node id -> monotonic time of last heartbeat
         self.reported: dict[str, set[tuple[str, int]]] = {}  # node -> attempts it runs
@@ -63,46 +69,28 @@ class Leader:
         self.hb_wall: dict[str, float] = {}  # node -> wall time of its last heartbeat
         self.rr_after = ""  # round-robin cursor: the node used last
         self.rng = random.Random()  # retry jitter; the result is stamped into commands
+        self._bad_schedules: set[str] = set()
 
     # ---- called by the NodeAgent servicer ------------------------------------------
 
     def lease_for(self, node_id: str) -> tuple[float, int]:
-        """(lease seconds, generation) to grant a node that just heartbeated. No lease
-        unless the committed state has it alive and no NodeDown for it is in flight:
-        a node declared down must not keep (or start) jobs that are being reassigned."""
-        node = self.rt.sm.state.nodes.get(node_id)
-        if node is None or not node.alive or node_id in self.downing or not self.rt.leader_confirmed():
-            return 0.0, node.generation if node else 0
-        return self.rt.cfg.lease, node.generation
+        """(lease seconds, generation) to grant a node that just heartbeated."""
+        return liveness.lease_grant(self.replica.state, node_id, self.downing,
+                                    self.raft.leader_confirmed(), self.cfg.lease)
 
     def heartbeat(self, node: Node, running: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """Record a heartbeat; returns the attempts the node must kill."""
         self.last_seen[node.id] = time.monotonic()
         self.hb_wall[node.id] = time.time()
         self.reported[node.id] = {(j, a) for j, a, _ in running}
-        st = self.rt.sm.state
-        known = st.nodes.get(node.id)
-        if known is None or not known.alive or _describe(known) != _describe(node):
-            self.rt.spawn(self._propose_node_up(node))
-        # Attempts of jobs no longer ASSIGNED/RUNNING here are revoked: this is also how a
-        # cancel of a running job reaches its node (state CANCELLING).
-        revoke = []
-        with self.rt.sm.lock:
-            for job_id, attempt, token in running:
-                job = st.jobs.get(job_id)
-                if (
-                    job is None
-                    or job.node_id != node.id
-                    or job.attempt != attempt
-                    or job.fencing_token != token
-                    or job.state not in (JobState.ASSIGNED, JobState.RUNNING)
-                ):
-                    revoke.append((job_id, attempt, token))
-        return revoke
+        with self.replica.lock:
+            if liveness.needs_node_up(self.replica.state, node):
+                self.spawn(self._propose_node_up(node))
+            return liveness.revoked(self.replica.state, node.id, running)
 
     async def _propose_node_up(self, node: Node) -> None:
         try:
-            await self.rt.proposer.propose(NodeUp(new_rid(), time.time(), node))
+            await self.proposer.propose(NodeUp(new_rid(), time.time(), node))
             log.info("node up", node=node.id)
         except (NotLeader, OutcomeUnknown) as e:
             log.debug("node up not proposed", node=node.id, error=str(e))
@@ -114,17 +102,17 @@ class Leader:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), TICK)
             self.kick.clear()
-            if not self.rt.proposer.is_leader():
+            if not self.raft.is_leader():
                 self.armed_term = None
                 continue
             try:
-                term = self.rt.term()
+                term = self.raft.term()
                 if self.armed_term != term:
                     self._on_elected(term)
                 await self._liveness()
                 await self._place()
                 await self._collect_garbage()
-                await fire_schedules(self.rt)  # issue 5: cron schedules
+                await self._fire_schedules()
                 if time.monotonic() - self._last_resend > RESEND_AFTER / 2:
                     self._last_resend = time.monotonic()
                     self._resend_unconfirmed()
@@ -138,47 +126,51 @@ class Leader:
     def _on_elected(self, term: int) -> None:
         self.armed_term = term
         self.leader_changes += 1
-        # Re-arm: count every node as heard from now, so nobody is declared down before
-        # a full TTL under this leader. That is enough for fencing: any lease granted by
-        # an earlier leader was granted before this election and is shorter than the TTL.
-        armed = time.monotonic()
-        st = self.rt.sm.state
-        with self.rt.sm.lock:
-            node_ids = list(st.nodes)
-            assigned = [j for j in self._active_jobs() if j.state is JobState.ASSIGNED]
-        self.last_seen = {nid: armed for nid in node_ids}
+        st = self.replica.state
+        with self.replica.lock:
+            self.last_seen = liveness.rearm(st, time.monotonic())
+            assigned = [j for j in reconcile.active_jobs(st) if j.state is JobState.ASSIGNED]
         self._free_after = None
         now = time.time()
-        with self.rt.sm.lock:
+        with self.replica.lock:
             self._delayed = [(j.not_before, j.id) for j in (st.jobs[i] for i in st.pending) if j.not_before > now]
         heapq.heapify(self._delayed)
         self.reported = {}
-        log.info("became leader", term=term, nodes=len(node_ids), resend=len(assigned))
+        log.info("became leader", term=term, nodes=len(self.last_seen), resend=len(assigned))
         self._dispatch(assigned)
 
     async def _liveness(self) -> None:
         now = time.monotonic()
-        ttl = self.rt.cfg.heartbeat_ttl
-        st = self.rt.sm.state
-        for node in list(st.nodes.values()):
-            if not node.alive:
-                continue
-            seen = self.last_seen.get(node.id)
-            if seen is None:
-                self.last_seen[node.id] = now  # first time this leader hears of it
-                continue
-            if now - seen > ttl:
-                reason = f"no heartbeat for {now - seen:.2f}s (ttl {ttl:g}s)"
-                log.warning("node down", node=node.id, reason=reason)
-                self.downing.add(node.id)  # no lease renewals while this is in flight
-                try:
-                    res = await self.rt.proposer.propose(
-                        NodeDown(new_rid(), time.time(), node.id, reason)
-                    )
-                finally:
-                    self.downing.discard(node.id)
-                if res.ok and res.value:
-                    log.info("jobs returned to pending", node=node.id, jobs=len(res.value))
+        with self.replica.lock:
+            down, unseen = liveness.down_nodes(self.replica.state, self.last_seen, now,
+                                               self.cfg.heartbeat_ttl)
+        for nid in unseen:
+            self.last_seen[nid] = now  # first time this leader hears of it
+        for nid, reason in down:
+            log.warning("node down", node=nid, reason=reason)
+            self.downing.add(nid)  # no lease renewals while this is in flight
+            try:
+                res = await self.proposer.propose(NodeDown(new_rid(), time.time(), nid, reason))
+            finally:
+                self.downing.discard(nid)
+            if res.ok and res.value:
+                log.info("jobs returned to pending", node=nid, jobs=len(res.value))
+
+    async def _fire_schedules(self) -> None:
+        with self.replica.lock:
+            active = reconcile.active_schedules(self.replica.state)
+        for cmd in self.schedules.fires(active, time.time()):
+            res = await self.proposer.propose(cmd)
+            if res.ok:
+                created, refused = res.value
+                log.info("schedule fired", schedule=cmd.schedule_id, jobs=list(created),
+                         refused=refused, through=cmd.through)
+            else:
+                log.info("schedule fire refused", schedule=cmd.schedule_id, message=res.message)
+        for sid, error in self.schedules.unevaluable.items():
+            if sid not in self._bad_schedules:
+                self._bad_schedules.add(sid)
+                log.error("schedule cannot be evaluated", schedule=sid, error=error)
 
     def _scan(self, now: float) -> tuple[list[Job], list[Candidate], dict[str, tuple[int, int]]] | None:
         """What placement should look at this round (caller holds the state lock).
@@ -189,8 +181,8 @@ class Leader:
         PENDING (or whose retry time came) since then are looked at: nothing else
         can fit where it did not fit before.
         """
-        st = self.rt.sm.state
-        cfg = self.rt.cfg
+        st = self.replica.state
+        cfg = self.cfg
         fresh, self.fresh = self.fresh, []
         if not st.pending:
             return None
@@ -229,10 +221,10 @@ class Leader:
         return due
 
     async def _place(self) -> None:
-        st = self.rt.sm.state
-        cfg = self.rt.cfg
+        st = self.replica.state
+        cfg = self.cfg
         now = time.time()
-        with self.rt.sm.lock:
+        with self.replica.lock:
             scan = self._scan(now)
         if scan is None:
             return
@@ -247,13 +239,13 @@ class Leader:
         if not items:
             return
         self.rr_after = items[-1].node_id
-        res = await self.rt.proposer.propose(Assign(new_rid(), time.time(), tuple(items)))
+        res = await self.proposer.propose(Assign(new_rid(), time.time(), tuple(items)))
         if not res.ok:
             log.error("assign refused", message=res.message)
             return
         started = []
         refused = 0
-        with self.rt.sm.lock:
+        with self.replica.lock:
             for item, out in zip(items, res.value, strict=True):
                 if isinstance(out, int):
                     started.append(st.jobs[item.job_id])
@@ -270,84 +262,41 @@ class Leader:
         if time.monotonic() - self._last_gc < GC_INTERVAL:
             return
         self._last_gc = time.monotonic()
-        cutoff = time.time() - self.rt.cfg.job_retention
-        with self.rt.sm.lock:
-            due = self.rt.sm.state.has_finished_before(cutoff)
+        cutoff = time.time() - self.cfg.job_retention
+        with self.replica.lock:
+            due = self.replica.state.has_finished_before(cutoff)
         if due:
-            res = await self.rt.proposer.propose(GcJobs(new_rid(), time.time(), cutoff))
+            res = await self.proposer.propose(GcJobs(new_rid(), time.time(), cutoff))
             if res.ok and res.value:
                 log.info("finished jobs garbage-collected", jobs=res.value)
 
     def _resend_unconfirmed(self) -> None:
         """Re-send starts of ASSIGNED jobs their node has not confirmed for a while."""
-        now = time.time()
-        with self.rt.sm.lock:
-            stale = [
-                j
-                for j in self._active_jobs()
-                if j.state is JobState.ASSIGNED
-                and now - j.assigned_at > RESEND_AFTER
-                and (j.id, j.attempt) not in self.reported.get(j.node_id, ())
-            ]
+        with self.replica.lock:
+            stale = reconcile.unconfirmed_starts(self.replica.state, self.reported, time.time(),
+                                                 RESEND_AFTER)
         if stale:
             log.info("re-sending unconfirmed starts", jobs=len(stale))
             self._dispatch(stale)
 
     async def _resolve_cancelling(self) -> None:
-        """End CANCELLING attempts their node no longer runs.
-
-        The normal path is the worker's FINISHED report after the kill. This
-        covers an attempt that never started there (start lost): once a
-        heartbeat sent well after the cancel does not list it, it is over.
-        """
-        slack = 2 * self.rt.cfg.heartbeat_interval
-        with self.rt.sm.lock:
-            gone = [
-                j for j in self._active_jobs()
-                if j.state is JobState.CANCELLING
-                and self.hb_wall.get(j.node_id, 0.0) > j.cancel_requested_at + slack
-                and (j.id, j.attempt) not in self.reported.get(j.node_id, ())
-            ]
-        if gone:
-            items = tuple(
-                FinishedItem(j.id, j.attempt, j.fencing_token, None,
-                             error="not running on its node when cancelled")
-                for j in gone
-            )
-            await self.rt.proposer.propose(JobsFinished(new_rid(), time.time(), items))
-            log.info("cancelled attempts not running on their node", jobs=len(gone))
+        """End CANCELLING attempts their node no longer runs (see reconcile.cancelled_gone)."""
+        with self.replica.lock:
+            items = reconcile.cancelled_gone(self.replica.state, self.reported, self.hb_wall,
+                                             2 * self.cfg.heartbeat_interval)
+        if items:
+            await self.proposer.propose(JobsFinished(new_rid(), time.time(), tuple(items)))
+            log.info("cancelled attempts not running on their node", jobs=len(items))
 
     def stamp_retries(self, items: list[FinishedItem], now: float) -> list[FinishedItem]:
         """Put the leader's retry time (backoff with jitter) into failed attempts' reports."""
-        st = self.rt.sm.state
-        out = []
-        with self.rt.sm.lock:
-            for it in items:
-                job = st.jobs.get(it.job_id)
-                if (
-                    job is not None
-                    and job.attempt == it.attempt
-                    and job.state in (JobState.ASSIGNED, JobState.RUNNING)
-                    and attempt_outcome(it)[0] is not JobState.SUCCEEDED
-                    and retry.should_retry(job.spec.retry, job.failures + 1)
-                ):
-                    delay = retry.backoff_delay(job.spec.retry, job.failures + 1, self.rng.random())
-                    it = replace(it, retry_at=now + delay)
-                out.append(it)
-        return out
-
-    def _active_jobs(self) -> list[Job]:
-        """Jobs ASSIGNED or RUNNING anywhere (caller holds the state lock)."""
-        st = self.rt.sm.state
-        return [st.jobs[jid] for u in st.usage.values() for jid in u.jobs]
+        with self.replica.lock:
+            return reconcile.stamp_retries(self.replica.state, items, now, self.rng.random)
 
     def _dispatch(self, jobs: list[Job]) -> None:
         by_node: dict[str, list[Job]] = defaultdict(list)
         for j in jobs:
             by_node[j.node_id].append(j)
         for node_id, js in by_node.items():
-            self.rt.spawn(self.rt.send_starts(node_id, js))
+            self.spawn(self.peers.send_starts(node_id, js))
 
-
-def _describe(n: Node) -> tuple:
-    return (n.grpc_address, n.raft_address, n.capacity, n.labels, n.incarnation)

@@ -15,19 +15,19 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from raftsched.core.model import TERMINAL_STATES, JobState
-from raftsched.replica.raft_node import raft_role
-from raftsched.replica.watch import Change
-
-if TYPE_CHECKING:
-    from raftsched.node.runtime import NodeRuntime
+from raftsched.node.executor import Executor
+from raftsched.ports import LeaderDuties, RaftStatus, ReplicaView
+from raftsched.replica.proposer import ProposerStats
+from raftsched.replica.watch import Change, WatchHub
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -80,17 +80,32 @@ class JobMetrics:
                     self.run_time.observe(max(0.0, j.finished_at - j.started_at))
 
 
+@dataclass
+class Sources:
+    """What the scrape reads: the node's parts, as ports."""
+
+    me_id: str
+    heartbeat_interval: float
+    replica: ReplicaView
+    raft: RaftStatus
+    leader: LeaderDuties
+    proposer_stats: ProposerStats
+    executor: Executor
+    watch: WatchHub
+    leader_changes: Callable[[], int]
+
+
 class RuntimeCollector(Collector):
     """Gauges read from the replica and the runtime at scrape time (HTTP thread)."""
 
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, src: Sources) -> None:
+        self.src = src
 
     def collect(self) -> Iterator[Any]:
-        rt = self.rt
-        me = rt.me.id
-        st = rt.sm.state
-        with rt.sm.lock:
+        rt = self.src
+        me = rt.me_id
+        st = rt.replica.state
+        with rt.replica.lock:
             counts = {s.value: st.counts.get(s, 0) for s in JobState}
             nodes = list(st.nodes.values())
             usage = {nid: (u.cpu_millis, u.memory_mib, len(u.jobs)) for nid, u in st.usage.items()}
@@ -100,19 +115,18 @@ class RuntimeCollector(Collector):
             g.add_metric([state], count)
         yield g
 
-        so = rt.syncobj
-        role = raft_role(so)
+        role = rt.raft.role()
         g = GaugeMetricFamily("raftsched_raft_role", "1 for this node's current Raft role", labels=["role"])
         for r in ("leader", "follower", "candidate"):
             g.add_metric([r], 1.0 if role == r else 0.0)
         yield g
-        yield GaugeMetricFamily("raftsched_raft_term", "Current Raft term", value=int(so.raftCurrentTerm))
+        yield GaugeMetricFamily("raftsched_raft_term", "Current Raft term", value=rt.raft.term())
         yield GaugeMetricFamily("raftsched_raft_commit_index", "Raft commit index",
-                                value=int(so.raftCommitIndex))
+                                value=rt.raft.commit_index())
         yield GaugeMetricFamily("raftsched_raft_applied_index", "Last Raft index applied to the state",
                                 value=applied)
         yield CounterMetricFamily("raftsched_raft_leader_changes", "Leader changes observed by this node",
-                                  value=rt.watch_leader_changes)
+                                  value=rt.leader_changes())
 
         labels = ["node"]
         cap_cpu = GaugeMetricFamily("raftsched_node_capacity_cpu_millis", "Node CPU capacity", labels=labels)
@@ -136,9 +150,9 @@ class RuntimeCollector(Collector):
         yield from (cap_cpu, cap_mem, use_cpu, use_mem, running, alive)
 
         # Missed heartbeats: only the leader tracks them (leader-local soft state).
-        if rt.is_leader():
+        if rt.raft.is_leader():
             now = time.monotonic()
-            interval = rt.cfg.heartbeat_interval
+            interval = rt.heartbeat_interval
             age = GaugeMetricFamily("raftsched_node_heartbeat_age_seconds",
                                     "Seconds since the leader last heard from the node", labels=labels)
             missed = GaugeMetricFamily("raftsched_node_missed_heartbeats",
@@ -150,7 +164,7 @@ class RuntimeCollector(Collector):
             yield age
             yield missed
 
-        ps = rt.proposer.stats
+        ps = rt.proposer_stats
         yield CounterMetricFamily("raftsched_proposal_entries", "Raft entries proposed by this node",
                                   value=ps.entries)
         yield CounterMetricFamily("raftsched_proposal_commands", "Commands proposed by this node",
@@ -182,10 +196,10 @@ class RuntimeCollector(Collector):
 
 
 class NodeMetrics:
-    def __init__(self, rt: NodeRuntime) -> None:
+    def __init__(self, src: Sources) -> None:
         self.registry = CollectorRegistry()
         self.jobs = JobMetrics(self.registry)
-        self.registry.register(RuntimeCollector(rt))
+        self.registry.register(RuntimeCollector(src))
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

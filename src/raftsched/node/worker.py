@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
 import grpc
 import structlog
 
+from raftsched.config import NodeConfig
 from raftsched.node.executor import Report, ReportKind
+from raftsched.node.lease import Lease
+from raftsched.ports import Peers, Runner
 from raftsched.rpc import convert
-from raftsched.v1 import node_pb2, node_pb2_grpc
-
-if TYPE_CHECKING:
-    from raftsched.node.runtime import NodeRuntime
+from raftsched.v1 import node_pb2
 
 log = structlog.get_logger("raftsched.node.worker")
 
@@ -45,8 +44,9 @@ def report_to_pb(r: Report) -> node_pb2.JobReport:
 
 
 class Reporter:
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, me_id: str, peers: Peers) -> None:
+        self.me_id = me_id
+        self.peers = peers
         self.queue: list[Report] = []
         self.wake = asyncio.Event()
         self.sent = 0
@@ -61,12 +61,12 @@ class Reporter:
             self.wake.clear()
             while self.queue:
                 batch = self.queue[:MAX_REPORTS_PER_CALL]
-                stub = self.rt.leader_agent_stub()
+                stub = self.peers.leader_agent_stub()
                 if stub is None:
                     await asyncio.sleep(0.05)
                     continue
                 req = node_pb2.ReportJobsRequest(
-                    node_id=self.rt.me.id, reports=[report_to_pb(r) for r in batch]
+                    node_id=self.me_id, reports=[report_to_pb(r) for r in batch]
                 )
                 try:
                     await stub.ReportJobs(req, timeout=5.0)
@@ -80,22 +80,28 @@ class Reporter:
 
 
 class Heartbeater:
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, me: NodeConfig, interval: float, incarnation: str, peers: Peers,
+                 runner: Runner, lease: Lease) -> None:
+        self.me = me
+        self.interval = interval
+        self.incarnation = incarnation
+        self.peers = peers
+        self.runner = runner
+        self.lease = lease
         self.failures = 0
         self._lapsed = False
 
     async def run(self) -> None:
-        me = self.rt.me
-        interval = self.rt.cfg.heartbeat_interval
+        me = self.me
+        interval = self.interval
         while True:
-            stub = self.rt.leader_agent_stub()
+            stub = self.peers.leader_agent_stub()
             if stub is not None:
-                running = self.rt.executor.running_attempts()
-                in_use = self.rt.executor.in_use()
+                running = self.runner.running_attempts()
+                in_use = self.runner.in_use()
                 req = node_pb2.HeartbeatRequest(
                     node_id=me.id,
-                    incarnation=self.rt.incarnation,
+                    incarnation=self.incarnation,
                     running_jobs=len(running),
                     cpu_millis_in_use=in_use.cpu_millis,
                     memory_mib_in_use=in_use.memory_mib,
@@ -112,20 +118,16 @@ class Heartbeater:
                 try:
                     resp = await stub.Heartbeat(req, timeout=max(interval * 2, 0.5))
                     self.failures = 0
-                    self.rt.lease.renew(sent, resp.lease_seconds, resp.generation)
+                    self.lease.renew(sent, resp.lease_seconds, resp.generation)
                     for r in resp.revoke:
-                        if self.rt.executor.kill(r.job_id, r.attempt, "revoked by leader"):
+                        if self.runner.kill(r.job_id, r.attempt, "revoked by leader"):
                             log.warning("attempt revoked", job=r.job_id, attempt=r.attempt)
                 except grpc.aio.AioRpcError as e:
                     self.failures += 1
                     log.debug("heartbeat failed", code=str(e.code()), details=e.details())
-            lapsed = not self.rt.lease.valid()
-            if lapsed and not self._lapsed and self.rt.executor.running:
+            lapsed = not self.lease.valid()
+            if lapsed and not self._lapsed and self.runner.running:
                 log.warning("lease lapsed; the watchdog kills this node's jobs",
-                            running=len(self.rt.executor.running), failures=self.failures)
+                            running=len(self.runner.running), failures=self.failures)
             self._lapsed = lapsed
             await asyncio.sleep(interval)
-
-
-def node_agent_stub(channel: grpc.aio.Channel) -> node_pb2_grpc.NodeAgentStub:
-    return node_pb2_grpc.NodeAgentStub(channel)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +54,9 @@ class ProposerStats:
 
 
 class Proposer:
-    def __init__(self, syncobj: Any, sm: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._syncobj = syncobj
+    def __init__(self, is_leader: Callable[[], bool], sm: Any,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.is_leader = is_leader
         self._sm = sm
         self._loop = loop
         self._queue: list[_Pending] = []
@@ -73,9 +75,6 @@ class Proposer:
             if not p.fut.done():
                 p.fut.set_exception(NotLeader("node shutting down"))
         self._queue.clear()
-
-    def is_leader(self) -> bool:
-        return bool(self._syncobj._isLeader())
 
     async def propose(self, cmd: Command, timeout: float = 5.0) -> Result:
         if not self.is_leader():

@@ -13,6 +13,7 @@ so the tick thread never stalls on a large state.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -119,10 +120,55 @@ def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any
     return so
 
 
-def raft_role(syncobj: Any) -> str:
-    st = syncobj.getStatus()["state"]
-    return {
-        _RAFT_STATE.LEADER: "leader",
-        _RAFT_STATE.CANDIDATE: "candidate",
-        _RAFT_STATE.FOLLOWER: "follower",
-    }.get(st, "unknown")
+class RaftNode:
+    """This node's Raft position (the `ports.RaftStatus` port): every query of
+    pysyncobj's internals lives here."""
+
+    def __init__(self, cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> None:
+        self.cfg = cfg
+        self.syncobj = make_syncobj(cfg, me, sm)
+
+    def term(self) -> int:
+        return int(self.syncobj.raftCurrentTerm)
+
+    def commit_index(self) -> int:
+        return int(self.syncobj.raftCommitIndex)
+
+    def is_leader(self) -> bool:
+        return bool(self.syncobj._isLeader())
+
+    def leader_config(self) -> NodeConfig | None:
+        leader = self.syncobj._getLeader()
+        if leader is None:
+            return None
+        return self.cfg.node_by_raft(getattr(leader, "address", str(leader)))
+
+    def role(self) -> str:
+        st = self.syncobj.getStatus()["state"]
+        return {
+            _RAFT_STATE.LEADER: "leader",
+            _RAFT_STATE.CANDIDATE: "candidate",
+            _RAFT_STATE.FOLLOWER: "follower",
+        }.get(st, "unknown")
+
+    def leader_confirmed(self) -> bool:
+        """Leader, and heard from a majority recently enough that a lease granted now
+        ends before any other leader could reassign work: a new leader needs at least
+        the minimum election timeout after the followers last heard from us, then one
+        heartbeat TTL, while a lease lasts `lease` < TTL. Allowing half the TTL - lease
+        margin on top of the election timeout keeps the other half as safety margin.
+        A leader cut off from the others thus stops renewing leases (its own too)."""
+        if not self.is_leader():
+            return False
+        cfg = self.cfg
+        window = cfg.election_timeout_min + (cfg.heartbeat_ttl - cfg.lease) / 2
+        horizon = time.monotonic() - window
+        try:
+            seen = list(self.syncobj._SyncObj__lastResponseTime.values())
+        except RuntimeError:  # resized by the tick thread while we looked: ask again next time
+            return False
+        acks = 1 + sum(1 for t in seen if t > horizon)
+        return acks > len(cfg.nodes) / 2
+
+    def destroy(self) -> None:
+        self.syncobj.destroy()

@@ -5,50 +5,59 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING
 
 import grpc
 import structlog
 
+from raftsched.config import ClusterConfig
 from raftsched.core.commands import FinishedItem, JobsFinished, JobsStarted, StartedItem
 from raftsched.core.model import Node, Resources
+from raftsched.node.lease import Lease
+from raftsched.ports import LeaderDuties, Propose, RaftStatus, Runner
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 from raftsched.rpc import convert
-from raftsched.rpc.status import replica_status
+from raftsched.rpc.status import ReplicaStatus
 from raftsched.v1 import node_pb2, node_pb2_grpc
-
-if TYPE_CHECKING:
-    from raftsched.node.runtime import NodeRuntime
 
 log = structlog.get_logger("raftsched.agent")
 
 
 class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, cfg: ClusterConfig, me_id: str, incarnation: str, raft: RaftStatus,
+                 proposer: Propose, lease: Lease, runner: Runner, leader: LeaderDuties,
+                 status: ReplicaStatus) -> None:
+        self.cfg = cfg
+        self.me_id = me_id
+        self.incarnation = incarnation
+        self.raft = raft
+        self.proposer = proposer
+        self.lease = lease
+        self.runner = runner
+        self.leader = leader
+        self.status = status
         self.refused_reports = 0
 
     async def StartJobs(self, request, context):
-        term = self.rt.term()
+        term = self.raft.term()
         if request.term < term:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"start from stale leader {request.leader_id} (term {request.term} < {term})",
             )
-        if request.incarnation and request.incarnation != self.rt.incarnation:
+        if request.incarnation and request.incarnation != self.incarnation:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"starts meant for an earlier process of {self.rt.me.id} "
-                f"(incarnation {request.incarnation}, now {self.rt.incarnation})",
+                f"starts meant for an earlier process of {self.me_id} "
+                f"(incarnation {request.incarnation}, now {self.incarnation})",
             )
-        if not self.rt.lease.valid():
+        if not self.lease.valid():
             await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"{self.rt.me.id} holds no lease; it starts nothing until it renews")
-        if request.generation != self.rt.lease.generation:
+                                f"{self.me_id} holds no lease; it starts nothing until it renews")
+        if request.generation != self.lease.generation:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"start for generation {request.generation} of {self.rt.me.id}, which is at "
-                f"generation {self.rt.lease.generation}: refused (late or early delivery)",
+                f"start for generation {request.generation} of {self.me_id}, which is at "
+                f"generation {self.lease.generation}: refused (late or early delivery)",
             )
         accepted = 0
         for i, sj in enumerate(request.jobs):
@@ -56,16 +65,16 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                 # Spawning is ~0.5 ms a process: let heartbeats, reports and the
                 # leader loop run between groups of a large batch.
                 await asyncio.sleep(0)
-                if not self.rt.lease.valid():
+                if not self.lease.valid():
                     break  # the lease ran out meanwhile: the rest is refused (re-sent later)
             spec = convert.spec_from_pb(sj.spec)
-            if self.rt.executor.start(sj.job_id, sj.attempt, sj.fencing_token, spec):
+            if self.runner.start(sj.job_id, sj.attempt, sj.fencing_token, spec):
                 accepted += 1
         return node_pb2.StartJobsResponse(accepted=accepted)
 
     async def ReportJobs(self, request, context):
-        if not self.rt.is_leader():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.rt.me.id} is not the leader")
+        if not self.raft.is_leader():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
         started: list[StartedItem] = []
         finished: list[FinishedItem] = []
         for r in request.reports:
@@ -86,15 +95,15 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                     )
                 )
         now = time.time()
-        finished = self.rt.leader.stamp_retries(finished, now)
+        finished = self.leader.stamp_retries(finished, now)
         try:
             # STARTED before FINISHED: a finish in the same batch then finds RUNNING.
             results = []
             if started:
-                res = await self.rt.propose(JobsStarted(uuid.uuid4().hex, now, tuple(started)))
+                res = await self.proposer.propose(JobsStarted(uuid.uuid4().hex, now, tuple(started)))
                 results += list(zip(started, res.value or (), strict=False))
             if finished:
-                res = await self.rt.propose(JobsFinished(uuid.uuid4().hex, now, tuple(finished)))
+                res = await self.proposer.propose(JobsFinished(uuid.uuid4().hex, now, tuple(finished)))
                 results += list(zip(finished, res.value or (), strict=False))
             for item, why in results:
                 if why:  # refused by the state machine, e.g. a stale fencing token
@@ -106,9 +115,9 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         return node_pb2.ReportJobsResponse(accepted=len(request.reports))
 
     async def Heartbeat(self, request, context):
-        if not self.rt.is_leader():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.rt.me.id} is not the leader")
-        if self.rt.cfg.node_by_raft(request.raft_address) is None:
+        if not self.raft.is_leader():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
+        if self.cfg.node_by_raft(request.raft_address) is None:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"node {request.node_id} ({request.raft_address}) is not in the cluster config",
@@ -122,11 +131,11 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
             incarnation=request.incarnation,
         )
         running = [(r.job_id, r.attempt, r.fencing_token) for r in request.running]
-        revoke = self.rt.leader.heartbeat(node, running)
-        lease, generation = self.rt.leader.lease_for(node.id)
+        revoke = self.leader.heartbeat(node, running)
+        lease, generation = self.leader.lease_for(node.id)
         return node_pb2.HeartbeatResponse(
-            leader_id=self.rt.me.id,
-            term=self.rt.term(),
+            leader_id=self.me_id,
+            term=self.raft.term(),
             lease_seconds=lease,
             generation=generation,
             revoke=[
@@ -136,4 +145,4 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         )
 
     async def GetReplicaStatus(self, request, context):
-        return node_pb2.ReplicaStatusResponse(status=await replica_status(self.rt))
+        return node_pb2.ReplicaStatusResponse(status=await self.status.report())

@@ -12,18 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 import structlog
 
+from raftsched.config import ClusterConfig
 from raftsched.core.model import TERMINAL_STATES, Job
-from raftsched.replica.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld
+from raftsched.ports import Peers, RaftStatus, ReplicaView, Runner
+from raftsched.replica.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld, WatchHub
 from raftsched.rpc import convert
 from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
-
-if TYPE_CHECKING:
-    from raftsched.node.runtime import NodeRuntime
 
 log = structlog.get_logger("raftsched.events")
 
@@ -101,8 +99,16 @@ def attempt_node(job: Job, attempt: int) -> str:
 
 
 class EventsServicer(events_pb2_grpc.EventsServicer):
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, cfg: ClusterConfig, me_id: str, data_dir: Path, replica: ReplicaView,
+                 raft: RaftStatus, peers: Peers, watch: WatchHub, runner: Runner) -> None:
+        self.cfg = cfg
+        self.me_id = me_id
+        self.data_dir = data_dir
+        self.replica = replica
+        self.raft = raft
+        self.peers = peers
+        self.watch = watch
+        self.runner = runner
 
     # ---- WatchJobs -----------------------------------------------------------------
 
@@ -117,7 +123,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         return JobFilter(set(request.job_ids), request.workflow_id, states, request.node_id)
 
     async def WatchJobs(self, request, context):
-        hub = self.rt.watch
+        hub = self.watch
         filt = await self._filter(request, context)
         gen = hub.generation
         if request.has_resume_from:
@@ -128,9 +134,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                 await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
             yield events_pb2.WatchJobsResponse(position=pos_pb(after), synced=True)
         elif request.send_initial:
-            with self.rt.sm.lock:  # jobs are immutable: copy the references, filter outside
-                index = self.rt.sm.state.applied_index
-                everything = list(self.rt.sm.state.jobs.values())
+            with self.replica.lock:  # jobs are immutable: copy the references, filter outside
+                index = self.replica.state.applied_index
+                everything = list(self.replica.state.jobs.values())
             jobs = [j for j in everything if filt(j)]
             after = (index, ENTRY_END)
             cursor = hub.cursor_after(max(after, hub.floor))
@@ -170,35 +176,34 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
     # ---- WatchCluster ----------------------------------------------------------------
 
     async def WatchCluster(self, request, context):
-        rt = self.rt
         q: asyncio.Queue[ClusterChange | None] = asyncio.Queue(maxsize=10_000)
-        rt.watch.cluster_subscribers.add(q)
+        self.watch.cluster_subscribers.add(q)
         try:
             if request.send_initial:
-                lc = rt.leader_config()
+                lc = self.raft.leader_config()
                 if lc is not None:
-                    yield cluster_pb(ClusterChange("LEADER_CHANGED", lc.id, rt.term(), time.time()),
-                                     rt.me.id, initial=True)
-                with rt.sm.lock:
-                    nodes = list(rt.sm.state.nodes.values())
+                    yield cluster_pb(ClusterChange("LEADER_CHANGED", lc.id, self.raft.term(), time.time()),
+                                     self.me_id, initial=True)
+                with self.replica.lock:
+                    nodes = list(self.replica.state.nodes.values())
                 for n in sorted(nodes, key=lambda n: n.id):
                     kind = "NODE_UP" if n.alive else "NODE_DOWN"
-                    yield cluster_pb(ClusterChange(kind, n.id, 0, n.since), rt.me.id, initial=True)
+                    yield cluster_pb(ClusterChange(kind, n.id, 0, n.since), self.me_id, initial=True)
             while True:
                 ev = await q.get()
                 if ev is None:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                         "cluster watcher too slow; reconnect")
-                yield cluster_pb(ev, rt.me.id)
+                yield cluster_pb(ev, self.me_id)
         finally:
-            rt.watch.cluster_subscribers.discard(q)
+            self.watch.cluster_subscribers.discard(q)
 
     # ---- output ----------------------------------------------------------------------
 
     async def _locate(self, request, context) -> tuple[Job, int, str]:
         if not request.job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
-        job = self.rt.sm.state.jobs.get(request.job_id)
+        job = self.replica.state.jobs.get(request.job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
         assert job is not None  # abort raises
@@ -212,7 +217,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         return job, attempt, attempt_node(job, attempt)
 
     def _running(self, job_id: str, attempt: int) -> bool:
-        job = self.rt.sm.state.jobs.get(job_id)
+        job = self.replica.state.jobs.get(job_id)
         if job is None or job.attempt != attempt:
             return False
         return job.state not in TERMINAL_STATES and job.state.value != "PENDING"
@@ -230,8 +235,8 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
 
     async def GetJobOutput(self, request, context):
         job, attempt, node = await self._locate(request, context)
-        if node == self.rt.me.id or request.local_only:
-            out, err = output_paths(self.rt.data_dir, job.id, attempt)
+        if node == self.me_id or request.local_only:
+            out, err = output_paths(self.data_dir, job.id, attempt)
             if out.exists() or err.exists():
                 (o, o_cut), (e, e_cut) = [await asyncio.to_thread(_read_last, p, GET_LIMIT) for p in (out, err)]
                 note = ""
@@ -239,12 +244,12 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                     note = (f"only the last {GET_LIMIT >> 20} MiB of each stream; "
                             "FollowJobOutput (logs --follow) streams everything")
                 return events_pb2.JobOutputResponse(
-                    job_id=job.id, attempt=attempt, node_id=self.rt.me.id, source=events_pb2.NODE_FILE,
+                    job_id=job.id, attempt=attempt, node_id=self.me_id, source=events_pb2.NODE_FILE,
                     stdout=o, stderr=e, truncated=bool(o_cut or e_cut), note=note,
                     running=self._running(job.id, attempt))
             if request.local_only:
                 await context.abort(grpc.StatusCode.NOT_FOUND,
-                                    f"node {self.rt.me.id} no longer keeps the output of "
+                                    f"node {self.me_id} no longer keeps the output of "
                                     f"{job.id} attempt {attempt}")
             return self._tail(job, attempt, node, f"node {node} no longer keeps the output file")
         stub = self._stub(node)
@@ -259,15 +264,15 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             return self._tail(job, attempt, node, f"node {node}: {e.details() or e.code().name}")
 
     def _stub(self, node_id: str) -> events_pb2_grpc.EventsStub | None:
-        n = self.rt.sm.state.nodes.get(node_id)
-        addr = n.grpc_address if n else next((c.grpc for c in self.rt.cfg.nodes if c.id == node_id), "")
+        n = self.replica.state.nodes.get(node_id)
+        addr = n.grpc_address if n else next((c.grpc for c in self.cfg.nodes if c.id == node_id), "")
         if not addr:
             return None
-        return events_pb2_grpc.EventsStub(self.rt.channel(addr))
+        return events_pb2_grpc.EventsStub(self.peers.channel(addr))
 
     async def FollowJobOutput(self, request, context):
         job, attempt, node = await self._locate(request, context)
-        if node == self.rt.me.id or request.local_only:
+        if node == self.me_id or request.local_only:
             async for chunk in self._follow_local(job.id, attempt, request, context):
                 yield chunk
             return
@@ -291,18 +296,18 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         # Fallback: wait for the attempt to end, then send the replicated tail.
         while self._running(job.id, attempt):
             await asyncio.sleep(0.2)
-        j = self.rt.sm.state.jobs[job.id]
+        j = self.replica.state.jobs[job.id]
         tail = self._tail(j, attempt, node, note)
         yield events_pb2.JobOutputChunk(stdout=tail.stdout, stderr=tail.stderr,
                                         source=events_pb2.REPLICATED_TAIL, node_id=node,
                                         attempt=attempt, done=True, note=tail.note)
 
     async def _follow_local(self, job_id: str, attempt: int, request, context):
-        out, err = output_paths(self.rt.data_dir, job_id, attempt)
+        out, err = output_paths(self.data_dir, job_id, attempt)
         offs = [request.stdout_offset, request.stderr_offset]
         if not (out.exists() or err.exists()) and not self._running(job_id, attempt):
             await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"node {self.rt.me.id} no longer keeps the output of "
+                                f"node {self.me_id} no longer keeps the output of "
                                 f"{job_id} attempt {attempt}")
         while True:
             # Decide "finished" before reading, so the last read sees everything written.
@@ -312,7 +317,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             more = any(len(d) == MAX_CHUNK for d in data)
             if data[0] or data[1] or (finished and not more):
                 yield events_pb2.JobOutputChunk(stdout=data[0], stderr=data[1],
-                                                source=events_pb2.NODE_FILE, node_id=self.rt.me.id,
+                                                source=events_pb2.NODE_FILE, node_id=self.me_id,
                                                 attempt=attempt, done=finished and not more)
             if finished and not more:
                 return
@@ -320,4 +325,4 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                 await asyncio.sleep(FOLLOW_POLL)
 
     def _local_running(self, job_id: str, attempt: int) -> bool:
-        return (job_id, attempt) in self.rt.executor.running
+        return (job_id, attempt) in self.runner.running

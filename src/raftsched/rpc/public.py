@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING
 
 import grpc
 
+from raftsched.config import ClusterConfig
 from raftsched.core import validate
 from raftsched.core.commands import CancelJob, PurgeDead, RetryDead, SubmitJobs
 from raftsched.core.model import TERMINAL_STATES, JobSpec, JobState
+from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
 from raftsched.rpc import convert
-from raftsched.rpc.status import replica_status
-from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write, wait_applied
+from raftsched.rpc.status import ReplicaStatus
+from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -28,9 +29,6 @@ from raftsched.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
-
-if TYPE_CHECKING:
-    from raftsched.node.runtime import NodeRuntime
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -43,8 +41,10 @@ def _new_job_ids(n: int) -> list[str]:
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes) -> None:
+        self.cfg = cfg
+        self.replica = replica
+        self.writes = writes
 
     async def _specs(self, pbs: list[jobs_pb2.JobSpec], context: grpc.aio.ServicerContext,
                      batch: bool) -> list[JobSpec]:
@@ -55,8 +55,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(pbs)} jobs in one batch; at most {validate.MAX_BATCH}",
             )
-        cap = self.rt.cfg.max_capacity()
-        nodes = [(n.id, n.labels, n.capacity) for n in self.rt.cfg.nodes]
+        cap = self.cfg.max_capacity()
+        nodes = [(n.id, n.labels, n.capacity) for n in self.cfg.nodes]
         specs = []
         seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
         for i, pb in enumerate(pbs):
@@ -71,10 +71,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             specs.append(known)
         return specs
 
-    async def _submit(self, specs: list[JobSpec], request_id: str, context,
-                      forward, keys: tuple[str, ...] = ()) -> tuple[tuple[str, bool], ...]:
-        """Submit through the leader; per job (id, existing: an idempotency key matched)."""
-        rid = request_id or uuid.uuid4().hex
+    async def _check_keys(self, specs: list[JobSpec], context,
+                          keys: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Idempotency keys: none, or one of at most 256 characters per spec."""
         if keys and len(keys) != len(specs):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -84,62 +83,48 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             if len(k) > 256:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "idempotency key longer than 256 characters")
-
-        new_ids = _new_job_ids(len(specs))  # the same on every retry of this request
-        fresh = set(new_ids)
-
-        async def local() -> tuple[tuple[str, bool], ...]:
-            cmd = SubmitJobs(rid, time.time(), tuple(zip(new_ids, specs, strict=True)),
-                             keys=keys if any(keys) else (),
-                             key_retention_s=self.rt.cfg.idempotency_retention)
-            res = await self.rt.propose(cmd)
-            if not res.ok:
-                await abort_for(context, res)
-            return tuple((jid, jid not in fresh) for jid in res.value)
-
-        async def fwd(ch, md):
-            return await forward(ch, md, rid)
-
-        return await leader_write(self.rt, context, rid, local, fwd)
+        return keys
 
     async def SubmitJob(self, request, context):
         specs = await self._specs([request.spec] if request.HasField("spec") else [],
                                   context, batch=False)
-
-        async def forward(ch, md, rid):
-            req = scheduler_pb2.SubmitJobRequest(spec=request.spec, request_id=rid,
-                                                 idempotency_key=request.idempotency_key)
-            stub = scheduler_pb2_grpc.SchedulerStub(ch)
-            call = stub.SubmitJob(req, **forward_kwargs(md, context.time_remaining()))
-            resp = await call
-            await wait_applied(self.rt, call)
-            return ((resp.job_id, resp.existing),)
-
         key = request.idempotency_key
-        ids = await self._submit(specs, request.request_id, context, forward,
-                                 (key,) if key else ())
-        return scheduler_pb2.SubmitJobResponse(job_id=ids[0][0], existing=ids[0][1])
+        keys = await self._check_keys(specs, context, (key,) if key else ())
+        new_ids = _new_job_ids(1)  # the same on every retry of this request
+
+        async def local(rid: str) -> scheduler_pb2.SubmitJobResponse:
+            (jid, existing), = await self._propose_submit(context, rid, new_ids, specs, keys)
+            return scheduler_pb2.SubmitJobResponse(job_id=jid, existing=existing)
+
+        return await self.writes.write(context, request, scheduler_pb2_grpc.SchedulerStub,
+                                       "SubmitJob", local)
 
     async def SubmitJobs(self, request, context):
         specs = await self._specs(list(request.specs), context, batch=True)
+        keys = await self._check_keys(specs, context, tuple(request.idempotency_keys))
+        new_ids = _new_job_ids(len(specs))
 
-        async def forward(ch, md, rid):
-            req = scheduler_pb2.SubmitJobsRequest(specs=request.specs, request_id=rid,
-                                                  idempotency_keys=request.idempotency_keys)
-            stub = scheduler_pb2_grpc.SchedulerStub(ch)
-            call = stub.SubmitJobs(req, **forward_kwargs(md, context.time_remaining()))
-            resp = await call
-            await wait_applied(self.rt, call)
-            return tuple((j, False) for j in resp.job_ids)
+        async def local(rid: str) -> scheduler_pb2.SubmitJobsResponse:
+            ids = await self._propose_submit(context, rid, new_ids, specs, keys)
+            return scheduler_pb2.SubmitJobsResponse(job_ids=[jid for jid, _ in ids])
 
-        ids = await self._submit(specs, request.request_id, context, forward,
-                                 tuple(request.idempotency_keys))
-        return scheduler_pb2.SubmitJobsResponse(job_ids=[jid for jid, _ in ids])
+        return await self.writes.write(context, request, scheduler_pb2_grpc.SchedulerStub,
+                                       "SubmitJobs", local)
+
+    async def _propose_submit(self, context, rid: str, new_ids: list[str], specs: list[JobSpec],
+                              keys: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
+        """Submit on the leader; per job (id, existing: an idempotency key matched)."""
+        cmd = SubmitJobs(rid, time.time(), tuple(zip(new_ids, specs, strict=True)),
+                         keys=keys if any(keys) else (),
+                         key_retention_s=self.cfg.idempotency_retention)
+        res = await self.writes.propose(context, cmd)
+        fresh = set(new_ids)
+        return tuple((jid, jid not in fresh) for jid in res.value)
 
     async def GetJob(self, request, context):
         if not request.job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
-        job = self.rt.sm.state.jobs.get(request.job_id)
+        job = self.replica.state.jobs.get(request.job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
         return convert.job_to_pb(job)
@@ -161,8 +146,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             except ValueError:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"page_token {request.page_token!r} is not one this server made")
-        with self.rt.sm.lock:
-            jobs = list(self.rt.sm.state.jobs.values())
+        with self.replica.lock:
+            jobs = list(self.replica.state.jobs.values())
         node = request.node_id
         matching = [
             j for j in jobs
@@ -181,10 +166,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def CancelJob(self, request, context):
         if not request.job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
-        rid = request.request_id or uuid.uuid4().hex
-        st = self.rt.sm.state
+        st = self.replica.state
 
-        async def local():
+        async def local(rid: str) -> scheduler_pb2.CancelJobResponse:
             # Refuse what cannot succeed without writing anything to the log.
             job = st.jobs.get(request.job_id)
             if job is None:
@@ -194,76 +178,55 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"job {job.id} already finished as {job.state.value}; nothing to cancel",
                 )
-            res = await self.rt.propose(CancelJob(rid, time.time(), request.job_id))
-            if not res.ok:
-                await abort_for(context, res)
-            return convert.job_to_pb(st.jobs[request.job_id])
+            await self.writes.propose(context, CancelJob(rid, time.time(), request.job_id))
+            return scheduler_pb2.CancelJobResponse(job=convert.job_to_pb(st.jobs[request.job_id]))
 
-        async def fwd(ch, md):
-            stub = scheduler_pb2_grpc.SchedulerStub(ch)
-            req = scheduler_pb2.CancelJobRequest(job_id=request.job_id, request_id=rid)
-            call = stub.CancelJob(req, **forward_kwargs(md, context.time_remaining()))
-            resp = await call
-            await wait_applied(self.rt, call)
-            return resp.job
-
-        job = await leader_write(self.rt, context, rid, local, fwd)
-        return scheduler_pb2.CancelJobResponse(job=job)
+        return await self.writes.write(context, request, scheduler_pb2_grpc.SchedulerStub,
+                                       "CancelJob", local)
 
     async def RetryDeadJob(self, request, context):
         if not request.job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
-        rid = request.request_id or uuid.uuid4().hex
-        st = self.rt.sm.state
+        st = self.replica.state
 
-        async def local():
-            res = await self.rt.propose(RetryDead(rid, time.time(), request.job_id))
-            if not res.ok:
-                await abort_for(context, res)
-            return convert.job_to_pb(st.jobs[request.job_id])
+        async def local(rid: str) -> scheduler_pb2.RetryDeadJobResponse:
+            await self.writes.propose(context, RetryDead(rid, time.time(), request.job_id))
+            return scheduler_pb2.RetryDeadJobResponse(job=convert.job_to_pb(st.jobs[request.job_id]))
 
-        async def fwd(ch, md):
-            stub = scheduler_pb2_grpc.SchedulerStub(ch)
-            req = scheduler_pb2.RetryDeadJobRequest(job_id=request.job_id, request_id=rid)
-            resp = await stub.RetryDeadJob(req, **forward_kwargs(md, context.time_remaining()))
-            return resp.job
-
-        job = await leader_write(self.rt, context, rid, local, fwd)
-        return scheduler_pb2.RetryDeadJobResponse(job=job)
+        return await self.writes.write(context, request, scheduler_pb2_grpc.SchedulerStub,
+                                       "RetryDeadJob", local)
 
     async def PurgeDeadJobs(self, request, context):
-        rid = request.request_id or uuid.uuid4().hex
         ids = tuple(request.job_ids)
 
-        async def local():
-            res = await self.rt.propose(PurgeDead(rid, time.time(), ids))
-            if not res.ok:
-                await abort_for(context, res)
-            return list(res.value)
+        async def local(rid: str) -> scheduler_pb2.PurgeDeadJobsResponse:
+            res = await self.writes.propose(context, PurgeDead(rid, time.time(), ids))
+            return scheduler_pb2.PurgeDeadJobsResponse(job_ids=list(res.value))
 
-        async def fwd(ch, md):
-            stub = scheduler_pb2_grpc.SchedulerStub(ch)
-            req = scheduler_pb2.PurgeDeadJobsRequest(job_ids=ids, request_id=rid)
-            resp = await stub.PurgeDeadJobs(req, **forward_kwargs(md, context.time_remaining()))
-            return list(resp.job_ids)
-
-        purged = await leader_write(self.rt, context, rid, local, fwd)
-        return scheduler_pb2.PurgeDeadJobsResponse(job_ids=purged)
+        return await self.writes.write(context, request, scheduler_pb2_grpc.SchedulerStub,
+                                       "PurgeDeadJobs", local)
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, cfg: ClusterConfig, me_id: str, replica: ReplicaView, raft: RaftStatus,
+                 peers: Peers, leader: LeaderDuties, status: ReplicaStatus) -> None:
+        self.cfg = cfg
+        self.me_id = me_id
+        self.replica = replica
+        self.raft = raft
+        self.peers = peers
+        self.leader = leader
+        self.status = status
 
     async def ListNodes(self, request, context):
-        st = self.rt.sm.state
+        st = self.replica.state
         now = time.monotonic()
         out = []
-        with self.rt.sm.lock:
+        with self.replica.lock:
             registered = dict(st.nodes)
             usage = {nid: (u.as_resources(), len(u.jobs)) for nid, u in st.usage.items()}
-        leader_view = self.rt.leader.last_seen if self.rt.is_leader() else {}
-        for nc in self.rt.cfg.nodes:
+        leader_view = self.leader.last_seen if self.raft.is_leader() else {}
+        for nc in self.cfg.nodes:
             n = registered.pop(nc.id, None)
             if n is None:
                 info = cluster_pb2.NodeInfo(
@@ -283,13 +246,12 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         return cluster_pb2.ListNodesResponse(nodes=out)
 
     async def ClusterStatus(self, request, context):
-        rt = self.rt
-        mine = await replica_status(rt, with_digest=request.include_replicas)
-        lc = rt.leader_config()
-        with rt.sm.lock:
-            counts = {s.value: rt.sm.state.counts.get(s, 0) for s in JobState}
+        mine = await self.status.report(with_digest=request.include_replicas)
+        lc = self.raft.leader_config()
+        with self.replica.lock:
+            counts = {s.value: self.replica.state.counts.get(s, 0) for s in JobState}
         resp = cluster_pb2.ClusterStatusResponse(
-            node_id=rt.me.id,
+            node_id=self.me_id,
             leader_id=lc.id if lc else "",
             leader_address=lc.grpc if lc else "",
             term=mine.term,
@@ -299,13 +261,13 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             jobs_by_state=counts,
         )
         if request.include_replicas:
-            resp.replicas.extend(await asyncio.gather(*(self._peer(nc) for nc in rt.cfg.nodes)))
+            resp.replicas.extend(await asyncio.gather(*(self._peer(nc) for nc in self.cfg.nodes)))
         return resp
 
     async def _peer(self, nc) -> cluster_pb2.ReplicaStatus:
-        if nc.id == self.rt.me.id:
-            return await replica_status(self.rt)
-        stub = node_pb2_grpc.NodeAgentStub(self.rt.channel(nc.grpc))
+        if nc.id == self.me_id:
+            return await self.status.report()
+        stub = node_pb2_grpc.NodeAgentStub(self.peers.channel(nc.grpc))
         try:
             resp = await stub.GetReplicaStatus(node_pb2.ReplicaStatusRequest(), timeout=5.0)
             return resp.status

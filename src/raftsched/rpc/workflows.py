@@ -2,7 +2,7 @@
 
 Translate and delegate: everything a user can get wrong is checked here, before
 anything is proposed, so bad input never reaches the Raft log (no state
-change, not even the applied index). Writes go through `leader_write`.
+change, not even the applied index). Writes go through `Writes.write`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
 
+from raftsched.config import ClusterConfig
 from raftsched.core import cron, dag, validate
 from raftsched.core.commands import (
     AddSchedule,
@@ -34,6 +35,7 @@ from raftsched.core.model import TERMINAL_STATES, JobSpec, JobState
 from raftsched.core.state import Result
 from raftsched.core.workflow_types import Schedule, Template, workflow_job_id
 from raftsched.core.workflows import schedules, templates, workflows
+from raftsched.ports import ReplicaView
 from raftsched.rpc import convert
 from raftsched.rpc.workflows_convert import (
     CONCURRENCY,
@@ -42,11 +44,8 @@ from raftsched.rpc.workflows_convert import (
     schedule_to_pb,
     template_to_pb,
 )
-from raftsched.rpc.writes import abort_for, forward_kwargs, leader_write, wait_applied
+from raftsched.rpc.writes import Writes
 from raftsched.v1 import jobs_pb2, workflows_pb2, workflows_pb2_grpc
-
-if TYPE_CHECKING:
-    from raftsched.node.runtime import NodeRuntime
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -61,18 +60,20 @@ def _derived_id(prefix: str, rid: str) -> str:
 
 
 class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
-    def __init__(self, rt: NodeRuntime) -> None:
-        self.rt = rt
+    def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes) -> None:
+        self.cfg = cfg
+        self.replica = replica
+        self.writes = writes
 
     @property
     def st(self) -> Any:
-        return self.rt.sm.state
+        return self.replica.state
 
     # ---- helpers ----------------------------------------------------------------------
 
     async def _spec(self, pb: jobs_pb2.JobSpec, context: Ctx, where: str) -> JobSpec:
         spec = convert.spec_from_pb(pb)
-        err = validate.validate_spec(spec, self.rt.cfg.max_capacity())
+        err = validate.validate_spec(spec, self.cfg.max_capacity())
         if err:
             await context.abort(INVALID, f"{where}: {err}")
         return spec
@@ -80,30 +81,16 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
     async def _write(self, context: Ctx, request: Message, method: str,
                      build: Callable[[str, float], Any],
                      done: Callable[[Result], Message]) -> Any:
-        """Propose build(rid, now) on the leader (or forward `request` there; then wait
-        until this node's replica applied it, so the client reads its own write)."""
-        rid = getattr(request, "request_id", "") or uuid.uuid4().hex
+        """Propose build(rid, now) on the leader (or forward `request` there)."""
 
-        async def local() -> Message:
+        async def local(rid: str) -> Message:
             cmd = build(rid, time.time())
             if hasattr(cmd, "__await__"):
                 cmd = await cmd
-            res = await self.rt.propose(cmd)
-            if not res.ok:
-                await abort_for(context, res)
-            return done(res)
+            return done(await self.writes.propose(context, cmd))
 
-        async def fwd(ch: grpc.aio.Channel, md: tuple[tuple[str, str], ...]) -> Message:
-            req = type(request)()
-            req.CopyFrom(request)
-            req.request_id = rid  # type: ignore[attr-defined]
-            stub = workflows_pb2_grpc.WorkflowsStub(ch)
-            call = getattr(stub, method)(req, **forward_kwargs(md, context.time_remaining()))
-            resp = await call
-            await wait_applied(self.rt, call)
-            return resp
-
-        return await leader_write(self.rt, context, rid, local, fwd)
+        return await self.writes.write(context, request, workflows_pb2_grpc.WorkflowsStub, method,
+                                       local)
 
     # ---- templates --------------------------------------------------------------------
 
@@ -156,7 +143,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return template_to_pb(t)
 
     async def ListTemplates(self, request, context):
-        with self.rt.sm.lock:
+        with self.replica.lock:
             ts = sorted(templates(self.st).values(), key=lambda t: t.name)
         return workflows_pb2.ListTemplatesResponse(templates=[template_to_pb(t) for t in ts])
 
@@ -174,7 +161,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         if t is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.template!r} not found")
         spec = apply_overrides(t.spec, request.overrides)
-        err = validate.validate_spec(spec, self.rt.cfg.max_capacity())
+        err = validate.validate_spec(spec, self.cfg.max_capacity())
         if err:
             await context.abort(INVALID, f"template {t.name} with overrides: {err}")
 
@@ -262,7 +249,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         return s
 
     async def ListSchedules(self, request, context):
-        with self.rt.sm.lock:
+        with self.replica.lock:
             ss = sorted(schedules(self.st).values(), key=lambda s: s.id)
         return workflows_pb2.ListSchedulesResponse(schedules=[schedule_to_pb(s) for s in ss])
 
@@ -364,7 +351,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                                                            job_ids=list(r.value[1])))
 
     async def GetWorkflow(self, request, context):
-        with self.rt.sm.lock:
+        with self.replica.lock:
             wf = workflows(self.st).get(request.workflow_id)
             jobs = [self.st.jobs.get(j) for j in wf.job_ids] if wf else []
         if wf is None:

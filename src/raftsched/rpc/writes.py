@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from raftsched.core.commands import Command
 from raftsched.core.state import Code, Result
+from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 
-if TYPE_CHECKING:
-    from raftsched.node.runtime import NodeRuntime
-
-T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+M2 = TypeVar("M2")
 
 FORWARDED = "x-raftsched-forwarded"
 APPLIED_INDEX = "x-raftsched-applied-index"
@@ -41,63 +43,99 @@ async def abort_for(context: grpc.aio.ServicerContext, res: Result) -> None:
     await context.abort(code, res.message)
 
 
-async def leader_write(
-    rt: NodeRuntime,
-    context: grpc.aio.ServicerContext,
-    request_id: str,
-    local: Callable[[], Awaitable[T]],
-    forward: Callable[[grpc.aio.Channel, tuple[tuple[str, str], ...]], Awaitable[T]],
-) -> T:
-    """Run `local` if this node leads, else `forward` to the leader; retry until the deadline."""
-    forwarded = is_forwarded(context)
-    deadline = time.monotonic() + WRITE_DEADLINE
-    remaining = context.time_remaining()
-    if remaining is not None:
-        deadline = min(deadline, time.monotonic() + remaining)
-    last_error = "no leader elected yet"
-    while time.monotonic() < deadline:
-        if rt.is_leader():
-            try:
-                result = await local()
-                # Tell a forwarding node which index to wait for (read-your-writes).
-                context.set_trailing_metadata(((APPLIED_INDEX, str(rt.sm.state.applied_index)),))
-                return result
-            except NotLeader as e:
-                last_error = str(e)
-            except OutcomeUnknown as e:
-                last_error = str(e)
-                continue  # same request id: retry is safe
-        elif not forwarded:
-            lc = rt.leader_config()
-            if lc is not None and lc.id != rt.me.id:
+Local = Callable[[str], Awaitable[M]]  # request id -> response (this node leads)
+
+
+class Writes:
+    """The one door for writes from a servicer: propose on the leader, or forward the
+    request (same request id) to it and wait until this replica applied the write,
+    so that the client's next read on this node sees it (read-your-writes)."""
+
+    def __init__(self, me_id: str, replica: ReplicaView, raft: RaftStatus, proposer: Propose,
+                 peers: Peers) -> None:
+        self.me_id = me_id
+        self.replica = replica
+        self.raft = raft
+        self.proposer = proposer
+        self.peers = peers
+
+    async def propose(self, context: grpc.aio.ServicerContext, cmd: Command) -> Result:
+        """Propose on this (leading) node; a refusal aborts the call with its status."""
+        res = await self.proposer.propose(cmd)
+        if not res.ok:
+            await abort_for(context, res)
+        return res
+
+    async def write(self, context: grpc.aio.ServicerContext, request: M, stub: Callable[[Any], Any],
+                    method: str, local: Local[M2]) -> M2:
+        """Run `local(request id)` if this node leads, else call `method` of `stub(channel)`
+        on the leader with a copy of `request` carrying the request id; retry until the
+        deadline. Every retry and hop keeps the request id: the state machine applies
+        each at most once."""
+        rid = getattr(request, "request_id", "") or uuid.uuid4().hex
+
+        async def forward(ch: grpc.aio.Channel, md: tuple[tuple[str, str], ...]) -> M2:
+            req = type(request)()
+            req.CopyFrom(request)
+            req.request_id = rid  # type: ignore[attr-defined]
+            call = getattr(stub(ch), method)(req, metadata=md,
+                                              timeout=context.time_remaining() or WRITE_DEADLINE)
+            resp = await call
+            await self.wait_applied(call)
+            return resp  # type: ignore[no-any-return]
+
+        return await self._leader_write(context, rid, local, forward)
+
+    async def _leader_write(self, context: grpc.aio.ServicerContext, request_id: str,
+                            local: Local[M2],
+                            forward: Callable[[grpc.aio.Channel, tuple[tuple[str, str], ...]],
+                                              Awaitable[M2]]) -> M2:
+        forwarded = is_forwarded(context)
+        deadline = time.monotonic() + WRITE_DEADLINE
+        remaining = context.time_remaining()
+        if remaining is not None:
+            deadline = min(deadline, time.monotonic() + remaining)
+        last_error = "no leader elected yet"
+        while time.monotonic() < deadline:
+            if self.raft.is_leader():
                 try:
-                    return await forward(rt.channel(lc.grpc), ((FORWARDED, rt.me.id),))
-                except grpc.aio.AioRpcError as e:
-                    if e.code() not in RETRYABLE:
-                        await context.abort(e.code(), e.details() or "")
-                    last_error = f"leader {lc.id}: {e.details()}"
-        else:
-            # A forwarded call reached a node that no longer leads: let the origin re-resolve.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{rt.me.id} is not the leader")
-        await asyncio.sleep(0.05)
-    await context.abort(
-        grpc.StatusCode.UNAVAILABLE,
-        f"write not confirmed ({last_error}); retry with request_id={request_id}",
-    )
-    raise AssertionError("unreachable")
+                    result = await local(request_id)
+                    # Tell a forwarding node which index to wait for (read-your-writes).
+                    context.set_trailing_metadata(
+                        ((APPLIED_INDEX, str(self.replica.state.applied_index)),))
+                    return result
+                except NotLeader as e:
+                    last_error = str(e)
+                except OutcomeUnknown as e:
+                    last_error = str(e)
+                    continue  # same request id: retry is safe
+            elif not forwarded:
+                lc = self.raft.leader_config()
+                if lc is not None and lc.id != self.me_id:
+                    try:
+                        return await forward(self.peers.channel(lc.grpc), ((FORWARDED, self.me_id),))
+                    except grpc.aio.AioRpcError as e:
+                        if e.code() not in RETRYABLE:
+                            await context.abort(e.code(), e.details() or "")
+                        last_error = f"leader {lc.id}: {e.details()}"
+            else:
+                # A forwarded call reached a node that no longer leads: let the origin re-resolve.
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
+            await asyncio.sleep(0.05)
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            f"write not confirmed ({last_error}); retry with request_id={request_id}",
+        )
+        raise AssertionError("unreachable")
+
+    async def wait_applied(self, call: Any, timeout: float = 3.0) -> None:
+        """After a write forwarded to the leader: wait until this replica has applied it."""
+        index = 0
+        for k, v in await call.trailing_metadata() or ():
+            if k == APPLIED_INDEX:
+                index = int(v)
+        deadline = time.monotonic() + timeout
+        while self.replica.state.applied_index < index and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
 
 
-async def wait_applied(rt: NodeRuntime, call: Any, timeout: float = 3.0) -> None:
-    """After a write forwarded to the leader: wait until this replica has applied it,
-    so that a client reading from this node next sees its own write."""
-    index = 0
-    for k, v in await call.trailing_metadata() or ():
-        if k == APPLIED_INDEX:
-            index = int(v)
-    deadline = time.monotonic() + timeout
-    while rt.sm.state.applied_index < index and time.monotonic() < deadline:
-        await asyncio.sleep(0.002)
-
-
-def forward_kwargs(md: tuple[tuple[str, str], ...], timeout: float | None) -> dict[str, Any]:
-    return {"metadata": md, "timeout": timeout or WRITE_DEADLINE}

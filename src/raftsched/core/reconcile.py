@@ -1,0 +1,147 @@
+"""Leader reconciliation decisions: pure functions returning what to propose or send.
+
+- retry times stamped into failed attempts' reports (backoff with jitter),
+- starts to re-send for ASSIGNED attempts their node has not confirmed,
+- CANCELLING attempts to end because their node no longer runs them,
+- schedule instants that are due (`ScheduleClock`).
+
+The leader loop (node/leader.py) turns these into commands and gRPC calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Set
+from dataclasses import replace
+
+from raftsched.core import cron, retry
+from raftsched.core.commands import FinishedItem, FireSchedule
+from raftsched.core.jobs import attempt_outcome
+from raftsched.core.model import Job, JobState
+from raftsched.core.state import ClusterState
+from raftsched.core.workflow_types import Misfire, Schedule, plan_misfires
+from raftsched.core.workflows import MAX_FIRES_PER_COMMAND, schedules
+
+# Missed instants scanned per schedule and step (a long outage of an
+# every-second schedule is worked through over several steps).
+MAX_SCAN = 10 * MAX_FIRES_PER_COMMAND
+
+Reported = Mapping[str, Set[tuple[str, int]]]  # node -> (job, attempt) it last reported running
+
+
+def active_jobs(state: ClusterState) -> list[Job]:
+    """Jobs ASSIGNED, RUNNING or CANCELLING anywhere (caller holds the state lock)."""
+    return [state.jobs[jid] for u in state.usage.values() for jid in u.jobs]
+
+
+def stamp_retries(state: ClusterState, items: list[FinishedItem], now: float,
+                  jitter: Callable[[], float]) -> list[FinishedItem]:
+    """Put the leader's retry time (backoff with jitter) into failed attempts' reports,
+    so every replica applies the same not-before time."""
+    out = []
+    for it in items:
+        job = state.jobs.get(it.job_id)
+        if (
+            job is not None
+            and job.attempt == it.attempt
+            and job.state in (JobState.ASSIGNED, JobState.RUNNING)
+            and attempt_outcome(it)[0] is not JobState.SUCCEEDED
+            and retry.should_retry(job.spec.retry, job.failures + 1)
+        ):
+            delay = retry.backoff_delay(job.spec.retry, job.failures + 1, jitter())
+            it = replace(it, retry_at=now + delay)
+        out.append(it)
+    return out
+
+
+def unconfirmed_starts(state: ClusterState, reported: Reported, now: float,
+                       resend_after: float) -> list[Job]:
+    """ASSIGNED attempts their node has not confirmed for `resend_after` seconds:
+    send their starts again (starts are idempotent on the worker)."""
+    return [
+        j for j in active_jobs(state)
+        if j.state is JobState.ASSIGNED
+        and now - j.assigned_at > resend_after
+        and (j.id, j.attempt) not in reported.get(j.node_id, ())
+    ]
+
+
+def cancelled_gone(state: ClusterState, reported: Reported, heard_at: Mapping[str, float],
+                   slack: float) -> list[FinishedItem]:
+    """End CANCELLING attempts their node no longer runs. The normal path is the
+    worker's FINISHED report after the kill; this covers an attempt that never started
+    there (start lost): once a heartbeat sent well after the cancel (wall time
+    `heard_at[node]`) does not list it, it is over."""
+    return [
+        FinishedItem(j.id, j.attempt, j.fencing_token, None,
+                     error="not running on its node when cancelled")
+        for j in active_jobs(state)
+        if j.state is JobState.CANCELLING
+        and heard_at.get(j.node_id, 0.0) > j.cancel_requested_at + slack
+        and (j.id, j.attempt) not in reported.get(j.node_id, ())
+    ]
+
+
+def active_schedules(state: ClusterState) -> list[Schedule]:
+    """Schedules not paused (caller holds the state lock; schedules are immutable)."""
+    return [s for s in schedules(state).values() if not s.paused]
+
+
+class ScheduleClock:
+    """Due instants of cron schedules. Holds only a cache of each schedule's next
+    instant (computed from its replicated `last_fired`), so its answers depend on
+    (state, now) alone."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, tuple[float, float | None]] = {}
+        self.unevaluable: dict[str, str] = {}  # schedule id -> cron error, first seen
+
+    def _next_instant(self, s: Schedule) -> float | None:
+        cached = self._next.get(s.id)
+        if cached is not None and cached[0] == s.last_fired:
+            return cached[1]
+        try:
+            got = cron.fires(cron.parse(s.cron), cron.zone(s.timezone), s.last_fired, 1,
+                             start=s.start, end=s.end)
+        except cron.CronError as e:
+            self.unevaluable.setdefault(s.id, str(e))
+            got = []
+        nxt = got[0] if got else None
+        self._next[s.id] = (s.last_fired, nxt)
+        return nxt
+
+    def due(self, s: Schedule, now: float) -> tuple[list[float], float, int] | None:
+        """(instants to fire, through, instants dropped) if something is due, else None."""
+        nxt = self._next_instant(s)
+        if nxt is None or nxt > now:
+            return None
+        c, tz = cron.parse(s.cron), cron.zone(s.timezone)
+        after = s.last_fired
+        lookback = s.misfire_threshold_s if s.misfire is Misfire.SKIP else s.misfire_deadline_s
+        horizon = now - lookback
+        if nxt < horizon:
+            after = max(after, horizon)  # older instants are dropped by every policy
+        due = cron.fires(c, tz, after, MAX_SCAN, until=now, start=s.start, end=s.end)
+        if not due:
+            # everything due was older than the horizon: mark it done, fire nothing
+            return [], horizon, 0
+        fire = plan_misfires(due, now, s.misfire, s.misfire_threshold_s, s.misfire_deadline_s)
+        kept = fire[-MAX_FIRES_PER_COMMAND:]
+        return kept, due[-1], len(due) - len(kept)
+
+    def fires(self, active: list[Schedule], now: float) -> list[FireSchedule]:
+        """One FireSchedule per schedule in `active` with something due. The request id
+        is derived from (schedule, through): a retry of the same proposal is deduplicated,
+        and the state machine refuses instants <= last_fired (at most once)."""
+        live = {s.id for s in active}
+        for sid in [sid for sid in self._next if sid not in live]:
+            del self._next[sid]
+        out = []
+        for s in active:
+            got = self.due(s, now)
+            if got is None:
+                continue
+            fire, through, dropped = got
+            if through > s.last_fired:
+                out.append(FireSchedule(f"fire:{s.id}:{through!r}", now, s.id, tuple(fire), through,
+                                        skipped=dropped))
+        return out

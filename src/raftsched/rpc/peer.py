@@ -1,0 +1,67 @@
+"""Channels to the other nodes and the delivery of starts (the `ports.Peers` port)."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+
+from raftsched.core.model import Job
+from raftsched.ports import RaftStatus, ReplicaView
+from raftsched.rpc import convert
+from raftsched.v1 import node_pb2, node_pb2_grpc
+
+log = structlog.get_logger("raftsched.rpc.peer")
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+class PeerChannels:
+    def __init__(self, me_id: str, replica: ReplicaView, raft: RaftStatus) -> None:
+        self.me_id = me_id
+        self.replica = replica
+        self.raft = raft
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, addr: str) -> grpc.aio.Channel:
+        ch = self._channels.get(addr)
+        if ch is None:
+            ch = self._channels[addr] = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        return ch
+
+    def leader_agent_stub(self) -> node_pb2_grpc.NodeAgentStub | None:
+        lc = self.raft.leader_config()
+        if lc is None:
+            return None
+        return node_pb2_grpc.NodeAgentStub(self.channel(lc.grpc))
+
+    async def send_starts(self, node_id: str, jobs: list[Job]) -> None:
+        node = self.replica.state.nodes.get(node_id)
+        if node is None or not self.raft.leader_confirmed():
+            # A leader that cannot hear from a majority may be stale (e.g. just thawed
+            # from SIGSTOP): its view of assignments must not start anything.
+            return
+        req = node_pb2.StartJobsRequest(
+            leader_id=self.me_id,
+            term=self.raft.term(),
+            incarnation=node.incarnation,
+            generation=node.generation,
+            jobs=[
+                node_pb2.StartJob(job_id=j.id, attempt=j.attempt, fencing_token=j.fencing_token,
+                                  spec=convert.spec_to_pb(j.spec))
+                for j in jobs
+            ],
+        )
+        stub = node_pb2_grpc.NodeAgentStub(self.channel(node.grpc_address))
+        try:
+            await stub.StartJobs(req, timeout=5.0)
+        except grpc.aio.AioRpcError as e:
+            log.warning("start not delivered", node=node_id, jobs=len(jobs),
+                        code=str(e.code()), details=e.details())
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()
