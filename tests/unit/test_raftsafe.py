@@ -252,12 +252,14 @@ def test_fsync_batch_defers_entries_but_not_term(tmp_path, fsync_spy, monkeypatc
 
 
 @pytest.mark.timeout(60)
-def test_fsync_never_is_plain_pysyncobj(tmp_path, fsync_spy):
+def test_fsync_never_does_no_fsync(tmp_path, fsync_spy):
+    """"never": no fsync at all; the journal only gains crash-safe compaction (a new
+    file renamed into place instead of an in-place rewrite), see durable.py."""
     obj, rec, tr = make_follower(tmp_path, fsync="never")
     tr.deliver(ae(1, 1, 0, [entry(obj, rec, 2, 1)], 2))
     obj.doTick(0)
     assert fsync_spy == [] and obj._rs_journal is None
-    assert type(obj._SyncObj__raftLog) is FileJournal
+    assert isinstance(obj._SyncObj__raftLog, FileJournal)
     obj._doDestroy()
     assert reopen(tmp_path)[0] == [(1, 0), (2, 1)]
 

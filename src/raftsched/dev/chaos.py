@@ -231,7 +231,7 @@ class Chaos:
         with self.client() as c:
             jobs = {j.id: j for j in c.list_all()}
             try:
-                reps = _wait_identical(c, 30)
+                reps = wait_identical(c, 30)
             except TimeoutError as e:
                 reps = e.args[1]
         r.replicas = [(x.node_id, x.applied_index, x.state_digest) for x in reps]
@@ -277,7 +277,7 @@ class Chaos:
             r.fenced_completions += sum(1 for t in done_tokens if t != j.fencing_token)
 
 
-def _wait_identical(c: Client, timeout: float) -> list[Any]:
+def wait_identical(c: Client, timeout: float) -> list[Any]:
     deadline = time.monotonic() + timeout
     reps: list[Any] = []
     while time.monotonic() < deadline:

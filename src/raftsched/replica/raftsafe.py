@@ -50,7 +50,10 @@ Durability (``fsync=`` on SafeSyncObj, needs ``conf.journalFile``):
   Survives a process kill; a machine crash may lose the acknowledged entries of
   the last interval plus one tick, so a committed entry is lost only if a
   majority crashes within that window.
-Not covered: compaction rewrites the journal in place; snapshots are not fsynced.
+Snapshots and compaction (every mode; fsyncs only when not "never"): see
+`durable` — checksummed snapshots written temp + fsync + rename + directory fsync,
+compaction into a new journal file, and the log suffix kept after a snapshot
+install or a restart (Raft section 7).
 """
 
 from __future__ import annotations
@@ -59,20 +62,32 @@ import logging
 import os
 import time
 
+import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj
 from pysyncobj import pickle as _pickle
 from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
+from raftsched.replica.durable import (
+    DurableSerializer,
+    check_snapshot,
+    compact_journal,
+    fsync_dir,
+)
+
 logger = logging.getLogger(__name__)
 
 FSYNC_MODES = ("always", "batch", "never")
 
 # Name-mangled pysyncobj internals this module hooks; fail loudly if they move.
-for _name in ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx"):
+for _name in ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx",
+              "_SyncObj__loadDumpFile", "_SyncObj__deleteEntriesTo"):
     if not hasattr(SyncObj, _name):
         raise ImportError(f"raftsafe: pysyncobj internals changed ({_name} missing)")
+
+
+_PYSYNCOBJ_SERIALIZER = _syncobj_module.Serializer
 
 
 class _DurableFileJournal(FileJournal):
@@ -103,7 +118,15 @@ class _DurableFileJournal(FileJournal):
             super().setRaftCommitIndex(raftCommitIndex)
             self._rs_meta_dirty = True
 
+    def deleteEntriesTo(self, entryTo):
+        # compaction: a new journal file renamed into place, never an in-place rewrite
+        compact_journal(self, entryTo, durable=self._rs_mode != "never")
+        if self._rs_mode != "never":
+            self._rs_dirty = False
+
     def setCurrentTerm(self, term, votedForNodeId):
+        if self._rs_mode == "never":
+            return FileJournal.setCurrentTerm(self, term, votedForNodeId)
         self._FileJournal__meta["currentTerm"] = term
         self._FileJournal__meta["votedForNodeId"] = votedForNodeId
         self._rs_meta_dirty = True
@@ -111,6 +134,8 @@ class _DurableFileJournal(FileJournal):
         self.rs_sync(force_entries=self._rs_mode == "always")
 
     def onOneSecondTimer(self):
+        if self._rs_mode == "never":
+            return FileJournal.onOneSecondTimer(self)
         self.rs_sync()
 
     def rs_sync(self, force_entries: bool = True) -> bool:
@@ -143,11 +168,7 @@ class _DurableFileJournal(FileJournal):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path)
         self._FileJournal__metaSaved = True
         self._rs_meta_dirty = False
 
@@ -174,16 +195,30 @@ class SafeSyncObj(SyncObj):
         self._rs_stats = dict.fromkeys(
             ("stale_entries_dropped", "conflicts_truncated", "truncations_refused",
              "messages_rewritten", "next_index_rewinds_avoided"), 0)
-        super().__init__(selfNode, otherNodes, conf, consumers, nodeClass, transport,
-                         transportClass)
-        if fsync != "never":
-            journal = self._SyncObj__raftLog
-            if type(journal) is not FileJournal:
-                raise TypeError(f"fsync={fsync!r} needs pysyncobj's FileJournal")
+        if conf is not None and conf.fullDumpFile and os.path.exists(conf.fullDumpFile):
+            check_snapshot(conf.fullDumpFile)  # a damaged snapshot: refuse to start
+        serializer = type("Serializer", (DurableSerializer,), {"durable": fsync != "never"})
+        # SyncObj.__init__ builds its Serializer (and starts the tick thread, which may
+        # load the snapshot at once): ours must be the one it builds.
+        _syncobj_module.Serializer = serializer
+        try:
+            super().__init__(selfNode, otherNodes, conf, consumers, nodeClass, transport,
+                             transportClass)
+        finally:
+            _syncobj_module.Serializer = _PYSYNCOBJ_SERIALIZER
+        journal = self._SyncObj__raftLog
+        if fsync != "never" and type(journal) is not FileJournal:
+            raise TypeError(f"fsync={fsync!r} needs pysyncobj's FileJournal")
+        if type(journal) is FileJournal:
             # Swap the live journal's class (same object and mmap); starts dirty.
             _DurableFileJournal._rs_setup(journal, fsync, self.fsync_batch_interval)
             journal.__class__ = _DurableFileJournal
-            self._rs_journal = journal
+            if fsync != "never":
+                self._rs_journal = journal
+                # A journal (or meta) file just created must survive a power cut with
+                # its directory entry: fsync it and the directory once at start.
+                journal.rs_sync()
+                fsync_dir(conf.journalFile)
 
     def raftsafe_stats(self) -> dict[str, int]:
         stats = dict(self._rs_stats)
@@ -206,6 +241,28 @@ class SafeSyncObj(SyncObj):
             self._rs_journal.rs_sync()  # entries durable before they are acknowledged
         SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=nextNodeIdx,
                                           success=success)
+
+    # -- snapshot install / restart: keep the log after the snapshot (Raft 7) --
+    def _SyncObj__loadDumpFile(self, clearJournal):
+        serializer = self._SyncObj__serializer
+        try:
+            data = serializer.deserialize()
+        except Exception:
+            logger.exception("raftsafe: snapshot not loaded")
+            return
+        serializer._rs_cached = data  # pysyncobj's loader reads it once more
+        log = self._SyncObj__raftLog
+        prev, last = data[2], data[1]  # the snapshot's last two included entries
+        if len(log) >= 2:
+            first = log[0][1]
+            i, j = prev[1] - first, last[1] - first
+            if i >= 0 and j < len(log) and log[i][1:] == prev[1:] and log[j][1:] == last[1:]:
+                # The log holds the snapshot's last entries: drop only what the snapshot
+                # covers, keep what follows; pysyncobj then finds log[0:2] == data[2], data[1].
+                if i > 0:
+                    self._SyncObj__deleteEntriesTo(prev[1])
+                clearJournal = False
+        SyncObj._SyncObj__loadDumpFile(self, clearJournal)
 
     # -- append_entries filtering ------------------------------------------
     def _SyncObj__onMessageReceived(self, node, message):
