@@ -31,6 +31,7 @@ def test_chaos_nothing_lost_nothing_doubled(capsys: pytest.CaptureFixture[str]) 
         assert not report.token_regressions, report.summary()
         assert not report.success_without_run, report.summary()
         assert report.replicas_identical, report.summary()
+        assert report.audit_ok, report.summary()
     finally:
         if not os.environ.get("RAFTSCHED_KEEP_TEST_DIRS"):
             shutil.rmtree(root, ignore_errors=True)

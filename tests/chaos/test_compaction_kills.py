@@ -22,6 +22,7 @@ from raftsched import config as configmod
 from raftsched.client.client import Client
 from raftsched.dev.chaos import TERMINAL, wait_identical
 from raftsched.dev.launcher import LocalCluster, write_config
+from raftsched.replica.audit import audit_data_dir
 from raftsched.v1 import jobs_pb2
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(400)]
@@ -88,6 +89,11 @@ def test_sigkill_during_compaction_loses_no_acknowledged_job() -> None:
             assert len(snapshots) == 3, "expected every node to have compacted its log"
             reps = wait_identical(c, 60)
             assert len({(r.applied_index, r.state_digest) for r in reps}) == 1
+        cluster.stop()
+        for n in cfg.nodes:
+            rep = audit_data_dir(cfg.node_data_dir(n.id))
+            print(rep.summary())
+            assert rep.ok, rep.summary()
     finally:
         stop.set()
         if sub.is_alive():

@@ -12,7 +12,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from raftsched import config as configmod
-from raftsched.cli import dag, dlq, observe, workflows
+from raftsched.cli import audit, dag, dlq, observe, workflows
 from raftsched.cli.common import (
     EXIT_CODES_HELP,
     EXIT_JOB_FAILED,
@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                             help="print machine-readable JSON")
 
+    audit.register(sub, fmt)
     sp = sub.add_parser("demo", help="start the local cluster, run a workload, stop")
     sp.add_argument("--jobs", type=int, default=60, help="number of jobs (default 60)")
     sp.set_defaults(func=cmd_demo, needs_client=False)

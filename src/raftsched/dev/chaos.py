@@ -53,13 +53,16 @@ class ChaosReport:
     leader_stops: int = 0
     replicas: list[tuple[str, int, str]] = field(default_factory=list)
     replicas_identical: bool = False
+    audits: list[str] = field(default_factory=list)  # `raftsched audit` of each node's files
+    audit_ok: bool = False
     events: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (not self.lost and not self.succeeded_twice and not self.overlaps
                 and not self.token_regressions and not self.success_without_run
-                and self.replicas_identical and self.terminal == self.acknowledged)
+                and self.replicas_identical and self.terminal == self.acknowledged
+                and self.audit_ok)
 
     def summary(self) -> str:
         lines = [
@@ -74,6 +77,7 @@ class ChaosReport:
             f"fenced_completions={self.fenced_completions}",
             "replicas: " + ", ".join(f"{n} applied={i} digest={d[:12]}" for n, i, d in self.replicas)
             + f" -> identical={self.replicas_identical}",
+            *(f"audit: {a}" for a in self.audits),
         ]
         for name in ("lost", "succeeded_twice", "overlaps", "token_regressions", "success_without_run"):
             items = getattr(self, name)
@@ -211,7 +215,16 @@ class Chaos:
         finally:
             self._stop.set()
             self.cluster.stop()
+        self._audit()
         return self.report
+
+    def _audit(self) -> None:
+        """Replay every node's snapshot + journal offline and check the invariants."""
+        from raftsched.replica.audit import audit_data_dir
+
+        reps = [audit_data_dir(self.cfg.node_data_dir(n.id)) for n in self.cfg.nodes]
+        self.report.audits = [r.summary().replace("\n", " | ") for r in reps]
+        self.report.audit_ok = all(r.ok for r in reps)
 
     def _settle(self, settle: float) -> None:
         with self.client() as c:
