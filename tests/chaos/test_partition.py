@@ -10,8 +10,13 @@ the cut node rejoins and every replica is identical.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
+import sys
 import time
 
+import grpc
 import pytest
 
 from raftsched.v1 import jobs_pb2
@@ -62,6 +67,40 @@ def partition_round(c: NetnsCluster, victim_is_leader: bool) -> str:
             f"jobs; running elsewhere after {moved:.2f}s; new leader {new_leader}")
 
 
+def submissions_round(c: NetnsCluster) -> str:
+    """Writes on both sides of a cut leader: a client inside the cut leader's namespace
+    keeps submitting to it (it cannot commit: nothing may be acknowledged that is then
+    lost), one outside submits to the majority. After healing, every acknowledged
+    submission exists and succeeds, and the cut side's unacknowledged ones left nothing
+    half-done."""
+    victim = c.leader()
+    others = [n for n in ("n1", "n2", "n3") if n != victim]
+    ns = c.ns[int(victim[1:]) - 1]
+    c.cut(victim)
+    live = c.client(*others)
+    acked: list[str] = []
+    inside: list[str] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(grpc.RpcError):
+            acked += live.submit_batch([jobs_pb2.JobSpec(command=["true"])] * 3)
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "raftsched", "--config", str(c.config_path),
+             "--node", c.addr(victim), "--timeout", "2", "--json", "submit", "--count", "2", "--", "true"],
+            capture_output=True, text=True, timeout=60)
+        if out.returncode == 0:  # acknowledged by the cut side: must survive like any other
+            inside += json.loads(out.stdout)["job_ids"]
+    c.heal(victim)
+    c.wait_until(lambda: all(n.alive for n in live.nodes()), 30, "victim back")
+    assert acked, "the majority acknowledged nothing while the old leader was cut off"
+    want = acked + inside
+    done = c.wait_terminal(want, timeout=90, client=live)
+    assert all(done[j].state == jobs_pb2.SUCCEEDED for j in want)
+    c.replicas_identical(30)
+    return (f"partition: writes while leader {victim} was cut: {len(acked)} acknowledged by the majority, "
+            f"{len(inside)} by the cut side; all present and succeeded after healing")
+
+
 @pytest.mark.skipif(why is not None, reason=why or "")
 def test_partitioned_follower_and_leader(capsys: pytest.CaptureFixture[str]) -> None:
     c = NetnsCluster()
@@ -70,7 +109,8 @@ def test_partitioned_follower_and_leader(capsys: pytest.CaptureFixture[str]) -> 
         (c.root / "ledger.txt").touch()
         c.start()
         c.wait_ready(60)
-        rounds = [partition_round(c, victim_is_leader=False), partition_round(c, victim_is_leader=True)]
+        rounds = [partition_round(c, victim_is_leader=False), partition_round(c, victim_is_leader=True),
+                  submissions_round(c)]
         with capsys.disabled():
             print("\n" + "\n".join(rounds))
         lines = [ln.split() for ln in (c.root / "ledger.txt").read_text().splitlines()]

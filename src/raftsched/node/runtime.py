@@ -29,7 +29,7 @@ from raftsched.replica import watch as watchmod
 from raftsched.replica.proposer import Proposer
 from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.events import EventsServicer
-from raftsched.rpc.peer import GRPC_OPTIONS, PeerChannels
+from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
 from raftsched.rpc.public import ClusterServicer, SchedulerServicer
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.workflows import WorkflowsServicer
@@ -130,7 +130,8 @@ class NodeRuntime:
     async def start(self) -> None:
         # No SO_REUSEPORT: a second process must fail to bind our port rather than
         # silently share (and steal) our connections.
-        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, *SERVER_KEEPALIVE_OPTIONS,
+                                               ("grpc.so_reuseport", 0)])
         for add, servicer in self._servicers():
             add(servicer, self.server)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()

@@ -16,6 +16,25 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
 ]
+# A peer cut off by a partition drops packets instead of refusing them: without
+# keepalive pings a call to it (a write forwarded to a leader that just lost its
+# majority) hangs until the caller's deadline instead of failing over to the new
+# leader. Pings every second, a connection silent for 2 s more is closed and its
+# calls fail with UNAVAILABLE (retried elsewhere with the same request id).
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", 1000),
+]
+# What servers accept from such clients (the default would answer frequent pings with
+# GOAWAY "too_many_pings").
+SERVER_KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 
 class PeerChannels:
@@ -28,7 +47,7 @@ class PeerChannels:
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+            ch = self._channels[addr] = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS + KEEPALIVE_OPTIONS)
         return ch
 
     def leader_agent_stub(self) -> node_pb2_grpc.NodeAgentStub | None:
