@@ -77,6 +77,7 @@ class StartedItem:
     job_id: str
     attempt: int
     token: int
+    isolation: str = ""  # the node's isolation mode and this attempt's limits (history)
 
 
 @command(3)
@@ -101,6 +102,7 @@ class FinishedItem:
     # When this attempt failed and the job's retry policy allows another: the
     # leader's not-before time (backoff with the leader's jitter). 0: fsm fallback.
     retry_at: float = 0.0
+    oom_killed: bool = False  # the kernel's OOM killer stopped a process of the attempt
 
 
 @command(4)

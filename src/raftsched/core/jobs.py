@@ -29,6 +29,7 @@ from raftsched.core.commands import (
 from raftsched.core.fit import fits
 from raftsched.core.model import (
     ATTEMPTS_LIMIT,
+    OOM_KILLED,
     TERMINAL_STATES,
     AttemptRecord,
     Job,
@@ -79,6 +80,8 @@ def attempt_outcome(item: FinishedItem, timeout_s: float = 0.0) -> tuple[JobStat
     """How an attempt ended: SUCCEEDED, FAILED or TIMED_OUT, with a reason."""
     if item.error:
         return JobState.FAILED, item.error
+    if item.oom_killed and item.exit_code != 0:
+        return JobState.FAILED, f"{OOM_KILLED}: a process exceeded the job's memory limit"
     if item.timed_out:
         return JobState.TIMED_OUT, f"timed out after {timeout_s:g}s" if timeout_s else "timed out"
     if item.exit_code == 0:
@@ -207,7 +210,8 @@ def _apply_started(state: ClusterState, cmd: JobsStarted) -> Result:
         if isinstance(job, str):
             out.append(job)
         elif job.state is JobState.ASSIGNED:
-            state.put(job, replace(job, state=JobState.RUNNING, started_at=cmd.ts), cmd.ts)
+            state.put(job, replace(job, state=JobState.RUNNING, started_at=cmd.ts,
+                                   reason=item.isolation), cmd.ts)
             out.append("")
         else:
             # RUNNING: a repeated report. CANCELLING: stays so until the process is gone.
@@ -233,7 +237,7 @@ def _finish(state: ClusterState, job: Job, item: FinishedItem, ts: float) -> str
     elif outcome is JobState.SUCCEEDED:
         target, reason, rec_outcome = JobState.SUCCEEDED, "", "SUCCEEDED"
     else:
-        rec_outcome = outcome.value
+        rec_outcome = OOM_KILLED if why.startswith(OOM_KILLED) else outcome.value
         failures += 1
         if retry.should_retry(policy, failures):
             target = JobState.PENDING

@@ -78,6 +78,30 @@ DEFAULT_REQUEST = Resources(cpu_millis=100, memory_mib=64)
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceLimits:
+    """Hard limits of a job's processes, enforced by the node's cgroups (issue 16).
+
+    0 means the default: memory and CPU default to the request (a job may not
+    burst above what it asked for unless given a higher limit); pids defaults to
+    the node's `pids_limit`. See docs/isolation.md.
+    """
+
+    memory_mib: int = 0
+    cpu_millis: int = 0
+    pids: int = 0
+
+    def describe(self) -> str:
+        def one(v: int, unit: str) -> str:
+            return f"{v}{unit}" if v else "unlimited"
+
+        return (f"memory {one(self.memory_mib, ' MiB')}, cpu {one(self.cpu_millis, 'm')}, "
+                f"pids {one(self.pids, '')}")
+
+
+OOM_KILLED = "OOM_KILLED"  # reason prefix and attempt outcome of a job the OOM killer stopped
+
+
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often a failed attempt is retried, and after what delay.
 
@@ -128,6 +152,7 @@ class JobSpec:
     retry: RetryPolicy = RetryPolicy()
     constraints: tuple[Constraint, ...] = ()
     sequence_key: str = ""  # jobs with the same key run one at a time, in submission order
+    limits: ResourceLimits = ResourceLimits()  # enforced limits (issue 16); 0 = from the request
 
     def argv(self) -> list[str]:
         if self.use_shell:
@@ -153,7 +178,7 @@ ATTEMPTS_LIMIT = 32
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """How one attempt ended. outcome: SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST."""
+    """How one attempt ended. outcome: SUCCEEDED, FAILED, OOM_KILLED, TIMED_OUT, CANCELLED, LOST."""
 
     attempt: int
     node_id: str

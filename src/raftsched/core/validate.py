@@ -80,6 +80,28 @@ def validate_spec(spec: JobSpec, max_capacity: Resources | None = None) -> str |
         return err
     if len(spec.sequence_key) > 256 or "\0" in spec.sequence_key:
         return "sequence_key must be at most 256 characters without NUL"
+    return _validate_limits(spec)
+
+
+MAX_LIMIT_MIB = 1 << 24  # 16 TiB
+MAX_LIMIT_MILLIS = 1 << 20
+MAX_PIDS = 1 << 22
+
+
+def _validate_limits(spec: JobSpec) -> str | None:
+    lim, r = spec.limits, spec.resources
+    if not 0 <= lim.memory_mib <= MAX_LIMIT_MIB:
+        return f"limits.memory_mib is {lim.memory_mib}; it must be between 0 (the request) and {MAX_LIMIT_MIB}"
+    if lim.memory_mib and lim.memory_mib < r.memory_mib:
+        return (f"limits.memory_mib {lim.memory_mib} is below the request resources.memory_mib "
+                f"{r.memory_mib}; a limit may only allow bursting above the request")
+    if not 0 <= lim.cpu_millis <= MAX_LIMIT_MILLIS:
+        return f"limits.cpu_millis is {lim.cpu_millis}; it must be between 0 (the request) and {MAX_LIMIT_MILLIS}"
+    if lim.cpu_millis and lim.cpu_millis < r.cpu_millis:
+        return (f"limits.cpu_millis {lim.cpu_millis} is below the request resources.cpu_millis "
+                f"{r.cpu_millis}; a limit may only allow bursting above the request")
+    if not 0 <= lim.pids <= MAX_PIDS:
+        return f"limits.pids is {lim.pids}; it must be between 0 (the node default) and {MAX_PIDS}"
     return None
 
 

@@ -40,6 +40,8 @@ def report_to_pb(r: Report) -> node_pb2.JobReport:
         stdout_tail=r.stdout_tail,
         stderr_tail=r.stderr_tail,
         lost=r.lost,
+        oom_killed=r.oom_killed,
+        isolation=r.isolation,
     )
 
 

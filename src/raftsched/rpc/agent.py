@@ -79,7 +79,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         finished: list[FinishedItem] = []
         for r in request.reports:
             if r.kind == node_pb2.STARTED:
-                started.append(StartedItem(r.job_id, r.attempt, r.fencing_token))
+                started.append(StartedItem(r.job_id, r.attempt, r.fencing_token, r.isolation[:512]))
             elif r.kind == node_pb2.FINISHED:
                 finished.append(
                     FinishedItem(
@@ -92,6 +92,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                         r.stdout_tail,
                         r.stderr_tail,
                         r.lost,
+                        oom_killed=r.oom_killed,
                     )
                 )
         now = time.time()

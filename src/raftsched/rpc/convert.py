@@ -10,6 +10,7 @@ from raftsched.core.model import (
     JobSpec,
     JobState,
     Node,
+    ResourceLimits,
     Resources,
     RetryPolicy,
     Transition,
@@ -38,6 +39,7 @@ def spec_from_pb(p: jobs_pb2.JobSpec) -> JobSpec:
         retry=retry_from_pb(p.retry) if p.HasField("retry") else RetryPolicy(),
         constraints=tuple(Constraint(c.key, c.op or "eq", c.value) for c in p.constraints),
         sequence_key=p.sequence_key,
+        limits=ResourceLimits(p.limits.memory_mib, p.limits.cpu_millis, p.limits.pids),
     )
 
 
@@ -84,6 +86,8 @@ def spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
         retry=retry_to_pb(s.retry) if s.retry != RetryPolicy() else None,
         constraints=[jobs_pb2.Constraint(key=c.key, op=c.op, value=c.value) for c in s.constraints],
         sequence_key=s.sequence_key,
+        limits=jobs_pb2.ResourceLimits(memory_mib=s.limits.memory_mib, cpu_millis=s.limits.cpu_millis,
+                                       pids=s.limits.pids) if s.limits != ResourceLimits() else None,
     )
 
 

@@ -90,8 +90,18 @@ class Resources(_message.Message):
     memory_mib: int
     def __init__(self, cpu_millis: _Optional[int] = ..., memory_mib: _Optional[int] = ...) -> None: ...
 
+class ResourceLimits(_message.Message):
+    __slots__ = ("memory_mib", "cpu_millis", "pids")
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    memory_mib: int
+    cpu_millis: int
+    pids: int
+    def __init__(self, memory_mib: _Optional[int] = ..., cpu_millis: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
+
 class JobSpec(_message.Message):
-    __slots__ = ("command", "shell", "use_shell", "env", "working_dir", "resources", "priority", "timeout_seconds", "name", "retry", "constraints", "sequence_key")
+    __slots__ = ("command", "shell", "use_shell", "env", "working_dir", "resources", "priority", "timeout_seconds", "name", "retry", "constraints", "sequence_key", "limits")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +121,7 @@ class JobSpec(_message.Message):
     RETRY_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_KEY_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     shell: str
     use_shell: bool
@@ -123,7 +134,8 @@ class JobSpec(_message.Message):
     retry: RetryPolicy
     constraints: _containers.RepeatedCompositeFieldContainer[Constraint]
     sequence_key: str
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[str] = ..., use_shell: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., name: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Constraint, _Mapping]]] = ..., sequence_key: _Optional[str] = ...) -> None: ...
+    limits: ResourceLimits
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[str] = ..., use_shell: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., name: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Constraint, _Mapping]]] = ..., sequence_key: _Optional[str] = ..., limits: _Optional[_Union[ResourceLimits, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "node_id", "attempt", "fencing_token", "seq", "submitted_at", "assigned_at", "started_at", "finished_at", "exit_code", "has_exit_code", "reason", "stdout_tail", "stderr_tail", "workflow_id", "depends_on", "schedule_id", "scheduled_at", "history", "not_before", "failures", "attempts", "cancel_requested_at")
