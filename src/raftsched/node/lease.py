@@ -66,11 +66,12 @@ class Lease:
             return True  # out since `deadline`, still out at `end`
         return any(a <= end and b >= start for a, b in self.lapses)
 
-    def register(self, pgid: int) -> None:
-        self._send(f"A {pgid}")
+    def register(self, handle: int | str) -> None:
+        """A job started: a process group id, or an isolation handle (isolation/kill.py)."""
+        self._send(f"A {handle}")
 
-    def unregister(self, pgid: int) -> None:
-        self._send(f"D {pgid}")
+    def unregister(self, handle: int | str) -> None:
+        self._send(f"D {handle}")
 
     def close(self) -> None:
         """Closing the pipe makes the watchdog kill what is left and exit."""
