@@ -30,6 +30,32 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class IsolationConfig:
+    """[isolation]: how nodes contain their jobs (docs/isolation.md)."""
+
+    mode: str = "auto"  # auto, cgroup-v2, cgroup-v1, fallback
+    pids_limit: int = 1024  # per job, unless the job sets limits.pids
+    output_cap_bytes: int = 16 << 20  # per stream (stdout, stderr) of each attempt
+    output_retention_bytes: int = 1 << 30  # output files kept per node, all attempts
+
+
+ISOLATION_MODES = ("auto", "cgroup-v2", "cgroup-v1", "fallback")
+
+
+def _isolation(raw: dict, p: Path) -> IsolationConfig:
+    mode = str(raw.get("mode", "auto"))
+    if mode not in ISOLATION_MODES:
+        raise ConfigError(f"{p}: isolation.mode must be one of {', '.join(ISOLATION_MODES)}, got {mode!r}")
+    pids = int(raw.get("pids_limit", 1024))
+    cap = float(raw.get("output_cap_mib", 16))
+    keep = float(raw.get("output_retention_mib", 1024))
+    if pids < 0 or cap < 0 or keep < 0:
+        raise ConfigError(f"{p}: isolation pids_limit, output_cap_mib and output_retention_mib "
+                          "must be >= 0 (0 = unlimited)")
+    return IsolationConfig(mode, pids, int(cap * (1 << 20)), int(keep * (1 << 20)))
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     path: Path
     name: str
@@ -53,6 +79,7 @@ class ClusterConfig:
     queue_order: QueueOrder = QueueOrder.PRIORITY  # job order: priority (with aging) or fifo
     aging_rate: float = 1.0 / 60  # priority points gained per second of waiting
     idempotency_retention: float = 24 * 3600.0  # seconds an idempotency key is remembered
+    isolation: IsolationConfig = IsolationConfig()
 
     def node(self, node_id: str) -> NodeConfig:
         for n in self.nodes:
@@ -213,4 +240,5 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         queue_order=queue_order,
         aging_rate=aging_rate,
         idempotency_retention=retention,
+        isolation=_isolation(raw.get("isolation", {}), p),
     )

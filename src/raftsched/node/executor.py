@@ -1,22 +1,26 @@
 """Runs job attempts as subprocesses on this node.
 
-Each attempt runs in its own process group with RAFTSCHED_JOB_ID,
-RAFTSCHED_ATTEMPT and RAFTSCHED_FENCING_TOKEN in its environment; stdout and
-stderr go to files under the node's data directory, and a bounded tail of each
-is reported. Exit is noticed through a pidfd registered with the event loop (no
-thread per child). A timeout sends SIGTERM to the group, then SIGKILL after the
-grace period. Starting the same (job, attempt) twice is a no-op.
+Each attempt runs in its own sandbox (node/isolation: a cgroup where the machine
+allows, else a process group plus an environment scan) with RAFTSCHED_JOB_ID,
+RAFTSCHED_ATTEMPT and RAFTSCHED_FENCING_TOKEN in its environment and the
+memory/CPU/pids limits of its spec; stdout and stderr go through pipes into
+capped files under the node's data directory (node/output.py), and a bounded
+tail of each is reported. Exit is noticed through a pidfd registered with the
+event loop (no thread per child). A timeout or cancel sends SIGTERM to every
+process of the attempt, then SIGKILL after the grace period; when the job's
+main process ends, whatever it left behind is killed. Starting the same (job,
+attempt) twice is a no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -24,14 +28,17 @@ from pathlib import Path
 
 import structlog
 
-from raftsched.core.model import JobSpec, Resources
+from raftsched.config import IsolationConfig
+from raftsched.core.model import JobSpec, ResourceLimits, Resources
+from raftsched.node.isolation import Isolation, Sandbox
 from raftsched.node.lease import Lease
+from raftsched.node.output import OutputSink, Retention
 
 log = structlog.get_logger("raftsched.node.executor")
 
-TAIL_BYTES = 4096
 SEEN_CAPACITY = 200_000
 KEEP_OUTPUT_FILES = 2000
+SWEEP_INTERVAL = 2.0  # seconds between isolation housekeeping rounds (reaping, cgroup removal)
 
 
 class ReportKind(StrEnum):
@@ -52,6 +59,8 @@ class Report:
     stdout_tail: str = ""
     stderr_tail: str = ""
     lost: bool = False
+    oom_killed: bool = False
+    isolation: str = ""  # STARTED: mode and enforced limits
 
 
 @dataclass
@@ -62,8 +71,9 @@ class Attempt:
     spec: JobSpec
     proc: subprocess.Popen[bytes]
     pidfd: int
-    out_path: Path
-    err_path: Path
+    sandbox: Sandbox
+    out: OutputSink
+    err: OutputSink
     started: float
     started_mono: float = 0.0
     timed_out: bool = False
@@ -71,15 +81,16 @@ class Attempt:
     handles: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+def _missing_program(argv: list[str], env: dict[str, str], cwd: str) -> str:
+    """A sandbox starts the job through a joining shell, whose exec failure would
+    look like exit code 127: find a missing program first, as Popen would."""
+    prog = argv[0] if argv else ""
+    if "/" in prog:
+        path = os.path.join(cwd or os.getcwd(), prog)
+        found = os.path.isfile(path) and os.access(path, os.X_OK)
+    else:
+        found = bool(prog) and shutil.which(prog, path=env.get("PATH", os.defpath)) is not None
+    return "" if found else f"[Errno 2] No such file or directory: {prog!r}"
 
 
 class Executor:
@@ -91,6 +102,8 @@ class Executor:
         on_report: Callable[[Report], None],
         kill_grace: float = 3.0,
         lease: Lease | None = None,
+        isolation: Isolation | None = None,
+        settings: IsolationConfig | None = None,
     ) -> None:
         self.node_id = node_id
         self.out_dir = work_dir / "output"
@@ -99,13 +112,24 @@ class Executor:
         self.on_report = on_report
         self.kill_grace = kill_grace
         self.lease = lease
+        self.isolation = isolation or Isolation(node_id)
+        self.settings = settings or IsolationConfig()
         self.running: dict[tuple[str, int], Attempt] = {}
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._outputs: deque[tuple[Path, Path]] = deque()
+        self._retention = Retention(self.settings.output_retention_bytes, KEEP_OUTPUT_FILES)
+        self._sweeping: asyncio.TimerHandle | None = None
         self.started_total = 0
         self.finished_total = 0
+        self.oom_killed_total = 0
 
     # ---- public -------------------------------------------------------------------
+
+    def limits(self, spec: JobSpec) -> ResourceLimits:
+        """What this attempt may use: its limits, defaulting to its request."""
+        lim, req = spec.limits, spec.resources
+        return self.isolation.enforced(ResourceLimits(
+            lim.memory_mib or req.memory_mib, lim.cpu_millis or req.cpu_millis,
+            lim.pids or self.settings.pids_limit))
 
     def start(self, job_id: str, attempt: int, token: int, spec: JobSpec) -> bool:
         """Start an attempt. False if this (job, attempt) was already started here."""
@@ -115,64 +139,60 @@ class Executor:
         self._seen[key] = None
         if len(self._seen) > SEEN_CAPACITY:
             self._seen.popitem(last=False)
-        out_path = self.out_dir / f"{job_id}.{attempt}.out"
-        err_path = self.out_dir / f"{job_id}.{attempt}.err"
         env = dict(os.environ)
         env.update(spec.env)
         env["RAFTSCHED_JOB_ID"] = job_id
         env["RAFTSCHED_ATTEMPT"] = str(attempt)
         env["RAFTSCHED_FENCING_TOKEN"] = str(token)
         env["RAFTSCHED_NODE_ID"] = self.node_id
-        try:
-            with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                proc = subprocess.Popen(
-                    spec.argv(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=env,
-                    cwd=spec.working_dir or None,
-                    process_group=0,
-                    close_fds=True,
-                )
-        except (OSError, ValueError, subprocess.SubprocessError) as e:
-            log.warning("job could not start", job=job_id, attempt=attempt, error=str(e))
-            self.on_report(
-                Report(job_id, attempt, token, ReportKind.FINISHED, time.time(),
-                       error=f"could not start: {e}")
-            )
+        started = self._spawn(job_id, attempt, spec, env)
+        if isinstance(started, str):
+            log.warning("job could not start", job=job_id, attempt=attempt, error=started)
+            self.on_report(Report(job_id, attempt, token, ReportKind.FINISHED, time.time(),
+                                  error=f"could not start: {started}"))
             return True
+        proc, sandbox, out, err = started
         if self.lease is not None:
-            self.lease.register(proc.pid)  # process_group=0: the pgid is the pid
+            self.lease.register(sandbox.handle)
         pidfd = os.pidfd_open(proc.pid)
-        a = Attempt(job_id, attempt, token, spec, proc, pidfd, out_path, err_path, time.time(),
+        a = Attempt(job_id, attempt, token, spec, proc, pidfd, sandbox, out, err, time.time(),
                     time.monotonic())
         self.running[key] = a
         self.started_total += 1
         self.loop.add_reader(pidfd, self._on_exit, key)
         if spec.timeout_s > 0:
             a.handles.append(self.loop.call_later(spec.timeout_s, self._on_timeout, key))
-        self.on_report(Report(job_id, attempt, token, ReportKind.STARTED, a.started))
+        if self._sweeping is None:
+            self._sweeping = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        note = f"isolation {self.isolation.mode}: {sandbox.limits.describe()}"
+        self.on_report(Report(job_id, attempt, token, ReportKind.STARTED, a.started, isolation=note))
         log.debug("job started", job=job_id, attempt=attempt, token=token, pid=proc.pid)
         return True
 
     def kill(self, job_id: str, attempt: int, reason: str) -> bool:
-        """Stop an attempt: SIGTERM to its group, SIGKILL after the grace period."""
+        """Stop an attempt: SIGTERM to all its processes, SIGKILL after the grace period."""
         a = self.running.get((job_id, attempt))
         if a is None:
             return False
         if not a.killed_reason:
             a.killed_reason = reason
-            self._signal(a, signal.SIGTERM)
+            a.sandbox.signal(signal.SIGTERM)
             a.handles.append(
-                self.loop.call_later(self.kill_grace, self._signal, a, signal.SIGKILL)
+                self.loop.call_later(self.kill_grace, a.sandbox.signal, signal.SIGKILL)
             )
         return True
 
     def kill_all_now(self) -> None:
         for a in list(self.running.values()):
             a.killed_reason = a.killed_reason or "node shutting down"
-            self._signal(a, signal.SIGKILL)
+            a.sandbox.signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        """The node stops: kill what runs and remove the isolation groups."""
+        self.kill_all_now()
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+        self.isolation.close()
 
     def in_use(self) -> Resources:
         """Requests of the attempts running here now."""
@@ -185,13 +205,48 @@ class Executor:
 
     # ---- internals ----------------------------------------------------------------
 
-    def _signal(self, a: Attempt, sig: int) -> None:
+    def _spawn(self, job_id: str, attempt: int, spec: JobSpec, env: dict[str, str]
+               ) -> tuple[subprocess.Popen[bytes], Sandbox, OutputSink, OutputSink] | str:
+        """The started process with its sandbox and output, or why it could not start."""
+        argv = spec.argv()
+        cap = self.settings.output_cap_bytes
         try:
-            os.killpg(a.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError as e:
-            log.warning("cannot signal job", job=a.job_id, error=str(e))
+            sandbox = self.isolation.sandbox(job_id, attempt, self.limits(spec))
+        except OSError as e:
+            return f"isolation ({self.isolation.mode}): {e}"
+        sinks: list[OutputSink] = []
+        try:
+            wrapped = sandbox.wrap(argv)
+            if wrapped is not argv:
+                missing = _missing_program(argv, env, spec.working_dir)
+                if missing:
+                    raise FileNotFoundError(missing)
+            for suffix in ("out", "err"):
+                sinks.append(OutputSink(self.loop, self.out_dir / f"{job_id}.{attempt}.{suffix}", cap))
+            out, err = sinks
+            proc = subprocess.Popen(
+                wrapped,
+                stdin=subprocess.DEVNULL,
+                stdout=out.child_fd,
+                stderr=err.child_fd,
+                env=env,
+                cwd=spec.working_dir or None,
+                process_group=0,
+                close_fds=True,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            for sink in sinks:
+                sink.close()
+            sandbox.release()
+            return str(e)
+        sandbox.started(proc.pid)
+        out.child_started()
+        err.child_started()
+        return proc, sandbox, out, err
+
+    def _sweep(self) -> None:
+        self.isolation.sweep()
+        self._sweeping = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _on_timeout(self, key: tuple[str, int]) -> None:
         a = self.running.get(key)
@@ -210,21 +265,25 @@ class Executor:
         for h in a.handles:
             h.cancel()
         code = a.proc.wait()
+        # Anything the job left behind (daemons, setsid or double-forked children) goes with it.
+        a.sandbox.signal(signal.SIGKILL)
         lost = False
         if self.lease is not None:
-            self.lease.unregister(a.proc.pid)
+            self.lease.unregister(a.sandbox.handle)
             # SIGKILLed, not by us, while our lease was out: the watchdog fenced it off.
             lost = (code == -signal.SIGKILL and not a.killed_reason
                     and self.lease.lapsed_between(a.started_mono, time.monotonic()))
-        # Anything the job left behind in its process group goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(a.proc.pid, signal.SIGKILL)
+        oom = not lost and a.sandbox.oom_killed()
+        self.oom_killed_total += oom
         self.finished_total += 1
         error = ""
         if lost:
             error = "lease expired; killed by the watchdog"
         elif a.killed_reason and not a.timed_out:
             error = f"killed: {a.killed_reason}"
+        stdout_tail, stderr_tail = a.out.close(), a.err.close()
+        if not a.sandbox.release():
+            self.isolation.release_later(a.sandbox)
         self.on_report(
             Report(
                 a.job_id,
@@ -235,12 +294,10 @@ class Executor:
                 exit_code=code,
                 timed_out=a.timed_out,
                 error=error,
-                stdout_tail=_tail(a.out_path),
-                stderr_tail=_tail(a.err_path),
+                stdout_tail=stdout_tail,
+                stderr_tail=stderr_tail,
                 lost=lost,
+                oom_killed=oom,
             )
         )
-        self._outputs.append((a.out_path, a.err_path))
-        while len(self._outputs) > KEEP_OUTPUT_FILES:
-            for p in self._outputs.popleft():
-                p.unlink(missing_ok=True)
+        self._retention.add((a.out.path, a.err.path), a.out.size() + a.err.size())

@@ -20,6 +20,7 @@ from raftsched.config import ClusterConfig, NodeConfig
 from raftsched.core.commands import Command
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
+from raftsched.node import isolation
 from raftsched.node.executor import Executor
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
@@ -76,7 +77,8 @@ class NodeRuntime:
         self.lease = Lease(cfg.lease)
         self.reporter = Reporter(self.me.id, self.peers)
         self.executor = Executor(
-            self.me.id, self.data_dir, self.loop, self.reporter.push, cfg.kill_grace, self.lease
+            self.me.id, self.data_dir, self.loop, self.reporter.push, cfg.kill_grace, self.lease,
+            isolation.detect(self.me.id, cfg.isolation.mode), cfg.isolation,
         )
         self.leader = Leader(cfg, self.sm, self.raft, self.proposer, self.peers, self.spawn)
         self.heartbeater = Heartbeater(self.me, cfg.heartbeat_interval, self.incarnation,
@@ -181,7 +183,7 @@ class NodeRuntime:
         for t in list(self._tasks):
             t.cancel()
         await self.proposer.stop()
-        self.executor.kill_all_now()
+        self.executor.close()
         self.lease.close()
         await self.peers.close()
         self.raft.destroy()
