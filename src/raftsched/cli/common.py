@@ -33,6 +33,13 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shell", action="store_true", help="run the command through /bin/sh -c")
     p.add_argument("--cpu", type=int, default=100, help="CPU request in millicores (default 100)")
     p.add_argument("--mem", type=int, default=64, help="memory request in MiB (default 64)")
+    p.add_argument("--mem-limit", type=int, default=0, metavar="MIB",
+                   help="memory limit in MiB, >= --mem, to allow bursting (default: the request; "
+                        "above it the job ends OOM_KILLED)")
+    p.add_argument("--cpu-limit", type=int, default=0, metavar="MILLIS",
+                   help="CPU quota in millicores, >= --cpu (default: the request)")
+    p.add_argument("--pids-limit", type=int, default=0, metavar="N",
+                   help="most processes/threads at once (default: the node's pids_limit)")
     p.add_argument("--priority", type=int, default=0, help="-1000..1000 (default 0)")
     p.add_argument("--timeout", type=float, default=0.0, help="job timeout in seconds; 0 = none")
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="environment (repeatable)")
@@ -80,6 +87,9 @@ def spec_from_args(args: argparse.Namespace) -> jobs_pb2.JobSpec:
         timeout_seconds=args.timeout,
         name=args.name or "",
     )
+    if getattr(args, "mem_limit", 0) or getattr(args, "cpu_limit", 0) or getattr(args, "pids_limit", 0):
+        spec.limits.CopyFrom(jobs_pb2.ResourceLimits(memory_mib=args.mem_limit, cpu_millis=args.cpu_limit,
+                                                     pids=args.pids_limit))
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]

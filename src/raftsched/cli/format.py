@@ -100,6 +100,10 @@ def render_status(j: jobs_pb2.Job) -> str:
     out.append(f"command    {s.shell if s.use_shell else s.command!r}{' (shell)' if s.use_shell else ''}")
     timeout = f"   timeout {s.timeout_seconds:g}s" if s.timeout_seconds else ""
     out.append(f"resources  cpu {r.cpu_millis}m  memory {r.memory_mib} MiB   priority {s.priority}{timeout}")
+    if s.HasField("limits"):
+        lim = s.limits
+        out.append(f"limits     cpu {lim.cpu_millis or r.cpu_millis}m  memory {lim.memory_mib or r.memory_mib} MiB"
+                   f"  pids {lim.pids or 'node default'}")
     out.append(f"node       {j.node_id or '-'}   attempt {j.attempt}   fencing token {j.fencing_token}")
     out.append(f"submitted  {fmt_ts(j.submitted_at)}   assigned {fmt_ts(j.assigned_at)}   "
                f"started {fmt_ts(j.started_at)}   finished {fmt_ts(j.finished_at)}")

@@ -188,6 +188,11 @@ class RuntimeCollector(Collector):
                                   value=ex.finished_total)
         yield GaugeMetricFamily("raftsched_executor_running", "Attempts running on this node",
                                 value=len(ex.running))
+        yield CounterMetricFamily("raftsched_executor_oom_killed", "Attempts on this node ended by the "
+                                  "OOM killer (OOM_KILLED)", value=ex.oom_killed_total)
+        iso = GaugeMetricFamily("raftsched_isolation_info", "Job isolation mode of this node", labels=["mode"])
+        iso.add_metric([ex.isolation.mode], 1)
+        yield iso
         yield GaugeMetricFamily("raftsched_watch_buffer_changes", "Job changes held for watchers",
                                 value=len(rt.watch))
         g = GaugeMetricFamily("raftsched_node_info", "This node", labels=["node"])
