@@ -71,12 +71,13 @@ def test_fallback_kills_setsid_daemon_and_reaps_it_as_subreaper(tmp_path: Path) 
         assert alive(daemon)
         proc.kill()  # the job's own process ends first: the daemon is orphaned...
         proc.wait()
+        sb.exited()
         # ...and re-parented to us, the subreaper, not to init
         wait_for(lambda: Path(f"/proc/{daemon}/stat").read_text().rpartition(")")[2].split()[1]
                  == str(os.getpid()))
         sb.signal(signal.SIGKILL)
         sb.release()
-        assert not alive(daemon)
+        wait_for(lambda: not alive(daemon), 2.0)
         wait_for(lambda: (iso.reap(), not Path(f"/proc/{daemon}").exists())[1])  # reaped, no zombie
         assert other.poll() is None  # another attempt's process is not touched
     finally:

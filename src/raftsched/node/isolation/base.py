@@ -41,6 +41,9 @@ class Sandbox:
     def started(self, pid: int) -> None:
         self.pgid = pid  # started with process_group=0
 
+    def exited(self) -> None:
+        """The attempt's main process has been waited for."""
+
     def signal(self, sig: int) -> None:
         """Signal every process of the attempt (SIGKILL: kill them all)."""
         kill.kill_handle(self.handle, sig)

@@ -1,10 +1,15 @@
 """No usable cgroups: the node makes itself a child subreaper, so a job's
 orphaned (setsid, double-forked, nohup) descendants are re-parented to the node
-instead of init, and a kill takes the job's process group plus every process
-whose environment carries the attempt's RAFTSCHED_NODE_ID, RAFTSCHED_JOB_ID and
-RAFTSCHED_ATTEMPT (found by scanning /proc). A process that rewrites its whole
-environment (e.g. `env -i`) escapes this scan; cgroups have no such gap.
-Limits other than the timeout are not enforced in this mode."""
+instead of init and stay in its process tree. A kill takes the job's process
+group, the descendants of its main process, and every orphan among the node's
+children whose environment carries the attempt's RAFTSCHED_NODE_ID,
+RAFTSCHED_JOB_ID and RAFTSCHED_ATTEMPT, with their descendants. The lease
+watchdog, which must work when the node is frozen or dead (then orphans go to
+init), scans all of /proc for that environment instead (kill.py, `env` handle).
+
+Gaps, documented in docs/isolation.md: an orphan that rewrote its environment
+(`env -i`) is not attributed to its job; limits other than the timeout are not
+enforced in this mode."""
 
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class MarkedSandbox(Sandbox):
                  owner: Fallback) -> None:
         super().__init__(name, limits)
         self.node_id, self.job_id, self.attempt = node_id, job_id, attempt
+        self.marker = kill.env_marker(node_id, job_id, attempt)
         self.owner = owner
 
     @property
@@ -43,13 +49,16 @@ class MarkedSandbox(Sandbox):
         self.owner.mains.add(pid)
 
     def signal(self, sig: int) -> None:
-        self.owner.orphans.update(kill.marked_pids(kill.env_marker(self.node_id, self.job_id,
-                                                                   self.attempt)))
-        super().signal(sig)
-        self.owner.reap()
+        orphans = [c for c in kill.children(os.getpid())
+                   if c not in self.owner.mains and kill.has_marker(c, self.marker)]
+        roots = [self.pgid] if self.pgid in self.owner.mains else []
+        kill.kill_tree(self.pgid, roots + orphans, sig)
+
+    def exited(self) -> None:
+        self.owner.mains.discard(self.pgid)  # reaped: its pid may be reused, never a root again
 
     def release(self) -> bool:
-        self.owner.mains.discard(self.pgid)
+        self.owner.reap()
         return True
 
 
@@ -59,37 +68,30 @@ class Fallback(Isolation):
     def __init__(self, node_id: str) -> None:
         super().__init__(node_id)
         self.subreaper = set_subreaper()
-        # Marked processes seen while killing: once re-parented to us and dead,
-        # they are ours to reap (we never reap a child we did not see marked, so
-        # the Popen objects of jobs and pysyncobj's dump child keep their status).
-        self.orphans: set[int] = set()
         self.mains: set[int] = set()  # the jobs' own processes: subprocess waits for those
+        self._pgrp = os.getpgrp()
 
     def describe(self) -> str:
-        return f"subreaper={'on' if self.subreaper else 'unavailable'}, kill by environment scan"
+        return f"subreaper={'on' if self.subreaper else 'unavailable'}, kill by process tree and environment"
 
     def sandbox(self, job_id: str, attempt: int, limits: Limits) -> Sandbox:
         return MarkedSandbox(f"{job_id}.{attempt}", Limits(), self.node_id, job_id, attempt, self)
 
     def reap(self) -> None:
-        me = os.getpid()
-        for pid in list(self.orphans - self.mains):
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                self.orphans.discard(pid)  # gone (reaped by its own parent)
+        """Reap dead orphans re-parented to us. Never a job's main process (its
+        Popen waits for it) nor a child forked by the node itself (same process
+        group as the node: e.g. pysyncobj's snapshot writer, which waits for it)."""
+        for pid in kill.children(os.getpid()):
+            if pid in self.mains:
                 continue
-            fields = stat.rpartition(")")[2].split()
-            if int(fields[1]) != me:
-                continue  # still someone else's child
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    self.orphans.discard(pid)
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[2]) != self._pgrp:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
 
     def sweep(self) -> None:
-        """Note this node's marked processes (an orphan that exits by itself is
-        then reaped too), and reap the dead ones re-parented to us."""
         super().sweep()
-        if self.mains or self.orphans:
-            self.orphans.update(kill.marked_pids((f"RAFTSCHED_NODE_ID={self.node_id}".encode(),)))
         self.reap()

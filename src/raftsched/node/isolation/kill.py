@@ -96,6 +96,56 @@ def env_marker(node_id: str, job_id: str, attempt: int) -> tuple[bytes, ...]:
             f"RAFTSCHED_ATTEMPT={attempt}".encode())
 
 
+def has_marker(pid: int, marker: tuple[bytes, ...]) -> bool:
+    try:
+        entries = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    except OSError:
+        return False
+    return all(m in entries for m in marker)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (all its threads), from /proc/PID/task/*/children."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for t in tasks:
+        out += [int(c) for c in _read(t / "children").split()]
+    return out
+
+
+def tree(roots: list[int]) -> list[int]:
+    """The roots and all their descendants."""
+    seen: list[int] = []
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.append(pid)
+            todo += children(pid)
+    return seen
+
+
+def kill_tree(pgid: int, roots: list[int], sig: int) -> list[int]:
+    """The subreaper's kill: the job's process group and the given roots (its
+    live main process, its orphans) with their descendants; stopped first
+    (SIGKILL) so none forks meanwhile, repeated until nothing is left. Returns
+    the pids hit."""
+    hit: list[int] = []
+    _killpg(pgid, sig)
+    for _ in range(SCAN_ROUNDS if sig == signal.SIGKILL else 1):
+        pids = [p for p in tree(roots) if _alive(p) and p not in hit]
+        if not pids:
+            break
+        if sig == signal.SIGKILL:
+            _kill_pids(pids, signal.SIGSTOP)
+        _kill_pids(pids, sig)
+        hit += pids
+    return hit
+
+
 def marked_pids(marker: tuple[bytes, ...], proc: Path = Path("/proc")) -> list[int]:
     """Processes whose environment (as exec'd) holds every entry of `marker`."""
     me = os.getpid()
@@ -103,11 +153,7 @@ def marked_pids(marker: tuple[bytes, ...], proc: Path = Path("/proc")) -> list[i
     for d in proc.iterdir():
         if not d.name.isdigit() or int(d.name) == me:
             continue
-        try:
-            entries = set((d / "environ").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-        if all(m in entries for m in marker):
+        if has_marker(int(d.name), marker):
             out.append(int(d.name))
     return out
 
