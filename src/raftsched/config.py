@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -123,6 +124,33 @@ def _positive(value: object, where: str) -> float:
     return v
 
 
+def machine_resources() -> tuple[int, int]:
+    """(millicores, MiB) this process may use: CPUs in its affinity mask, and
+    physical memory or its memory cgroup's limit, whichever is lower."""
+    cpu = len(os.sched_getaffinity(0)) * 1000
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for f in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            mem = min(mem, int(Path(f).read_text().split()[0]))
+    return cpu, mem >> 20
+
+
+def _capacity(n: dict, where: str) -> tuple[int, int]:
+    """cpu_millis / memory_mib of a node: a number, or "auto" (this machine minus
+    reserve_cpu_millis, default 500, and reserve_memory_mib, default 512)."""
+    out = []
+    for key, reserve_key, reserve, i in (("cpu_millis", "reserve_cpu_millis", 500, 0),
+                                         ("memory_mib", "reserve_memory_mib", 512, 1)):
+        v = n.get(key, 0)
+        if v == "auto":
+            v = machine_resources()[i] - int(n.get(reserve_key, reserve))
+        try:
+            out.append(int(v))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.{key}: expected a number or \"auto\", got {v!r}") from None
+    return out[0], out[1]
+
+
 def _is_loopback(addr: str) -> bool:
     host = addr.rpartition(":")[0]
     return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
@@ -160,9 +188,9 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         if nid in seen:
             raise ConfigError(f"{where}: duplicate node id {nid!r}")
         seen.add(nid)
-        cpu, mem = int(n.get("cpu_millis", 0)), int(n.get("memory_mib", 0))
+        cpu, mem = _capacity(n, where)
         if cpu <= 0 or mem <= 0:
-            raise ConfigError(f"{where}: cpu_millis and memory_mib must be positive")
+            raise ConfigError(f"{where}: cpu_millis and memory_mib must be positive (after the reserve)")
         labels = {str(k): str(v) for k, v in n.get("labels", {}).items()}
         nodes.append(
             NodeConfig(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from raftsched.config import ConfigError, parse
+from raftsched.config import ConfigError, machine_resources, parse
 from raftsched.core.commands import FinishedItem
 from raftsched.core.jobs import attempt_outcome
 from raftsched.core.model import JobSpec, JobState, ResourceLimits, Resources
@@ -220,3 +220,13 @@ def test_isolation_config_is_parsed_and_checked() -> None:
     assert cfg.isolation.output_cap_bytes == 512 << 10
     with pytest.raises(ConfigError, match=r"isolation\.mode"):
         parse({**raw, "isolation": {"mode": "jail"}}, Path("c"))
+
+
+def test_capacity_auto_is_the_machine_minus_a_reserve() -> None:
+    node = {"id": "n1", "raft": "127.0.0.1:1", "grpc": "127.0.0.1:2", "cpu_millis": "auto", "memory_mib": "auto",
+            "reserve_memory_mib": 100}
+    cfg = parse({"cluster": {"secret": "s"}, "nodes": [node]}, Path("c"))
+    cpu, mem = machine_resources()
+    assert cfg.nodes[0].capacity.cpu_millis == cpu - 500 and cfg.nodes[0].capacity.memory_mib == mem - 100
+    with pytest.raises(ConfigError, match="cpu_millis"):
+        parse({"cluster": {"secret": "s"}, "nodes": [{**node, "cpu_millis": "lots"}]}, Path("c"))
