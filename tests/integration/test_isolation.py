@@ -190,6 +190,29 @@ def test_output_is_capped_with_a_marker(cg_cluster: TestCluster) -> None:
     assert f"{100 * (1 << 20) + 3 - (1 << 20)} bytes discarded" in tail, tail
 
 
+def test_nodes_shows_actual_use_from_the_cgroups(cg_cluster: TestCluster) -> None:
+    client = cg_cluster.client()
+    hold = f"{sys.executable} -c 'import time; x = bytearray(150 << 20); time.sleep(30)'"
+    jid = client.submit(sh(hold, resources=jobs_pb2.Resources(cpu_millis=100, memory_mib=200)))
+    cg_cluster.wait_until(lambda: client.get(jid).state == jobs_pb2.RUNNING, 20, "RUNNING")
+    node = client.get(jid).node_id
+
+    def used() -> int:
+        st = client.status(include_replicas=True)
+        return next(r.memory_mib_used for r in st.replicas if r.node_id == node)
+
+    cg_cluster.wait_until(lambda: used() >= 150, 20, "the job's memory in the node's cgroup use")
+    out = subprocess.run([sys.executable, "-m", "raftsched", "--config", str(cg_cluster.config_path), "nodes"],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert "USED (CGROUPS)" in out
+    row = next(ln for ln in out.splitlines() if ln.split()[:1] == [node])
+    mib = int(next(w for w in row.split() if w.endswith("Mi") and "/" not in w)[:-2])
+    assert mib >= 150, out  # actual use, beside the 200 MiB requested in the MEMORY column
+    assert "200/" in row, out
+    client.cancel(jid)
+    cg_cluster.wait_terminal([jid], timeout=20)
+
+
 def test_frozen_node_past_its_lease_loses_its_daemons(cg_cluster: TestCluster) -> None:
     """Last in this module: it freezes a node. The watchdog kills the cgroup
     while the node process is stopped."""

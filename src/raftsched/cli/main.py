@@ -177,14 +177,17 @@ def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
         role = r.raft_state if r and r.reachable else "unreachable"
         cpu = f"{n.allocated.cpu_millis}/{n.capacity.cpu_millis}m"
         mem = f"{n.allocated.memory_mib}/{n.capacity.memory_mib}Mi"
+        live = r and r.reachable and r.isolation
+        used = (f"{r.cpu_millis_used}m {r.memory_mib_used}Mi" if live and r.cpu_millis_used >= 0  # type: ignore[union-attr]
+                else "-")
         rows.append([
-            n.id, "up" if n.alive else "down", role, str(n.running_jobs), cpu, mem,
+            n.id, "up" if n.alive else "down", role, str(n.running_jobs), cpu, mem, used,
             str(r.applied_index) if r and r.reachable else "-",
             r.state_digest[:12] if r and r.reachable else "-",
             n.grpc_address,
         ])
-    print(table(rows, ["NODE", "HEALTH", "RAFT", "JOBS", "CPU", "MEMORY", "APPLIED",
-                       "DIGEST", "ADDRESS"]))
+    print(table(rows, ["NODE", "HEALTH", "RAFT", "JOBS", "CPU", "MEMORY", "USED (CGROUPS)",
+                       "APPLIED", "DIGEST", "ADDRESS"]))
     return EXIT_OK
 
 

@@ -121,6 +121,7 @@ class Executor:
         self.started_total = 0
         self.finished_total = 0
         self.oom_killed_total = 0
+        self._cpu_sample = (0.0, 0, 0)  # (monotonic, cumulative cpu ns, last rate in millicores)
 
     # ---- public -------------------------------------------------------------------
 
@@ -199,6 +200,20 @@ class Executor:
         cpu = sum(a.spec.resources.cpu_millis for a in self.running.values())
         mem = sum(a.spec.resources.memory_mib for a in self.running.values())
         return Resources(cpu, mem)
+
+    def actual_use(self) -> tuple[int, int, str]:
+        """(CPU millicores averaged since the previous call at least 1 s ago, memory
+        MiB) used by this node's jobs, read from their cgroups, and the isolation
+        mode; -1 when the mode cannot measure (fallback)."""
+        mode = self.isolation.mode
+        if mode not in ("cgroup-v1", "cgroup-v2"):
+            return -1, -1, mode
+        u, now = self.isolation.usage(), time.monotonic()
+        t0, ns0, rate = self._cpu_sample
+        if now - t0 >= 1.0:
+            rate = int((u.cpu_ns - ns0) / (now - t0) / 1e6) if t0 else 0
+            self._cpu_sample = (now, u.cpu_ns, rate)
+        return max(0, rate), u.memory_bytes >> 20, mode
 
     def running_attempts(self) -> list[tuple[str, int, int]]:
         return [(a.job_id, a.attempt, a.token) for a in self.running.values()]

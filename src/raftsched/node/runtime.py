@@ -73,7 +73,7 @@ class NodeRuntime:
         self.proposer = Proposer(self.raft.is_leader, self.sm, self.loop)
         self.peers = PeerChannels(self.me.id, self.sm, self.raft)
         self.writes = Writes(self.me.id, self.sm, self.raft, self.proposer, self.peers)
-        self.status = ReplicaStatus(self.me.id, self.sm, self.raft)
+        self.status = ReplicaStatus(self.me.id, self.sm, self.raft, lambda: self.executor.actual_use())
         self.lease = Lease(cfg.lease)
         self.reporter = Reporter(self.me.id, self.peers)
         self.executor = Executor(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from raftsched.core.state import state_digest
 from raftsched.ports import RaftStatus, ReplicaView
@@ -10,10 +11,13 @@ from raftsched.v1 import cluster_pb2
 
 
 class ReplicaStatus:
-    def __init__(self, me_id: str, replica: ReplicaView, raft: RaftStatus) -> None:
+    def __init__(self, me_id: str, replica: ReplicaView, raft: RaftStatus,
+                 job_usage: Callable[[], tuple[int, int, str]] | None = None) -> None:
         self.me_id = me_id
         self.replica = replica
         self.raft = raft
+        # (cpu millicores, memory MiB) the node's jobs actually use (-1: unknown), isolation mode
+        self.job_usage = job_usage or (lambda: (-1, -1, ""))
         self._digest: tuple[int, str] | None = None  # (applied index, digest at that index)
 
     async def report(self, with_digest: bool = True) -> cluster_pb2.ReplicaStatus:
@@ -30,6 +34,7 @@ class ReplicaStatus:
         elif snapshot is not None:
             digest = await asyncio.to_thread(state_digest, snapshot)
             self._digest = (index, digest)
+        cpu_used, mem_used, isolation = self.job_usage()
         return cluster_pb2.ReplicaStatus(
             node_id=self.me_id,
             reachable=True,
@@ -38,4 +43,7 @@ class ReplicaStatus:
             commit_index=self.raft.commit_index(),
             applied_index=index,
             state_digest=digest,
+            cpu_millis_used=cpu_used,
+            memory_mib_used=mem_used,
+            isolation=isolation,
         )

@@ -53,7 +53,7 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self, include_replicas: _Optional[bool] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("node_id", "reachable", "raft_state", "term", "commit_index", "applied_index", "state_digest", "error")
+    __slots__ = ("node_id", "reachable", "raft_state", "term", "commit_index", "applied_index", "state_digest", "error", "cpu_millis_used", "memory_mib_used", "isolation")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     RAFT_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,9 @@ class ReplicaStatus(_message.Message):
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     STATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLIS_USED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_USED_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     reachable: bool
     raft_state: str
@@ -70,7 +73,10 @@ class ReplicaStatus(_message.Message):
     applied_index: int
     state_digest: str
     error: str
-    def __init__(self, node_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., raft_state: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., state_digest: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    cpu_millis_used: int
+    memory_mib_used: int
+    isolation: str
+    def __init__(self, node_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., raft_state: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., state_digest: _Optional[str] = ..., error: _Optional[str] = ..., cpu_millis_used: _Optional[int] = ..., memory_mib_used: _Optional[int] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
     __slots__ = ("node_id", "leader_id", "leader_address", "term", "commit_index", "applied_index", "state_digest", "jobs_by_state", "replicas")
