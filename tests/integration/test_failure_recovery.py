@@ -58,8 +58,13 @@ def test_frozen_worker_is_fenced_in_time_and_its_late_results_refused(cluster_fa
                   if n != leader and any(x.node_id == n for j, x in jobs.items() if j in sleepers)
                   and any(x.node_id == n for j, x in jobs.items() if j in waiters))
     on_frozen = {j: x for j, x in jobs.items() if x.node_id == frozen}
-    # the pid of each attempt on the frozen node, from its S line (the job's own shell)
-    pids = {ln[1]: int(ln[5]) for ln in ledger_lines(ledger) if ln[0] == "S" and ln[4] == frozen}
+    # the pid of each attempt on the frozen node, from its S line (the job's own shell);
+    # RUNNING is reported when the process is spawned, the S line comes a little later
+    def started_pids() -> dict[str, int]:
+        return {ln[1]: int(ln[5]) for ln in ledger_lines(ledger) if ln[0] == "S" and ln[4] == frozen}
+
+    c.wait_until(lambda: set(on_frozen) <= set(started_pids()), 10, "S lines of the frozen node's jobs")
+    pids = started_pids()
 
     c.kill(frozen, signal.SIGSTOP)
     go.touch()  # the frozen node's waiters now finish, but it cannot report them
