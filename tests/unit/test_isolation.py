@@ -230,3 +230,42 @@ def test_capacity_auto_is_the_machine_minus_a_reserve() -> None:
     assert cfg.nodes[0].capacity.cpu_millis == cpu - 500 and cfg.nodes[0].capacity.memory_mib == mem - 100
     with pytest.raises(ConfigError, match="cpu_millis"):
         parse({"cluster": {"secret": "s"}, "nodes": [{**node, "cpu_millis": "lots"}]}, Path("c"))
+
+
+def _v2_writable() -> str:
+    own = cgfs.v2_dir()
+    if own is None:
+        return "no cgroup v2 hierarchy mounted"
+    return cgfs.writable_dir(own)
+
+
+V2_WHY = _v2_writable()
+
+
+@pytest.mark.skipif(bool(V2_WHY), reason=f"cannot create cgroup v2 groups here: {V2_WHY}")
+@pytest.mark.timeout(30)
+def test_cgroup_v2_sandbox_kills_the_whole_group(tmp_path: Path) -> None:
+    """The v2 join/kill/cleanup path, on a v2 hierarchy even without controllers
+    (limit files are not written when no limit is asked)."""
+    from raftsched.node.isolation.cgroup_v2 import V2Sandbox
+
+    own = cgfs.v2_dir()
+    assert own is not None
+    d = own / f"raftsched-unit-{uuid.uuid4().hex[:8]}"
+    sb = V2Sandbox("job.1", ResourceLimits(), d)
+    try:
+        pidfile = tmp_path / "pid"
+        proc = start_job_with_daemon(sb.wrap([]), dict(os.environ), pidfile)
+        sb.started(proc.pid)
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+        daemon = int(pidfile.read_text())
+        members = [int(p) for p in (d / "cgroup.procs").read_text().split()]
+        assert proc.pid in members and daemon in members
+        sb.signal(signal.SIGKILL)
+        assert proc.wait(5) == -9
+        wait_for(lambda: not alive(daemon))
+        wait_for(sb.release)
+        assert not d.exists()
+    finally:
+        kill.kill_v2(d)
+        cgfs.remove_tree(d)
