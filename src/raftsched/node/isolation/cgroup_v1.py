@@ -93,7 +93,13 @@ class CgroupV1(Isolation):
 
     def sandbox(self, job_id: str, attempt: int, limits: Limits) -> Sandbox:
         name = f"{job_id}.{attempt}"
-        return V1Sandbox(name, self.enforced(limits), {c: d / name for c, d in self.base.items()})
+        dirs = {c: d / name for c, d in self.base.items()}
+        try:
+            return V1Sandbox(name, self.enforced(limits), dirs)
+        except OSError:
+            for d in dirs.values():
+                cgfs.remove_tree(d)
+            raise
 
     def enforced(self, limits: Limits) -> Limits:
         return Limits(limits.memory_mib, limits.cpu_millis if "cpu" in self.base else 0, limits.pids)

@@ -103,7 +103,11 @@ class CgroupV2(Isolation):
 
     def sandbox(self, job_id: str, attempt: int, limits: Limits) -> Sandbox:
         name = f"{job_id}.{attempt}"
-        return V2Sandbox(name, limits, self.base / name)
+        try:
+            return V2Sandbox(name, limits, self.base / name)
+        except OSError:
+            cgfs.remove_tree(self.base / name)
+            raise
 
     def enforced(self, limits: Limits) -> Limits:
         return limits
