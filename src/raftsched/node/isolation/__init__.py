@@ -4,8 +4,9 @@
   cgroup-v2  a delegated cgroup v2 subtree with the memory, pids and cpu controllers
   cgroup-v1  writable cgroup v1 hierarchies for memory, pids and freezer (cpu if present)
   fallback   no cgroups: the node becomes a child subreaper, and a kill takes the
-             job's process group plus every process carrying the attempt's
-             RAFTSCHED_* environment; limits other than the timeout are not enforced
+             job's process group and process tree plus the orphans carrying the
+             attempt's RAFTSCHED_* environment; limits other than the timeout are
+             not enforced
 See docs/isolation.md. The kill primitives live in `kill.py` (shared with the
 lease watchdog).
 """
@@ -46,7 +47,7 @@ def detect(node_id: str, want: str = "auto") -> Isolation:
         log.info("job isolation", mode=iso.mode, detail=iso.describe())
         return iso
     iso = Fallback(node_id)
-    log.warning("job isolation: no usable cgroups; jobs are killed by process group and "
-                "environment scan, and memory/cpu/pids limits are NOT enforced",
+    log.warning("job isolation: no usable cgroups; jobs are killed by process tree and "
+                "environment marker, and memory/cpu/pids limits are NOT enforced",
                 mode=iso.mode, forced=want == "fallback", why="; ".join(reasons) or "configured")
     return iso
