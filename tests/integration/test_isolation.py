@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +150,10 @@ def test_memory_hog_ends_oom_killed_and_the_node_is_unharmed(cg_cluster: TestClu
     dlq = subprocess.run([sys.executable, "-m", "raftsched", "--config", str(cg_cluster.config_path),
                           "dlq", "list"], capture_output=True, text=True, timeout=30)
     assert dead in dlq.stdout and "OOM_KILLED" in dlq.stdout, dlq.stdout + dlq.stderr
+    metrics = urllib.request.urlopen(f"http://{cg_cluster.cfg.node(job.node_id).metrics}/metrics",
+                                     timeout=10).read().decode()
+    count = next(ln for ln in metrics.splitlines() if ln.startswith("raftsched_executor_oom_killed_total"))
+    assert float(count.split()[-1]) >= 1, count
     # a limit above the request lets the same job burst and succeed
     assert jobs[burst].state == jobs_pb2.SUCCEEDED, jobs[burst].reason
     # the node that ran the hog is alive, still serving, and runs the next job
