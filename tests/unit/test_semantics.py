@@ -231,8 +231,9 @@ def test_round_robin_node_choice() -> None:
     st = cluster(3)
     for i in range(4):
         submit(st, f"j{i}", spec())
-    cands = [Candidate(n, Resources(0, 0)) for n in st.nodes.values()]
-    items = place(queue.runnable(st, 20.0), cands, Strategy.ROUND_ROBIN, rr_after="n1")
+    # n1 was assigned to last (recency token 1): round-robin continues after it
+    cands = [Candidate(n, Resources(0, 0), last=int(n.id == "n1")) for n in st.nodes.values()]
+    items = place(queue.runnable(st, 20.0), cands, Strategy.ROUND_ROBIN)
     assert [i.node_id for i in items] == ["n2", "n3", "n1", "n2"]
 
 

@@ -1,7 +1,7 @@
 """Job lifecycle handlers of the replicated state machine. Pure and deterministic.
 
 Submit (with idempotency keys), Assign (compare-and-swap: pending, attempt,
-node alive, fits, constraints, not-before time, sequence head), attempt
+not-before time, sequence head, and placement's own node filters), attempt
 reports (retry with backoff, DEAD after the budget, TIMED_OUT), cancel (of a
 running job: CANCELLING until the worker reports the process gone), node
 down (work returns to PENDING without using the retry budget). The dead-letter
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftsched.core import constraints as cons
-from raftsched.core import retry
+from raftsched.core import placement, retry
 from raftsched.core.commands import (
     Assign,
     CancelJob,
@@ -26,7 +25,6 @@ from raftsched.core.commands import (
     NodeUp,
     SubmitJobs,
 )
-from raftsched.core.fit import fits
 from raftsched.core.model import (
     ATTEMPTS_LIMIT,
     OOM_KILLED,
@@ -166,18 +164,16 @@ def _apply_assign(state: ClusterState, cmd: Assign) -> Result:
             out.append(f"job {job.id} is at attempt {job.attempt}, not {item.attempt}")
         elif node is None:
             out.append(f"node {item.node_id} is not registered")
-        elif not node.alive:
-            out.append(f"node {item.node_id} is down")
         elif job.not_before > cmd.ts:
             out.append(f"job {job.id} waits for its retry time {job.not_before:.3f}")
-        elif (unmet := cons.first_unmet(job.spec.constraints, dict(node.labels))) is not None:
-            out.append(f"node {node.id} does not satisfy constraint {unmet.describe()}")
         elif (blocked := sequence_blocker(state, job)) is not None:
             out.append(blocked)
-        elif not fits(node.capacity, state.allocated(node.id).as_resources(), job.spec.resources):
-            out.append(f"job {job.id} does not fit on node {node.id}")
+        elif not (verdict := placement.check_node(
+                job.spec, node, state.allocated(node.id).as_resources())).ok:
+            out.append(placement.refusal(job.id, verdict))
         else:
             state.fencing += 1
+            placement.note_assigned(state, node.id, state.fencing)
             state.put(
                 job,
                 replace(

@@ -153,6 +153,9 @@ class JobSpec:
     constraints: tuple[Constraint, ...] = ()
     sequence_key: str = ""  # jobs with the same key run one at a time, in submission order
     limits: ResourceLimits = ResourceLimits()  # enforced limits (issue 16); 0 = from the request
+    # The node pool the job asks for: it runs only on nodes labelled pool=<it>, and it
+    # may use nodes dedicated to that pool (see `constraints.pool_refusal`).
+    pool: str = ""
 
     def argv(self) -> list[str]:
         if self.use_shell:
@@ -231,6 +234,8 @@ class Node:
     since: float = 0.0  # leader time of the last up/down change
     incarnation: str = ""  # random id of the node process; changes when it restarts
     generation: int = 0  # bumped when the node goes down or comes back: fences late starts
+    # Dedicated to this pool (its `pool` label): only jobs asking for it are placed here.
+    dedicated: str = ""
 
 
 @dataclass(slots=True)

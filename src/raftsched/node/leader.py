@@ -26,7 +26,7 @@ from raftsched.core import liveness, reconcile
 from raftsched.core import runqueue as queue
 from raftsched.core.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
 from raftsched.core.model import Job, JobState, Node
-from raftsched.core.placement import Candidate, place
+from raftsched.core.placement import Candidate, candidates, place
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 
@@ -67,7 +67,6 @@ class Leader:
         self._delayed: list[tuple[float, str]] = []  # (not_before, job) of waiting retries
         self.leader_changes = 0
         self.hb_wall: dict[str, float] = {}  # node -> wall time of its last heartbeat
-        self.rr_after = ""  # round-robin cursor: the node used last
         self.rng = random.Random()  # retry jitter; the result is stamped into commands
         self._bad_schedules: set[str] = set()
 
@@ -186,7 +185,7 @@ class Leader:
         fresh, self.fresh = self.fresh, []
         if not st.pending:
             return None
-        cands = [Candidate(n, st.allocated(n.id).as_resources()) for n in st.nodes.values() if n.alive]
+        cands = [c for c in candidates(st) if c.node.alive]
         free = {
             c.node.id: (c.node.capacity.cpu_millis - c.allocated.cpu_millis,
                         c.node.capacity.memory_mib - c.allocated.memory_mib)
@@ -229,7 +228,7 @@ class Leader:
         if scan is None:
             return
         pending, cands, free = scan
-        items = place(pending, cands, cfg.strategy, self.rr_after) if pending else []
+        items = place(pending, cands, cfg.strategy) if pending else []
         # Room left after this round's own assignments: the baseline for "gained".
         for item in items:
             r = st.jobs[item.job_id].spec.resources
@@ -238,7 +237,6 @@ class Leader:
         self._free_after = free
         if not items:
             return
-        self.rr_after = items[-1].node_id
         res = await self.proposer.propose(Assign(new_rid(), time.time(), tuple(items)))
         if not res.ok:
             log.error("assign refused", message=res.message)
