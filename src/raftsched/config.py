@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raftsched.core import constraints as cons
 from raftsched.core.model import Resources
 from raftsched.core.placement import Strategy
 from raftsched.core.runqueue import QueueOrder
@@ -28,6 +29,7 @@ class NodeConfig:
     capacity: Resources
     labels: dict[str, str] = field(default_factory=dict)
     metrics: str = ""  # host:port of this node's Prometheus endpoint ("" = none)
+    dedicated: str = ""  # the pool this node is dedicated to ("" = shared: takes any job)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,26 @@ def _capacity(n: dict, where: str) -> tuple[int, int]:
     return out[0], out[1]
 
 
+def _pool(n: dict, labels: dict[str, str], where: str) -> str:
+    """A node's `pool` (sets its pool label) and `dedicated` flag; returns the pool it is
+    dedicated to, or "". Without either the node is in the one shared pool."""
+    pool = n.get("pool")
+    if pool is not None:
+        if not isinstance(pool, str) or cons.validate_pool(pool) or not pool:
+            raise ConfigError(f"{where}.pool: {cons.validate_pool(str(pool)) or 'must be a name'}")
+        if labels.setdefault(cons.POOL_LABEL, pool) != pool:
+            raise ConfigError(f"{where}: pool = {pool!r} but labels.pool = "
+                              f"{labels[cons.POOL_LABEL]!r}; give one")
+    dedicated = n.get("dedicated", False)
+    if not isinstance(dedicated, bool):
+        raise ConfigError(f"{where}.dedicated: expected true or false, got {dedicated!r}")
+    if not dedicated:
+        return ""
+    if not labels.get(cons.POOL_LABEL):
+        raise ConfigError(f"{where}: dedicated = true needs a pool (pool = \"name\")")
+    return labels[cons.POOL_LABEL]
+
+
 def _is_loopback(addr: str) -> bool:
     host = addr.rpartition(":")[0]
     return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
@@ -192,6 +214,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         if cpu <= 0 or mem <= 0:
             raise ConfigError(f"{where}: cpu_millis and memory_mib must be positive (after the reserve)")
         labels = {str(k): str(v) for k, v in n.get("labels", {}).items()}
+        dedicated = _pool(n, labels, where)
         nodes.append(
             NodeConfig(
                 id=nid,
@@ -200,6 +223,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
                 capacity=Resources(cpu, mem),
                 labels=labels,
                 metrics=_addr(n["metrics"], f"{where}.metrics") if n.get("metrics") else "",
+                dedicated=dedicated,
             )
         )
     if secret == DEMO_SECRET:

@@ -6,7 +6,8 @@ reads it can fix the request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 from raftsched.core import constraints as cons
 from raftsched.core import retry
@@ -75,7 +76,8 @@ def validate_spec(spec: JobSpec, max_capacity: Resources | None = None) -> str |
         return f"timeout_seconds is {spec.timeout_s}; it must be between 0 (none) and {MAX_TIMEOUT_S:.0f}"
     if len(spec.name) > 256:
         return "name is longer than 256 characters"
-    err = retry.validate_policy(spec.retry) or cons.validate(spec.constraints)
+    err = (retry.validate_policy(spec.retry) or cons.validate(spec.constraints)
+           or cons.validate_pool(spec.pool))
     if err:
         return err
     if len(spec.sequence_key) > 256 or "\0" in spec.sequence_key:
@@ -105,28 +107,40 @@ def _validate_limits(spec: JobSpec) -> str | None:
     return None
 
 
-def check_placeable(
-    spec: JobSpec, nodes: Iterable[tuple[str, dict[str, str], Resources]]
-) -> str | None:
-    """None if some node of the cluster (id, labels, capacity) could ever run the job.
+class StaticNode(NamedTuple):
+    """What submit validation knows of a configured node."""
 
-    Otherwise a message naming the constraint (or the resources) that no node meets.
+    id: str
+    labels: Mapping[str, str]
+    capacity: Resources
+    dedicated: str = ""  # the pool it is dedicated to, if any
+
+
+def check_placeable(spec: JobSpec, nodes: Iterable[tuple[Any, ...]]) -> str | None:
+    """None if some node of the cluster (id, labels, capacity[, dedicated]) could ever run
+    the job: the placement filters on empty nodes (labels, pool, capacity).
+
+    Otherwise a message naming the constraint, the pool or the resources that no node meets.
     """
-    nodes = list(nodes)
-    matching = [n for n in nodes if cons.first_unmet(spec.constraints, n[1]) is None]
+    all_nodes = [StaticNode(*n) for n in nodes]
+    matching = [n for n in all_nodes if cons.unmet_labels(spec, n.labels) is None]
     if not matching:
-        unmet = []
-        for c in spec.constraints:
-            if not any(cons.holds(c, labels) for _, labels, _ in nodes):
-                unmet.append(c.describe())
+        wanted = cons.effective(spec)
+        unmet = [c.describe() for c in wanted
+                 if not any(cons.holds(c, n.labels) for n in all_nodes)]
         what = f"constraint {unmet[0]}" if unmet else "constraints " + ", ".join(
-            c.describe() for c in spec.constraints) + " together"
-        seen = "; ".join(f"{nid}: {dict(labels) or '{}'}" for nid, labels, _ in nodes)
+            c.describe() for c in wanted) + " together"
+        seen = "; ".join(f"{n.id}: {dict(n.labels) or '{}'}" for n in all_nodes)
         return (f"constraints: no node of the cluster satisfies {what} (node labels: {seen}); "
                 "this job could never run")
+    open_to = [n for n in matching if cons.pool_refusal(spec, n.dedicated) is None]
+    if not open_to:
+        pools = ", ".join(f"{n.id}: {n.dedicated}" for n in matching)
+        return (f"pool: every node satisfying the constraints is dedicated to a pool the job "
+                f"does not ask for ({pools}); set pool to one of them")
     r = spec.resources
-    if not any(could_ever_fit(cap, r) for _, _, cap in matching):
-        ids = ", ".join(n[0] for n in matching)
+    if not any(could_ever_fit(n.capacity, r) for n in open_to):
+        ids = ", ".join(n.id for n in open_to)
         return (f"resources cpu_millis={r.cpu_millis} memory_mib={r.memory_mib} exceed every node "
                 f"satisfying the constraints ({ids}); this job could never run")
     return None

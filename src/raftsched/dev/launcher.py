@@ -38,9 +38,11 @@ def free_ports(n: int) -> list[int]:
 def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
                  cluster_extra: str = "", labels: list[dict[str, str]] | None = None,
                  secret: str = "test-secret-not-for-production",
-                 hosts: list[str] | None = None) -> Path:
+                 hosts: list[str] | None = None,
+                 node_extra: list[str] | None = None) -> Path:
     """Write a cluster config under `root`: loopback with free ports, or one host per
-    node (`hosts`, e.g. test network namespaces) with fixed ports."""
+    node (`hosts`, e.g. test network namespaces) with fixed ports. `node_extra`: more
+    lines per node table (e.g. 'dedicated = true')."""
     root.mkdir(parents=True, exist_ok=True)
     ports = free_ports(3 * n_nodes) if hosts is None else [7101, 7201, 9101] * n_nodes
     lines = [
@@ -67,6 +69,7 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
             f"cpu_millis = {cpu}",
             f"memory_mib = {mem}",
             f"labels = {{ {lab_s} }}",
+            (node_extra or [""] * n_nodes)[i],
         ]
     path = root / "cluster.toml"
     path.write_text("\n".join(lines) + "\n")
