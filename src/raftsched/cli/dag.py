@@ -28,7 +28,7 @@ def workflow_from_toml(text: str) -> wpb.SubmitWorkflowRequest:
         command = ["python3", "extract.py"]   # or: shell = "..."
         depends_on = []                         # names of jobs in this file
         cpu_millis = 100                        # optional: memory_mib, env, priority,
-                                                # timeout_seconds, working_dir
+                                                # timeout_seconds, working_dir, pool
     """
     try:
         doc = tomllib.loads(text)
@@ -38,7 +38,7 @@ def workflow_from_toml(text: str) -> wpb.SubmitWorkflowRequest:
     if not isinstance(jobs, list) or not jobs:
         raise DagFileError("no [[jobs]] tables: add one per job")
     known = {"name", "command", "shell", "depends_on", "cpu_millis", "memory_mib", "env", "priority",
-             "timeout_seconds", "working_dir"}
+             "timeout_seconds", "working_dir", "pool"}
     req = wpb.SubmitWorkflowRequest(name=str(doc.get("name", "")))
     for i, j in enumerate(jobs):
         where = f"jobs[{i}]"
@@ -62,6 +62,7 @@ def workflow_from_toml(text: str) -> wpb.SubmitWorkflowRequest:
         spec.priority = int(j.get("priority", 0))
         spec.timeout_seconds = float(j.get("timeout_seconds", 0.0))
         spec.working_dir = str(j.get("working_dir", ""))
+        spec.pool = str(j.get("pool", ""))
         deps = j.get("depends_on", [])
         if isinstance(deps, str):
             deps = [deps]

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from google.protobuf.json_format import MessageToDict
 
+from raftsched.core.model import Constraint
 from raftsched.v1 import jobs_pb2
 
 TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED,
@@ -53,6 +54,10 @@ def fmt_ts(t: float) -> str:
 def command_line(spec: jobs_pb2.JobSpec) -> str:
     text = spec.shell if spec.use_shell else " ".join(spec.command)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def constraint_text(c: jobs_pb2.Constraint) -> str:
+    return Constraint(c.key, c.op or "eq", c.value).describe()
 
 
 def dump_json(obj: Any) -> None:
@@ -111,6 +116,11 @@ def render_status(j: jobs_pb2.Job) -> str:
         out.append(f"exit code  {j.exit_code}")
     if j.reason:
         out.append(f"reason     {j.reason}")
+    if s.pool or s.constraints:
+        cs = "  ".join(constraint_text(c) for c in s.constraints)
+        out.append(f"placement  pool {s.pool or '-'}   constraints {cs or '-'}")
+    if j.pending_reason:
+        out.append(f"pending    {j.pending_reason}   (details: raftsched explain {j.id})")
     if j.not_before and j.state == jobs_pb2.PENDING:
         out.append(f"retry at   {fmt_ts(j.not_before)}   failed attempts {j.failures}")
     if j.attempts:

@@ -12,7 +12,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from raftsched import config as configmod
-from raftsched.cli import audit, dag, dlq, observe, workflows
+from raftsched.cli import audit, dag, dlq, observe, placement, workflows
 from raftsched.cli.common import (
     EXIT_CODES_HELP,
     EXIT_JOB_FAILED,
@@ -185,9 +185,10 @@ def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
             str(r.applied_index) if r and r.reachable else "-",
             r.state_digest[:12] if r and r.reachable else "-",
             n.grpc_address,
+            n.labels.get("pool", "-") + (" (dedicated)" if n.dedicated_pool else ""),
         ])
     print(table(rows, ["NODE", "HEALTH", "RAFT", "JOBS", "CPU", "MEMORY", "USED (CGROUPS)",
-                       "APPLIED", "DIGEST", "ADDRESS"]))
+                       "APPLIED", "DIGEST", "ADDRESS", "POOL"]))
     return EXIT_OK
 
 
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
 
-    for module in (observe, workflows, dag, dlq):
+    for module in (observe, workflows, dag, dlq, placement):
         module.register(sub, fmt)
 
     # `--json` is accepted after the subcommand too (raftsched list --json)

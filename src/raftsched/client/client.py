@@ -132,6 +132,14 @@ class Client(NodesClient):
         req = scheduler_pb2.PurgeDeadJobsRequest(job_ids=job_ids, request_id=request_id or uuid.uuid4().hex)
         return list(self._call("scheduler", "PurgeDeadJobs", req).job_ids)
 
+    def explain(self, job_id: str) -> jobs_pb2.PlacementExplanation:
+        """Why the job is (not) placed: holds and every node's placement verdict."""
+        return self._call("scheduler", "ExplainJob", scheduler_pb2.ExplainJobRequest(job_id=job_id))
+
+    def plan(self, spec: jobs_pb2.JobSpec) -> jobs_pb2.PlacementExplanation:
+        """Where `spec` would be placed now, and why. Submits nothing."""
+        return self._call("scheduler", "PlanJob", scheduler_pb2.PlanJobRequest(spec=spec))
+
     # ---- cluster --------------------------------------------------------------------
 
     def nodes(self) -> list[cluster_pb2.NodeInfo]:

@@ -111,6 +111,7 @@ class Heartbeater:
                     raft_address=me.raft,
                     capacity=convert.resources_to_pb(me.capacity),
                     labels=me.labels,
+                    dedicated_pool=me.dedicated,
                     running=[
                         node_pb2.RunningAttempt(job_id=j, attempt=a, fencing_token=t)
                         for j, a, t in running

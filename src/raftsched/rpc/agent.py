@@ -130,6 +130,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
             capacity=Resources(request.capacity.cpu_millis, request.capacity.memory_mib),
             labels=tuple(sorted(request.labels.items())),
             incarnation=request.incarnation,
+            dedicated=request.dedicated_pool,
         )
         running = [(r.job_id, r.attempt, r.fencing_token) for r in request.running]
         revoke = self.leader.heartbeat(node, running)

@@ -40,6 +40,7 @@ def spec_from_pb(p: jobs_pb2.JobSpec) -> JobSpec:
         constraints=tuple(Constraint(c.key, c.op or "eq", c.value) for c in p.constraints),
         sequence_key=p.sequence_key,
         limits=ResourceLimits(p.limits.memory_mib, p.limits.cpu_millis, p.limits.pids),
+        pool=p.pool,
     )
 
 
@@ -88,6 +89,7 @@ def spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
         sequence_key=s.sequence_key,
         limits=jobs_pb2.ResourceLimits(memory_mib=s.limits.memory_mib, cpu_millis=s.limits.cpu_millis,
                                        pids=s.limits.pids) if s.limits != ResourceLimits() else None,
+        pool=s.pool,
     )
 
 
@@ -160,4 +162,5 @@ def node_to_pb(n: Node, allocated: Resources, running: int, hb_age: float) -> cl
         running_jobs=running,
         labels=dict(n.labels),
         last_heartbeat_age=hb_age,
+        dedicated_pool=n.dedicated,
     )

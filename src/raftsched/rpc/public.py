@@ -17,7 +17,7 @@ from raftsched.core import validate
 from raftsched.core.commands import CancelJob, PurgeDead, RetryDead, SubmitJobs
 from raftsched.core.model import TERMINAL_STATES, JobSpec, JobState
 from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
-from raftsched.rpc import convert
+from raftsched.rpc import convert, explain
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
@@ -56,7 +56,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 f"{len(pbs)} jobs in one batch; at most {validate.MAX_BATCH}",
             )
         cap = self.cfg.max_capacity()
-        nodes = [(n.id, n.labels, n.capacity) for n in self.cfg.nodes]
+        nodes = [(n.id, n.labels, n.capacity, n.dedicated) for n in self.cfg.nodes]
         specs = []
         seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
         for i, pb in enumerate(pbs):
@@ -127,7 +127,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         job = self.replica.state.jobs.get(request.job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
-        return convert.job_to_pb(job)
+        pb = convert.job_to_pb(job)
+        pb.pending_reason = explain.pending_reason(self.replica, self.cfg, job.id)
+        return pb
+
+    async def ExplainJob(self, request, context):
+        return await explain.explain_job(self.replica, self.cfg, self.writes.me_id, request, context)
+
+    async def PlanJob(self, request, context):
+        return await explain.plan_job(self.replica, self.cfg, self.writes.me_id, request, context)
 
     async def ListJobs(self, request, context):
         states = set()
@@ -232,7 +240,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 info = cluster_pb2.NodeInfo(
                     id=nc.id, grpc_address=nc.grpc, raft_address=nc.raft,
                     capacity=convert.resources_to_pb(nc.capacity), alive=False,
-                    labels=nc.labels, last_heartbeat_age=-1,
+                    labels=nc.labels, last_heartbeat_age=-1, dedicated_pool=nc.dedicated,
                 )
                 out.append(info)
                 continue

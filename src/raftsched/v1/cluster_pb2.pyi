@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeInfo(_message.Message):
-    __slots__ = ("id", "grpc_address", "raft_address", "capacity", "allocated", "alive", "running_jobs", "labels", "last_heartbeat_age")
+    __slots__ = ("id", "grpc_address", "raft_address", "capacity", "allocated", "alive", "running_jobs", "labels", "last_heartbeat_age", "dedicated_pool")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class NodeInfo(_message.Message):
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_AGE_FIELD_NUMBER: _ClassVar[int]
+    DEDICATED_POOL_FIELD_NUMBER: _ClassVar[int]
     id: str
     grpc_address: str
     raft_address: str
@@ -34,7 +35,8 @@ class NodeInfo(_message.Message):
     running_jobs: int
     labels: _containers.ScalarMap[str, str]
     last_heartbeat_age: float
-    def __init__(self, id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., alive: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat_age: _Optional[float] = ...) -> None: ...
+    dedicated_pool: str
+    def __init__(self, id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., alive: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat_age: _Optional[float] = ..., dedicated_pool: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -101,7 +101,7 @@ class ResourceLimits(_message.Message):
     def __init__(self, memory_mib: _Optional[int] = ..., cpu_millis: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("command", "shell", "use_shell", "env", "working_dir", "resources", "priority", "timeout_seconds", "name", "retry", "constraints", "sequence_key", "limits")
+    __slots__ = ("command", "shell", "use_shell", "env", "working_dir", "resources", "priority", "timeout_seconds", "name", "retry", "constraints", "sequence_key", "limits", "pool")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class JobSpec(_message.Message):
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_KEY_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     shell: str
     use_shell: bool
@@ -135,10 +136,11 @@ class JobSpec(_message.Message):
     constraints: _containers.RepeatedCompositeFieldContainer[Constraint]
     sequence_key: str
     limits: ResourceLimits
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[str] = ..., use_shell: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., name: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Constraint, _Mapping]]] = ..., sequence_key: _Optional[str] = ..., limits: _Optional[_Union[ResourceLimits, _Mapping]] = ...) -> None: ...
+    pool: str
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[str] = ..., use_shell: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., name: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Constraint, _Mapping]]] = ..., sequence_key: _Optional[str] = ..., limits: _Optional[_Union[ResourceLimits, _Mapping]] = ..., pool: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "node_id", "attempt", "fencing_token", "seq", "submitted_at", "assigned_at", "started_at", "finished_at", "exit_code", "has_exit_code", "reason", "stdout_tail", "stderr_tail", "workflow_id", "depends_on", "schedule_id", "scheduled_at", "history", "not_before", "failures", "attempts", "cancel_requested_at")
+    __slots__ = ("id", "spec", "state", "node_id", "attempt", "fencing_token", "seq", "submitted_at", "assigned_at", "started_at", "finished_at", "exit_code", "has_exit_code", "reason", "stdout_tail", "stderr_tail", "workflow_id", "depends_on", "schedule_id", "scheduled_at", "history", "not_before", "failures", "attempts", "cancel_requested_at", "pending_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +166,7 @@ class Job(_message.Message):
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -189,7 +192,44 @@ class Job(_message.Message):
     failures: int
     attempts: _containers.RepeatedCompositeFieldContainer[AttemptRecord]
     cancel_requested_at: float
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., seq: _Optional[int] = ..., submitted_at: _Optional[float] = ..., assigned_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., reason: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., workflow_id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., schedule_id: _Optional[str] = ..., scheduled_at: _Optional[float] = ..., history: _Optional[_Iterable[_Union[JobTransition, _Mapping]]] = ..., not_before: _Optional[float] = ..., failures: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ..., cancel_requested_at: _Optional[float] = ...) -> None: ...
+    pending_reason: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., seq: _Optional[int] = ..., submitted_at: _Optional[float] = ..., assigned_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., reason: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., workflow_id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., schedule_id: _Optional[str] = ..., scheduled_at: _Optional[float] = ..., history: _Optional[_Iterable[_Union[JobTransition, _Mapping]]] = ..., not_before: _Optional[float] = ..., failures: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ..., cancel_requested_at: _Optional[float] = ..., pending_reason: _Optional[str] = ...) -> None: ...
+
+class NodeVerdict(_message.Message):
+    __slots__ = ("node_id", "check", "detail")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    check: str
+    detail: str
+    def __init__(self, node_id: _Optional[str] = ..., check: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class PlacementExplanation(_message.Message):
+    __slots__ = ("job_id", "state", "summary", "holds", "nodes", "node_id", "ranked", "avoided_node", "strategy", "answered_by", "applied_index")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RANKED_FIELD_NUMBER: _ClassVar[int]
+    AVOIDED_NODE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    summary: str
+    holds: _containers.RepeatedScalarFieldContainer[str]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeVerdict]
+    node_id: str
+    ranked: _containers.RepeatedScalarFieldContainer[str]
+    avoided_node: str
+    strategy: str
+    answered_by: str
+    applied_index: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., summary: _Optional[str] = ..., holds: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[_Union[NodeVerdict, _Mapping]]] = ..., node_id: _Optional[str] = ..., ranked: _Optional[_Iterable[str]] = ..., avoided_node: _Optional[str] = ..., strategy: _Optional[str] = ..., answered_by: _Optional[str] = ..., applied_index: _Optional[int] = ...) -> None: ...
 
 class JobTransition(_message.Message):
     __slots__ = ("at", "state", "node_id", "attempt", "fencing_token", "reason")

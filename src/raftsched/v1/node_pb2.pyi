@@ -107,7 +107,7 @@ class RunningAttempt(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "grpc_address", "raft_address", "capacity", "labels", "running", "incarnation", "running_jobs", "cpu_millis_in_use", "memory_mib_in_use")
+    __slots__ = ("node_id", "grpc_address", "raft_address", "capacity", "labels", "running", "incarnation", "running_jobs", "cpu_millis_in_use", "memory_mib_in_use", "dedicated_pool")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class HeartbeatRequest(_message.Message):
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     CPU_MILLIS_IN_USE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_IN_USE_FIELD_NUMBER: _ClassVar[int]
+    DEDICATED_POOL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     grpc_address: str
     raft_address: str
@@ -135,7 +136,8 @@ class HeartbeatRequest(_message.Message):
     running_jobs: int
     cpu_millis_in_use: int
     memory_mib_in_use: int
-    def __init__(self, node_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., running: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ..., incarnation: _Optional[str] = ..., running_jobs: _Optional[int] = ..., cpu_millis_in_use: _Optional[int] = ..., memory_mib_in_use: _Optional[int] = ...) -> None: ...
+    dedicated_pool: str
+    def __init__(self, node_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., running: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ..., incarnation: _Optional[str] = ..., running_jobs: _Optional[int] = ..., cpu_millis_in_use: _Optional[int] = ..., memory_mib_in_use: _Optional[int] = ..., dedicated_pool: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("leader_id", "term", "revoke", "lease_seconds", "generation")

@@ -72,6 +72,16 @@ class SchedulerStub:
                 request_serializer=raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsResponse.FromString,
                 _registered_method=True)
+        self.ExplainJob = channel.unary_unary(
+                '/raftsched.v1.Scheduler/ExplainJob',
+                request_serializer=raftsched_dot_v1_dot_scheduler__pb2.ExplainJobRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_jobs__pb2.PlacementExplanation.FromString,
+                _registered_method=True)
+        self.PlanJob = channel.unary_unary(
+                '/raftsched.v1.Scheduler/PlanJob',
+                request_serializer=raftsched_dot_v1_dot_scheduler__pb2.PlanJobRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_jobs__pb2.PlacementExplanation.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -127,6 +137,21 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainJob(self, request, context):
+        """placement (issue 18): why a job is pending (holds, per-node failing checks), from
+        the answering node's replica, by the same code the leader places with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanJob(self, request, context):
+        """Where a spec not yet submitted would go now, and why. Nothing is written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +189,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.PurgeDeadJobs,
                     request_deserializer=raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsResponse.SerializeToString,
+            ),
+            'ExplainJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainJob,
+                    request_deserializer=raftsched_dot_v1_dot_scheduler__pb2.ExplainJobRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_jobs__pb2.PlacementExplanation.SerializeToString,
+            ),
+            'PlanJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanJob,
+                    request_deserializer=raftsched_dot_v1_dot_scheduler__pb2.PlanJobRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_jobs__pb2.PlacementExplanation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +392,60 @@ class Scheduler:
             '/raftsched.v1.Scheduler/PurgeDeadJobs',
             raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsRequest.SerializeToString,
             raftsched_dot_v1_dot_scheduler__pb2.PurgeDeadJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Scheduler/ExplainJob',
+            raftsched_dot_v1_dot_scheduler__pb2.ExplainJobRequest.SerializeToString,
+            raftsched_dot_v1_dot_jobs__pb2.PlacementExplanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Scheduler/PlanJob',
+            raftsched_dot_v1_dot_scheduler__pb2.PlanJobRequest.SerializeToString,
+            raftsched_dot_v1_dot_jobs__pb2.PlacementExplanation.FromString,
             options,
             channel_credentials,
             insecure,
