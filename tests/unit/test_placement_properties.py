@@ -23,7 +23,8 @@ POOLS = ["a", "b", "c"]
 @st.composite
 def nodes(draw: st.DrawFn) -> list[tuple[Node, Resources]]:
     out = []
-    for i in range(draw(st.integers(1, 5))):
+    count = draw(st.integers(1, 5))
+    for i in draw(st.permutations(range(count))):  # registration order is not id order
         cap = Resources(draw(st.integers(1, 8)) * 500, draw(st.integers(1, 8)) * 256)
         labels = {}
         pool = draw(st.sampled_from(["", *POOLS]))
@@ -33,7 +34,7 @@ def nodes(draw: st.DrawFn) -> list[tuple[Node, Resources]]:
             labels["size"] = draw(st.sampled_from(["s", "l"]))
         dedicated = pool if pool and draw(st.booleans()) else ""
         n = Node(f"n{i + 1}", f"h:{i}", f"r:{i}", cap, tuple(sorted(labels.items())),
-                 alive=draw(st.booleans()) or i == 0, dedicated=dedicated)
+                 alive=draw(st.booleans()), dedicated=dedicated)
         used = Resources(draw(st.integers(0, cap.cpu_millis // 100)) * 100,
                          draw(st.integers(0, cap.memory_mib // 64)) * 64)
         out.append((n, used))

@@ -107,10 +107,10 @@ def note_assigned(state: ClusterState, node_id: str, token: int) -> None:
 
 
 def candidates(state: ClusterState) -> list[Candidate]:
-    """Every registered node with its allocation and recency, as placement sees it."""
+    """Every registered node with its allocation and recency, as placement sees it, by id."""
     last = recency(state)
     return [Candidate(n, state.allocated(n.id).as_resources(), last.get(n.id, 0))
-            for n in state.nodes.values()]
+            for n in sorted(state.nodes.values(), key=lambda n: n.id)]
 
 
 # ---- filters ----------------------------------------------------------------------------------
