@@ -100,6 +100,10 @@ class ClusterConfig:
     def node_data_dir(self, node_id: str) -> Path:
         return self.data_dir / node_id
 
+    def static_nodes(self) -> list[tuple[str, dict[str, str], Resources, str]]:
+        """(id, labels, capacity, dedicated pool) of every node: for submit validation."""
+        return [(n.id, n.labels, n.capacity, n.dedicated) for n in self.nodes]
+
     def max_capacity(self) -> Resources:
         return Resources(
             max(n.capacity.cpu_millis for n in self.nodes),

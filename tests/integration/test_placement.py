@@ -72,6 +72,14 @@ def test_sequential_jobs_spread_and_dedicated_pool_is_isolated(pools: TestCluste
     out = cli(pools, "--json", "submit", "--pool", "heavy", "--wait", "--", "true")
     assert out.returncode == 0, out.stderr
     assert [j["node_id"] for j in json.loads(out.stdout)["jobs"]] == ["n4"]
+    # templates (and so schedules) carry the pool; a pool no node serves is refused
+    out = cli(pools, "template", "create", "render", "--pool", "heavy", "--", "true")
+    assert out.returncode == 0, out.stderr
+    out = cli(pools, "template", "submit", "render")
+    assert out.returncode == 0, out.stderr
+    heavy.append(out.stdout.strip())
+    out = cli(pools, "template", "create", "nowhere", "--pool", "gpu", "--", "true")
+    assert out.returncode == 4 and "pool=gpu" in out.stderr
     plain = client.submit_batch([jobs_pb2.JobSpec(command=["sleep", "0.2"])] * 12)
     done = pools.wait_terminal(heavy + plain, timeout=60)
     assert {done[i].node_id for i in heavy} == {"n4"}

@@ -144,3 +144,11 @@ def check_placeable(spec: JobSpec, nodes: Iterable[tuple[Any, ...]]) -> str | No
         return (f"resources cpu_millis={r.cpu_millis} memory_mib={r.memory_mib} exceed every node "
                 f"satisfying the constraints ({ids}); this job could never run")
     return None
+
+
+def check_job(spec: JobSpec, nodes: Iterable[tuple[Any, ...]]) -> str | None:
+    """`validate_spec` against the cluster's largest node, then `check_placeable`."""
+    all_nodes = [StaticNode(*n) for n in nodes]
+    largest = Resources(max((n.capacity.cpu_millis for n in all_nodes), default=0),
+                        max((n.capacity.memory_mib for n in all_nodes), default=0))
+    return validate_spec(spec, largest) or check_placeable(spec, all_nodes)

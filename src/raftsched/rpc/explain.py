@@ -57,8 +57,7 @@ async def plan_job(replica: ReplicaView, cfg: ClusterConfig, me: str, request: A
     if not request.HasField("spec"):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec is missing: give the job to plan")
     spec = convert.spec_from_pb(request.spec)
-    nodes = [(n.id, n.labels, n.capacity, n.dedicated) for n in cfg.nodes]
-    err = validate.validate_spec(spec, cfg.max_capacity()) or validate.check_placeable(spec, nodes)
+    err = validate.check_job(spec, cfg.static_nodes())
     if err:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spec: {err}")
     with replica.lock:

@@ -56,7 +56,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 f"{len(pbs)} jobs in one batch; at most {validate.MAX_BATCH}",
             )
         cap = self.cfg.max_capacity()
-        nodes = [(n.id, n.labels, n.capacity, n.dedicated) for n in self.cfg.nodes]
+        nodes = self.cfg.static_nodes()
         specs = []
         seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
         for i, pb in enumerate(pbs):

@@ -73,7 +73,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
 
     async def _spec(self, pb: jobs_pb2.JobSpec, context: Ctx, where: str) -> JobSpec:
         spec = convert.spec_from_pb(pb)
-        err = validate.validate_spec(spec, self.cfg.max_capacity())
+        err = validate.check_job(spec, self.cfg.static_nodes())
         if err:
             await context.abort(INVALID, f"{where}: {err}")
         return spec
@@ -161,7 +161,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         if t is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.template!r} not found")
         spec = apply_overrides(t.spec, request.overrides)
-        err = validate.validate_spec(spec, self.cfg.max_capacity())
+        err = validate.check_job(spec, self.cfg.static_nodes())
         if err:
             await context.abort(INVALID, f"template {t.name} with overrides: {err}")
 
