@@ -78,7 +78,7 @@ def test_retry_prefers_another_node_when_one_fits() -> None:
     other = "n2" if first == "n1" else "n1"
     (busy,) = submit(st, spec(cpu=300))
     fsm.apply(st, Assign(rid(), 3.0, (AssignItem(busy, other, 0),)))
-    decision = plan([st.jobs[jid]], candidates(st)).decisions[0]
+    decision = plan([st.jobs[jid]], candidates(st), explain=True).decisions[0]
     assert decision.node_id == other and decision.avoided == first
     # when only the failed node fits, it is used after all
     (hog,) = submit(st, spec(cpu=400))

@@ -94,7 +94,9 @@ def test_decision_explanation_and_cas_agree(cluster: list[tuple[Node, Resources]
                                             strategy: Strategy) -> None:
     s = build(cluster, spec)
     job = s.jobs["x"]
-    decision = plan([job], candidates(s), strategy).decisions[0]
+    planned = plan([job], candidates(s), strategy, explain=True)
+    decision = planned.decisions[0]
+    assert [i.node_id for i in planned.items] == ([decision.node_id] if decision.node_id else [])
     e = explain_job(s, job, 10.0, strategy)
     assert (e.node_id, e.verdicts, e.ranked) == (decision.node_id, decision.verdicts, decision.ranked)
     used = {n.id: u if n.alive else Resources() for n, u in cluster}

@@ -71,7 +71,7 @@ def _summary(job: Job, hold: list[str], d: Decision) -> str:
 
 def _explain(state: ClusterState, job: Job, now: float, strategy: Strategy) -> Explanation:
     hold = holds(state, job, now)
-    d, _ = decide(job, candidates(state), strategy)
+    d = decide(job, candidates(state), strategy)
     return Explanation(job.id, job.state, _summary(job, hold, d), tuple(hold), d.verdicts,
                        d.node_id, d.ranked, d.avoided)
 
@@ -95,7 +95,7 @@ def plan_spec(state: ClusterState, spec: JobSpec, now: float,
         head = min(members.items(), key=lambda kv: kv[1])[0]
         hold = [f"sequence: would wait for job {head} and {len(members) - 1} more "
                 f"(sequence_key {spec.sequence_key!r})"]
-        d, _ = decide(job, candidates(state), strategy)
+        d = decide(job, candidates(state), strategy)
         return Explanation(job.id, JobState.PENDING, _summary(job, hold, d), tuple(hold),
                            d.verdicts, d.node_id, d.ranked)
     return _explain(state, job, now, strategy)

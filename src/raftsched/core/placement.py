@@ -25,14 +25,15 @@ replicated state (`recency`), never from a clock or a leader-local counter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from raftsched.core import constraints as cons
 from raftsched.core.commands import AssignItem
-from raftsched.core.fit import shortfall
-from raftsched.core.model import Job, JobSpec, Node, Resources
+from raftsched.core.fit import fits, shortfall
+from raftsched.core.model import Constraint, Job, JobSpec, Node, Resources
 from raftsched.core.state import ClusterState, state_extension
 
 
@@ -116,8 +117,9 @@ def candidates(state: ClusterState) -> list[Candidate]:
 # ---- filters ----------------------------------------------------------------------------------
 
 
-def check_node(spec: JobSpec, node: Node, allocated: Resources) -> Verdict:
-    """The feasibility filters, in order: the first that fails, or OK."""
+def node_filter(spec: JobSpec, node: Node) -> Verdict:
+    """The filters that do not depend on load, in order (down, pool, labels): the first
+    that fails, or OK. Depends only on the spec and the node: cached per spec in a round."""
     if not node.alive:
         return Verdict(node.id, Check.DOWN, "down")
     why = cons.pool_refusal(spec, node.dedicated)
@@ -126,10 +128,21 @@ def check_node(spec: JobSpec, node: Node, allocated: Resources) -> Verdict:
     why = cons.unmet_labels(spec, dict(node.labels))
     if why:
         return Verdict(node.id, Check.LABELS, why)
+    return Verdict(node.id, Check.OK)
+
+
+def capacity_verdict(spec: JobSpec, node: Node, allocated: Resources) -> Verdict:
+    """The cpu and memory filters (`fit.shortfall`, the negation of `fit.fits`)."""
     short = shortfall(node.capacity, allocated, spec.resources)
     if short:
         return Verdict(node.id, Check(short[0]), short[1])
     return Verdict(node.id, Check.OK)
+
+
+def check_node(spec: JobSpec, node: Node, allocated: Resources) -> Verdict:
+    """Every filter, in order: the first that fails, or OK. Also the Assign CAS predicate."""
+    v = node_filter(spec, node)
+    return capacity_verdict(spec, node, allocated) if v.ok else v
 
 
 def refusal(job_id: str, v: Verdict) -> str:
@@ -141,12 +154,6 @@ def refusal(job_id: str, v: Verdict) -> str:
     if v.check is Check.LABELS:
         return f"node {v.node_id} {v.detail}"
     return f"job {job_id} does not fit on node {v.node_id}: {v.detail}"
-
-
-def static_verdict(spec: JobSpec, node: Node) -> Verdict:
-    """The filters on an empty, alive node: could this node ever run the job?"""
-    return check_node(spec, Node(node.id, "", "", node.capacity, node.labels,
-                                 dedicated=node.dedicated), Resources(0, 0))
 
 
 def avoid_node(job: Job) -> str:
@@ -169,29 +176,54 @@ def _load(c: Candidate) -> float:
     return max(cpu, mem)
 
 
+RankKey = Callable[[Candidate], tuple[Any, ...]]
+
+
+def rank_key(strategy: Strategy, avoid: str = "", after: str = "") -> RankKey:
+    """Sort key of feasible candidates, smallest best. `avoid`: node of the failed previous
+    attempt; `after`: for round-robin, the node assigned to last."""
+    if strategy is Strategy.ROUND_ROBIN:
+        return lambda c: (c.node.id == avoid, c.node.id <= after, c.node.id)
+    sign = -1.0 if strategy is Strategy.BINPACK else 1.0
+    return lambda c: (c.node.id == avoid, sign * _load(c), c.last, c.node.id)
+
+
 def rank(feasible: Sequence[Candidate], strategy: Strategy, avoid: str = "",
          after: str = "") -> list[Candidate]:
-    """Feasible candidates, best first. `after`: round-robin, the node assigned to last."""
-    if strategy is Strategy.ROUND_ROBIN:
-        return sorted(feasible, key=lambda c: (c.node.id == avoid, c.node.id <= after,
-                                               c.node.id))
-    sign = -1.0 if strategy is Strategy.BINPACK else 1.0
-    return sorted(feasible, key=lambda c: (c.node.id == avoid, sign * _load(c), c.last,
-                                           c.node.id))
+    """Feasible candidates, best first."""
+    return sorted(feasible, key=rank_key(strategy, avoid, after))
+
+
+def _after(cands: Sequence[Candidate]) -> str:
+    """The node assigned to last (round-robin continues after it); "" if none ever was."""
+    latest = max(cands, key=lambda c: (c.last, c.node.id), default=None)
+    return latest.node.id if latest is not None and latest.last else ""
+
+
+def _feasible(job: Job, open_to: Sequence[Candidate]) -> list[Candidate]:
+    """Of the candidates whose `node_filter` is ok, those the job `fits` on."""
+    req = job.spec.resources
+    return [c for c in open_to if fits(c.node.capacity, c.allocated, req)]
+
+
+def _open(cands: Sequence[Candidate], statics: Sequence[Verdict]) -> list[Candidate]:
+    return [c for c, s in zip(cands, statics, strict=True) if s.ok]
+
+
+def _decision(job: Job, cands: Sequence[Candidate], statics: Sequence[Verdict],
+              ranked: Sequence[Candidate]) -> Decision:
+    verdicts = tuple(capacity_verdict(job.spec, c.node, c.allocated) if s.ok else s
+                     for c, s in zip(cands, statics, strict=True))
+    return Decision(job.id, ranked[0].node.id if ranked else "", verdicts,
+                    tuple(c.node.id for c in ranked), avoid_node(job))
 
 
 def decide(job: Job, cands: Sequence[Candidate],
-           strategy: Strategy = Strategy.SPREAD) -> tuple[Decision, Candidate | None]:
-    """One job against every candidate: verdicts, ranking and the choice."""
-    latest = max(cands, key=lambda c: (c.last, c.node.id), default=None)
-    after = latest.node.id if latest is not None and latest.last else ""
-    verdicts = tuple(check_node(job.spec, c.node, c.allocated) for c in cands)
-    feasible = [c for c, v in zip(cands, verdicts, strict=True) if v.ok]
-    avoid = avoid_node(job)
-    ranked = rank(feasible, strategy, avoid, after)
-    best = ranked[0] if ranked else None
-    return Decision(job.id, best.node.id if best else "", verdicts,
-                    tuple(c.node.id for c in ranked), avoid), best
+           strategy: Strategy = Strategy.SPREAD) -> Decision:
+    """One job against every candidate (in the given order): verdicts, ranking, choice."""
+    statics = [node_filter(job.spec, c.node) for c in cands]
+    ranked = rank(_feasible(job, _open(cands, statics)), strategy, avoid_node(job), _after(cands))
+    return _decision(job, cands, statics, ranked)
 
 
 def place(pending: Iterable[Job], nodes: Sequence[Candidate],
@@ -200,25 +232,39 @@ def place(pending: Iterable[Job], nodes: Sequence[Candidate],
     return plan(pending, nodes, strategy).items
 
 
-def plan(pending: Iterable[Job], nodes: Sequence[Candidate],
-         strategy: Strategy = Strategy.SPREAD) -> Plan:
+def plan(pending: Iterable[Job], nodes: Sequence[Candidate], strategy: Strategy = Strategy.SPREAD,
+         explain: bool = False) -> Plan:
     """Assign pending jobs (already in queue order) to nodes with room.
 
     A job that fits nowhere is skipped for this round; later jobs may still be
     placed (backfill). Each assignment counts against its node's room and
-    recency for the jobs after it, as apply will record it.
+    recency for the jobs after it, as apply will record it. With `explain`, a
+    Decision (every node's verdict) per job; the leader's rounds skip that text.
     """
     cands = [Candidate(c.node, c.allocated, c.last) for c in sorted(nodes, key=lambda c: c.node.id)]
     out = Plan()
     token = max((c.last for c in cands), default=0)
+    after = _after(cands)
+    # node_filter depends on the spec only through its pool and constraints
+    statics_of: dict[tuple[str, tuple[Constraint, ...]], tuple[list[Verdict], list[Candidate]]] = {}
     for job in pending:
-        decision, best = decide(job, cands, strategy)
-        out.decisions.append(decision)
-        if best is None:
+        key = (job.spec.pool, job.spec.constraints)
+        cached = statics_of.get(key)
+        if cached is None:
+            statics = [node_filter(job.spec, c.node) for c in cands]
+            cached = statics_of[key] = (statics, _open(cands, statics))
+        statics, open_to = cached
+        feasible = _feasible(job, open_to)
+        if explain:
+            ranked = rank(feasible, strategy, avoid_node(job), after)
+            out.decisions.append(_decision(job, cands, statics, ranked))
+        if not feasible:
             continue
+        best = feasible[0] if len(feasible) == 1 else min(
+            feasible, key=rank_key(strategy, avoid_node(job), after))
         token += 1
         best.allocated = best.allocated + job.spec.resources
         best.last = token
+        after = best.node.id
         out.items.append(AssignItem(job.id, best.node.id, job.attempt))
     return out
-
