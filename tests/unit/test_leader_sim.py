@@ -29,7 +29,7 @@ from raftsched.core.commands import (
     SubmitJobs,
 )
 from raftsched.core.model import JobSpec, JobState, Node, Resources, RetryPolicy
-from raftsched.core.placement import Candidate, place
+from raftsched.core.placement import candidates, place
 
 TTL = 1.5
 NODES = ("n1", "n2", "n3")
@@ -85,13 +85,12 @@ class LeaderView:
     replica: fsm.ClusterState
     last_seen: dict[str, float]
     reported: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
-    rr_after: str = ""
 
     def place(self, now: float) -> Assign | None:
         st = self.replica
         pending = queue.runnable(st, now, queue.QueueOrder.PRIORITY, 0.0, 2000)
-        cands = [Candidate(n, st.allocated(n.id).as_resources()) for n in st.nodes.values() if n.alive]
-        items = place(pending, cands, "spread", self.rr_after)  # type: ignore[arg-type]
+        cands = [c for c in candidates(st) if c.node.alive]  # ties: replicated recency
+        items = place(pending, cands, "spread")  # type: ignore[arg-type]
         return Assign("", now, tuple(items)) if items else None
 
 
@@ -134,7 +133,6 @@ def step_leader(sim: Sim, leader: LeaderView) -> None:
     a = leader.place(sim.now)
     if a is not None:
         sim.commit(Assign(sim.next_rid(), a.ts, a.items))
-        leader.rr_after = a.items[-1].node_id
 
 
 def run(seed: int, jobs: int, switch_at: int, stale_after: int) -> Sim:
