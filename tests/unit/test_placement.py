@@ -178,6 +178,9 @@ def test_explain_names_sequence_dependency_and_retry_holds() -> None:
     assert e.holds[0].startswith("retry delay: attempt 2 not before 20.000 (in 10.0s)")
     assert e.avoided == "n1" and e.node_id == "n1"  # the only node: used after all
     assert explain_job(st, st.jobs[first], 10.0).holds == ()
+    fsm.apply(st, Assign(rid(), 3.0, (AssignItem(first, "n1", 0),)))
+    e = explain_job(st, st.jobs[first], 10.0)
+    assert (e.summary, e.verdicts) == ("not pending: ASSIGNED on node n1", ())
 
 
 # ---- config: pools and dedicated nodes ---------------------------------------------------------
