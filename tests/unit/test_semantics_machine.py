@@ -186,7 +186,7 @@ class SemanticsMachine(RuleBasedStateMachine):
         j = self.st.jobs[jid]
         if j.attempt == 0:
             return
-        before = self.st.digest()
+        before = state_digest(self.st.to_dict())  # canonical encoding, dedup table in order
         item = FinishedItem(jid, j.attempt - 1 if j.attempt > 1 else j.attempt, j.fencing_token - 1, 0)
         res = self._apply(JobsFinished(self._rid(), self.now, (item,)))
         assert res.value[0] != ""

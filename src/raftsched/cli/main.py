@@ -160,6 +160,10 @@ def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
+def _lag(p99: float, top: float) -> str:
+    return f"{p99 * 1000:.0f}/{top * 1000:.0f}ms"
+
+
 def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
     nodes = client.nodes()
     st = client.status(include_replicas=True)
@@ -184,11 +188,14 @@ def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
             n.id, "up" if n.alive else "down", role, str(n.running_jobs), cpu, mem, used,
             str(r.applied_index) if r and r.reachable else "-",
             r.state_digest[:12] if r and r.reachable else "-",
+            _lag(r.loop_lag_p99, r.loop_lag_max) if r and r.reachable else "-",
+            _lag(r.tick_lag_p99, r.tick_lag_max) if r and r.reachable else "-",
             n.grpc_address,
             n.labels.get("pool", "-") + (" (dedicated)" if n.dedicated_pool else ""),
         ])
     print(table(rows, ["NODE", "HEALTH", "RAFT", "JOBS", "CPU", "MEMORY", "USED (CGROUPS)",
-                       "APPLIED", "DIGEST", "ADDRESS", "POOL"]))
+                       "APPLIED", "DIGEST", "LOOP LAG p99/max", "TICK LAG p99/max", "ADDRESS",
+                       "POOL"]))
     return EXIT_OK
 
 

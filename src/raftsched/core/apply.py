@@ -65,6 +65,7 @@ def apply(state: ClusterState, cmd: Command) -> Result:
     # Normalise to the wire shape so a result read back from a snapshot is identical.
     res = result_from_wire(json.loads(json.dumps(result_to_wire(res))))
     state.dedup[cmd.rid] = res
+    state.dig.dedup_added(cmd.rid, res)
     if len(state.dedup) > DEDUP_CAPACITY:
-        state.dedup.popitem(last=False)
+        state.dig.dedup_removed(*state.dedup.popitem(last=False))
     return res

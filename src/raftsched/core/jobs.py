@@ -100,7 +100,7 @@ def _prune_keys(state: ClusterState, now: float, retention: float) -> None:
         k, (_jid, ts) = next(iter(state.idem.items()))
         if ts >= cutoff and len(state.idem) <= IDEM_CAPACITY:
             break
-        del state.idem[k]
+        state.dig.idem_changed(k, state.idem.pop(k), None)
 
 
 def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
@@ -141,7 +141,7 @@ def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
         state.next_seq += 1
         state.put(None, job, cmd.ts, history=False)
         if key:
-            state.idem.pop(key, None)
+            state.dig.idem_changed(key, state.idem.pop(key, None), (jid, cmd.ts))
             state.idem[key] = (jid, cmd.ts)
         out.append(jid)
     return ok(tuple(out))

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from raftsched.core import codec
+from raftsched.core.digest import Tracker, Work
 from raftsched.core.model import (
     ACTIVE_STATES,
     HISTORY_LIMIT,
@@ -76,6 +77,8 @@ class ClusterState:
         self.counts: Counter[JobState] = Counter()
         # transient: job versions written by the entry being applied (for watchers)
         self.changes: list[Job] = []
+        # what changed since the last digest (see core.digest); not replicated itself
+        self.dig = Tracker()
         # replicated state owned by extension modules (see `state_extension`)
         self.ext: dict[str, Any] = {name: e[0]() for name, e in _STATE_EXT.items()}
 
@@ -100,6 +103,7 @@ class ClusterState:
             if len(hist) > HISTORY_LIMIT:
                 hist = hist[:1] + hist[-(HISTORY_LIMIT - 1):]
             new = replace(new, history=hist)
+        self.dig.job(self.jobs.get(new.id), new)
         self._put(old, new)
         self.changes.append(new)
         for hook in _PUT_HOOKS:
@@ -110,7 +114,7 @@ class ClusterState:
         if job.state not in TERMINAL_STATES:
             raise ValueError(f"job {job.id} is {job.state.value}; only terminal jobs are deleted")
         self._unindex(job)
-        del self.jobs[job.id]
+        self.dig.job(self.jobs.pop(job.id), None)
 
     def _unindex(self, old: Job) -> None:
         self.counts[old.state] -= 1
@@ -223,9 +227,34 @@ class ClusterState:
         s.rebuild_derived()
         return s
 
+    def digest_small(self) -> dict[str, Any]:
+        """The parts of the digest hashed whole each time (small: no jobs, dedup, keys)."""
+        d = {
+            "version": codec.STATE_VERSION,
+            "next_seq": self.next_seq,
+            "fencing": self.fencing,
+            "applied_index": self.applied_index,
+            "nodes": [codec.to_wire(self.nodes[k]) for k in sorted(self.nodes)],
+        }
+        for name, (_init, dump, _load) in _STATE_EXT.items():
+            d[name] = dump(self.ext[name])
+        return d
+
+    def digest_work(self) -> Work:
+        """Inputs of the digest at this applied index (cheap; call under the replica
+        lock, then `compute()` anywhere and `dig.settle()` the sums)."""
+        return self.dig.take(self.jobs, self.dedup, self.idem, self.digest_small())
+
     def digest(self) -> str:
-        """sha256 of the canonical encoding: equal digests mean equal replicas."""
-        return state_digest(self.to_dict())
+        """Order-independent digest (core.digest): equal digests mean equal replicas."""
+        work = self.digest_work()
+        try:
+            sums, hexd = work.compute()
+        except BaseException:
+            self.dig.abandon()
+            raise
+        self.dig.settle(sums)
+        return hexd
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ClusterState):

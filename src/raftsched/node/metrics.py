@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from raftsched.core.lagstats import LagStats
 from raftsched.core.model import TERMINAL_STATES, JobState
 from raftsched.node.executor import Executor
 from raftsched.ports import LeaderDuties, RaftStatus, ReplicaView
@@ -93,6 +94,8 @@ class Sources:
     executor: Executor
     watch: WatchHub
     leader_changes: Callable[[], int]
+    loop_lag: LagStats
+    tick_lag: LagStats
 
 
 class RuntimeCollector(Collector):
@@ -195,6 +198,13 @@ class RuntimeCollector(Collector):
         yield iso
         yield GaugeMetricFamily("raftsched_watch_buffer_changes", "Job changes held for watchers",
                                 value=len(rt.watch))
+        for name, doc, lag in (
+            ("raftsched_event_loop_lag_seconds",
+             "How late the event loop (gRPC, heartbeats, lease renewal) woke from a 50 ms sleep",
+             rt.loop_lag),
+            ("raftsched_raft_tick_lag_seconds", "How far a Raft tick overran its period", rt.tick_lag),
+        ):
+            yield HistogramMetricFamily(name, doc, buckets=lag.cumulative(), sum_value=lag.total)
         g = GaugeMetricFamily("raftsched_node_info", "This node", labels=["node"])
         g.add_metric([me], 1)
         yield g

@@ -18,10 +18,12 @@ from grpc_reflection.v1alpha import reflection
 from raftsched import logs
 from raftsched.config import ClusterConfig, NodeConfig
 from raftsched.core.commands import Command
+from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
 from raftsched.node import isolation
 from raftsched.node.executor import Executor
+from raftsched.node.lag import monitor_loop
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
 from raftsched.node.worker import Heartbeater, Reporter
@@ -73,7 +75,9 @@ class NodeRuntime:
         self.proposer = Proposer(self.raft.is_leader, self.sm, self.loop)
         self.peers = PeerChannels(self.me.id, self.sm, self.raft)
         self.writes = Writes(self.me.id, self.sm, self.raft, self.proposer, self.peers)
-        self.status = ReplicaStatus(self.me.id, self.sm, self.raft, lambda: self.executor.actual_use())
+        self.loop_lag = LagStats()
+        self.status = ReplicaStatus(self.me.id, self.sm, self.raft, lambda: self.executor.actual_use(),
+                                    self.loop_lag, self.raft.tick_lag)
         self.lease = Lease(cfg.lease)
         self.reporter = Reporter(self.me.id, self.peers)
         self.executor = Executor(
@@ -90,6 +94,7 @@ class NodeRuntime:
             self.metrics = NodeMetrics(Sources(
                 self.me.id, cfg.heartbeat_interval, self.sm, self.raft, self.leader,
                 self.proposer.stats, self.executor, self.watch, lambda: self.leader_changes,
+                self.loop_lag, self.raft.tick_lag,
             ))
             self.watch.listeners.append(self.metrics.jobs.observe)
         self.server: grpc.aio.Server | None = None
@@ -157,7 +162,8 @@ class NodeRuntime:
             if asyncio.iscoroutine(res):
                 await res
         self.proposer.start()
-        for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run()):
+        for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run(),
+                     monitor_loop(self.loop_lag), self.status.refresh_forever()):
             self.spawn(coro)
         self.spawn(watchmod.observe_leader(self._leader_and_term, self.watch, self._on_leader_change))
         if self.metrics is not None:

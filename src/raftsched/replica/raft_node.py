@@ -26,6 +26,7 @@ from raftsched.config import ClusterConfig, NodeConfig
 from raftsched.core import codec
 from raftsched.core.apply import apply
 from raftsched.core.commands import Command
+from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job
 from raftsched.core.state import ClusterState, Result
 from raftsched.replica.raftsafe import SafeSyncObj
@@ -127,6 +128,8 @@ class RaftNode:
     def __init__(self, cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> None:
         self.cfg = cfg
         self.syncobj = make_syncobj(cfg, me, sm)
+        self.tick_lag = LagStats()  # how far each Raft tick overran its period
+        self.syncobj._rs_tick_observer = self.tick_lag.observe
 
     def term(self) -> int:
         return int(self.syncobj.raftCurrentTerm)

@@ -61,6 +61,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj
@@ -191,6 +192,8 @@ class SafeSyncObj(SyncObj):
         # attributes present then are excluded from pysyncobj's snapshots.
         self._rs_fsync = fsync
         self._rs_journal = None
+        # called with each tick's overrun beyond its wait (seconds): Raft tick lag
+        self._rs_tick_observer: Callable[[float], None] | None = None
         self._rs_reply_next = None
         self._rs_stats = dict.fromkeys(
             ("stale_entries_dropped", "conflicts_truncated", "truncations_refused",
@@ -232,7 +235,11 @@ class SafeSyncObj(SyncObj):
             # "always": the leader's own entries are durable before it counts
             # itself in the commit computation at the start of the tick.
             journal.rs_maybe_sync()
+        started = time.monotonic()
         super()._onTick(timeToWait)
+        observer = self._rs_tick_observer
+        if observer is not None:
+            observer(time.monotonic() - started - timeToWait)
 
     def _SyncObj__sendNextNodeIdx(self, node, reset=False, nextNodeIdx=None, success=False):
         if success and self._rs_reply_next is not None:

@@ -55,7 +55,7 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self, include_replicas: _Optional[bool] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("node_id", "reachable", "raft_state", "term", "commit_index", "applied_index", "state_digest", "error", "cpu_millis_used", "memory_mib_used", "isolation")
+    __slots__ = ("node_id", "reachable", "raft_state", "term", "commit_index", "applied_index", "state_digest", "error", "cpu_millis_used", "memory_mib_used", "isolation", "loop_lag_p99", "loop_lag_max", "tick_lag_p99", "tick_lag_max")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     RAFT_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,10 @@ class ReplicaStatus(_message.Message):
     CPU_MILLIS_USED_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MIB_USED_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    LOOP_LAG_P99_FIELD_NUMBER: _ClassVar[int]
+    LOOP_LAG_MAX_FIELD_NUMBER: _ClassVar[int]
+    TICK_LAG_P99_FIELD_NUMBER: _ClassVar[int]
+    TICK_LAG_MAX_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     reachable: bool
     raft_state: str
@@ -78,7 +82,11 @@ class ReplicaStatus(_message.Message):
     cpu_millis_used: int
     memory_mib_used: int
     isolation: str
-    def __init__(self, node_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., raft_state: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., state_digest: _Optional[str] = ..., error: _Optional[str] = ..., cpu_millis_used: _Optional[int] = ..., memory_mib_used: _Optional[int] = ..., isolation: _Optional[str] = ...) -> None: ...
+    loop_lag_p99: float
+    loop_lag_max: float
+    tick_lag_p99: float
+    tick_lag_max: float
+    def __init__(self, node_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., raft_state: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., state_digest: _Optional[str] = ..., error: _Optional[str] = ..., cpu_millis_used: _Optional[int] = ..., memory_mib_used: _Optional[int] = ..., isolation: _Optional[str] = ..., loop_lag_p99: _Optional[float] = ..., loop_lag_max: _Optional[float] = ..., tick_lag_p99: _Optional[float] = ..., tick_lag_max: _Optional[float] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
     __slots__ = ("node_id", "leader_id", "leader_address", "term", "commit_index", "applied_index", "state_digest", "jobs_by_state", "replicas")
