@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from raftsched.core import dlq, jobs, workflows
+from raftsched.core import batches, dlq, jobs, workflows
 from raftsched.core.commands import Command, GcJobs
 from raftsched.core.state import (
     ClusterState,
@@ -49,7 +49,8 @@ def _merge(*tables: dict[type, Handler]) -> dict[type, Handler]:
     return out
 
 
-HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, dlq.HANDLERS, workflows.HANDLERS)
+HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, batches.HANDLERS, dlq.HANDLERS,
+                                       workflows.HANDLERS)
 
 
 def apply(state: ClusterState, cmd: Command) -> Result:

@@ -153,6 +153,55 @@ class GcJobs:
 
 
 
+# ---- large submissions, staged in bounded parts (core.batches) ---------------------------
+
+
+@command(9)
+@dataclass(frozen=True, slots=True)
+class StageJobs:
+    """Part `part` of `parts` of a large submission: stored aside, not yet visible."""
+
+    rid: str
+    ts: float
+    batch: str  # the submission's request id
+    part: int
+    parts: int
+    sub: SubmitJobs  # this part's (job id, spec) pairs and idempotency keys
+
+
+@command(10)
+@dataclass(frozen=True, slots=True)
+class CommitJobs:
+    """All parts staged: accept the whole submission or refuse it whole."""
+
+    rid: str
+    ts: float
+    batch: str
+    parts: int
+    key_retention_s: float = 0.0
+
+
+@command(11)
+@dataclass(frozen=True, slots=True)
+class PublishJobs:
+    """Create the jobs of one part of a committed submission."""
+
+    rid: str
+    ts: float
+    batch: str
+    part: int
+
+
+@command(12)
+@dataclass(frozen=True, slots=True)
+class AbortJobs:
+    """Drop an uncommitted submission (its client gave up)."""
+
+    rid: str
+    ts: float
+    batch: str
+
+
 @command(20)
 @dataclass(frozen=True, slots=True)
 class RetryDead:
@@ -266,7 +315,8 @@ class CancelWorkflow:
 
 
 Command = (
-    SubmitJobs | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
+    SubmitJobs | StageJobs | CommitJobs | PublishJobs | AbortJobs
+    | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
     | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
     | RunScheduleNow | SubmitWorkflow | CancelWorkflow
 )

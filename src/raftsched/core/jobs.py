@@ -31,6 +31,7 @@ from raftsched.core.model import (
     TERMINAL_STATES,
     AttemptRecord,
     Job,
+    JobSpec,
     JobState,
     Transition,
     transition_error,
@@ -103,22 +104,25 @@ def _prune_keys(state: ClusterState, now: float, retention: float) -> None:
         state.dig.idem_changed(k, state.idem.pop(k), None)
 
 
-def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
-    ids = [jid for jid, _ in cmd.jobs]
+def check_submit(state: ClusterState, ts: float, jobs: tuple[tuple[str, JobSpec], ...],
+                 keys: tuple[str, ...], retention: float) -> Result | dict[int, str]:
+    """Whether a submission can be accepted whole: a refusal, or the positions whose
+    idempotency key matched an existing job (position -> that job's id)."""
+    ids = [jid for jid, _ in jobs]
     if not ids:
         return Result(Code.INVALID, None, "no jobs in submission")
     if len(set(ids)) != len(ids):
         return Result(Code.INVALID, None, "duplicate job id in submission")
-    keys = cmd.keys or ("",) * len(ids)
+    keys = keys or ("",) * len(ids)
     if len(keys) != len(ids):
         return Result(Code.INVALID, None,
-                      f"{len(cmd.keys)} idempotency keys for {len(ids)} jobs; give one per job")
+                      f"{len(keys)} idempotency keys for {len(ids)} jobs; give one per job")
     given = [k for k in keys if k]
     if len(set(given)) != len(given):
         return Result(Code.INVALID, None, "the same idempotency key is used twice in one submission")
-    _prune_keys(state, cmd.ts, cmd.key_retention_s or IDEM_RETENTION_DEFAULT)
+    _prune_keys(state, ts, retention or IDEM_RETENTION_DEFAULT)
     existing: dict[int, str] = {}
-    for i, ((jid, spec), key) in enumerate(zip(cmd.jobs, keys, strict=True)):
+    for i, ((jid, spec), key) in enumerate(zip(jobs, keys, strict=True)):
         hit = state.idem.get(key) if key else None
         old = state.jobs.get(hit[0]) if hit else None
         if old is not None:
@@ -131,20 +135,34 @@ def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
             existing[i] = old.id
         elif jid in state.jobs:
             return Result(Code.INVALID, None, f"job id {jid} already exists")
+    return existing
+
+
+def create_jobs(state: ClusterState, ts: float, jobs: tuple[tuple[str, JobSpec], ...],
+                keys: tuple[str, ...], existing: dict[int, str]) -> tuple[str, ...]:
+    """Create the accepted jobs (PENDING); per position, the new or matched job id."""
+    keys = keys or ("",) * len(jobs)
     out: list[str] = []
-    first = (Transition(cmd.ts, JobState.PENDING),)  # frozen: shared by the whole batch
-    for i, ((jid, spec), key) in enumerate(zip(cmd.jobs, keys, strict=True)):
+    first = (Transition(ts, JobState.PENDING),)  # frozen: shared by the whole batch
+    for i, ((jid, spec), key) in enumerate(zip(jobs, keys, strict=True)):
         if i in existing:
             out.append(existing[i])
             continue
-        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts, history=first)
+        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=ts, history=first)
         state.next_seq += 1
-        state.put(None, job, cmd.ts, history=False)
+        state.put(None, job, ts, history=False)
         if key:
-            state.dig.idem_changed(key, state.idem.pop(key, None), (jid, cmd.ts))
-            state.idem[key] = (jid, cmd.ts)
+            state.dig.idem_changed(key, state.idem.pop(key, None), (jid, ts))
+            state.idem[key] = (jid, ts)
         out.append(jid)
-    return ok(tuple(out))
+    return tuple(out)
+
+
+def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
+    checked = check_submit(state, cmd.ts, cmd.jobs, cmd.keys, cmd.key_retention_s)
+    if isinstance(checked, Result):
+        return checked
+    return ok(create_jobs(state, cmd.ts, cmd.jobs, cmd.keys, checked))
 
 
 # ---- assign -----------------------------------------------------------------------------

@@ -237,7 +237,7 @@ class ClusterState:
             "nodes": [codec.to_wire(self.nodes[k]) for k in sorted(self.nodes)],
         }
         for name, (_init, dump, _load) in _STATE_EXT.items():
-            d[name] = dump(self.ext[name])
+            d[name] = _SUMMARY.get(name, dump)(self.ext[name])
         return d
 
     def digest_work(self) -> Work:
@@ -291,11 +291,18 @@ def on_put(fn: PutHook) -> PutHook:
 _STATE_EXT: dict[str, tuple[Callable[[], Any], Callable[[Any], Any], Callable[[Any], Any]]] = {}
 
 
+# name -> what the digest hashes of that state instead of its full dump (kept small:
+# the digest's inputs are taken under the replica lock)
+_SUMMARY: dict[str, Callable[[Any], Any]] = {}
+
+
 def state_extension(name: str, init: Callable[[], Any], dump: Callable[[Any], Any],
-                    load: Callable[[Any], Any]) -> None:
+                    load: Callable[[Any], Any], summary: Callable[[Any], Any] | None = None) -> None:
     if name in _STATE_EXT or name in ClusterState().to_dict():
         raise TypeError(f"state extension {name!r} already registered")
     _STATE_EXT[name] = (init, dump, load)
+    if summary is not None:
+        _SUMMARY[name] = summary
 
 
 def result_to_wire(r: Result) -> list[Any]:

@@ -32,6 +32,7 @@ from raftsched.replica import watch as watchmod
 from raftsched.replica.proposer import Proposer
 from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.events import EventsServicer
+from raftsched.rpc.limits import ReadLimiter, StreamLimiter
 from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
 from raftsched.rpc.public import ClusterServicer, SchedulerServicer
 from raftsched.rpc.status import ReplicaStatus
@@ -76,6 +77,8 @@ class NodeRuntime:
         self.peers = PeerChannels(self.me.id, self.sm, self.raft)
         self.writes = Writes(self.me.id, self.sm, self.raft, self.proposer, self.peers)
         self.loop_lag = LagStats()
+        self.reads = ReadLimiter()
+        self.streams = StreamLimiter()
         self.status = ReplicaStatus(self.me.id, self.sm, self.raft, lambda: self.executor.actual_use(),
                                     self.loop_lag, self.raft.tick_lag)
         self.lease = Lease(cfg.lease)
@@ -110,7 +113,7 @@ class NodeRuntime:
         cfg, me, sm = self.cfg, self.me.id, self.sm
         return [
             (scheduler_pb2_grpc.add_SchedulerServicer_to_server,
-             SchedulerServicer(cfg, sm, self.writes)),
+             SchedulerServicer(cfg, sm, self.writes, self.reads)),
             (cluster_pb2_grpc.add_ClusterServicer_to_server,
              ClusterServicer(cfg, me, sm, self.raft, self.peers, self.leader, self.status)),
             (node_pb2_grpc.add_NodeAgentServicer_to_server,
@@ -118,9 +121,9 @@ class NodeRuntime:
                                self.executor, self.leader, self.status)),
             (events_pb2_grpc.add_EventsServicer_to_server,
              EventsServicer(cfg, me, self.data_dir, sm, self.raft, self.peers, self.watch,
-                            self.executor)),
+                            self.executor, self.reads, self.streams)),
             (workflows_pb2_grpc.add_WorkflowsServicer_to_server,
-             WorkflowsServicer(cfg, sm, self.writes)),
+             WorkflowsServicer(cfg, sm, self.writes, self.reads)),
         ]
 
     def _on_applied(self, cmds: list[Command], results: list[Result], changes: list[Job],

@@ -20,6 +20,7 @@ import structlog
 from pysyncobj import FAIL_REASON
 
 from raftsched.core import codec
+from raftsched.core.batches import weight
 from raftsched.core.commands import Command
 from raftsched.core.state import Result
 
@@ -27,6 +28,9 @@ log = structlog.get_logger("raftsched.replica.proposer")
 
 MAX_ENTRY_COMMANDS = 2000
 MAX_ENTRY_BYTES = 4 << 20
+# Jobs one entry may touch (core.batches.weight): applying an entry on the Raft tick
+# thread must take a few milliseconds at most.
+MAX_ENTRY_WEIGHT = 512
 MAX_IN_FLIGHT = 8
 
 
@@ -93,8 +97,7 @@ class Proposer:
             self._wake.clear()
             while self._queue:
                 await self._slots.acquire()
-                batch = self._queue[:MAX_ENTRY_COMMANDS]
-                del self._queue[: len(batch)]
+                batch = self._take()
                 batch = [p for p in batch if not p.fut.done()]
                 if not batch:
                     self._slots.release()
@@ -114,6 +117,19 @@ class Proposer:
                     batch = batch[:half]
                     blob = codec.encode_entry([p.cmd for p in batch])
                 self._submit(batch, blob)
+
+    def _take(self) -> list[_Pending]:
+        """The next entry's commands: bounded in count and in jobs touched."""
+        total, n = 0, 0
+        for p in self._queue[:MAX_ENTRY_COMMANDS]:
+            w = weight(p.cmd)
+            if n and total + w > MAX_ENTRY_WEIGHT:
+                break
+            total += w
+            n += 1
+        batch = self._queue[:n]
+        del self._queue[:n]
+        return batch
 
     def _submit(self, batch: list[_Pending], blob: bytes) -> None:
         started = time.perf_counter()

@@ -21,6 +21,7 @@ from raftsched.core.model import TERMINAL_STATES, Job
 from raftsched.ports import Peers, RaftStatus, ReplicaView, Runner
 from raftsched.replica.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld, WatchHub
 from raftsched.rpc import convert
+from raftsched.rpc.limits import ReadLimiter, StreamLimiter
 from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
 
 log = structlog.get_logger("raftsched.events")
@@ -31,6 +32,11 @@ MAX_CHUNK = 1 << 20
 GET_LIMIT = 16 << 20  # GetJobOutput returns at most this much of each stream (the end)
 FOLLOW_POLL = 0.1
 FORWARD_TIMEOUT = 5.0
+# With many watchers, each waits this long after a wake-up so that one wake-up
+# carries many entries' changes (fewer wake-ups of every stream per second).
+COALESCE_FROM = 50  # open streams
+COALESCE = 0.2
+EVENT_CACHE = 20_000  # JobEvent messages kept for other watchers of the same change
 
 KIND = {
     "LEADER_CHANGED": events_pb2.LEADER_CHANGED,
@@ -49,7 +55,23 @@ def _previous_state(job: Job) -> int:
     return 0
 
 
+_events: dict[Pos, events_pb2.JobEvent] = {}
+
+
 def event_pb(c: Change, initial: bool = False) -> events_pb2.JobEvent:
+    """The event message of a change: built once, shared by every watcher of it."""
+    if initial:
+        return _event_pb(c, True)
+    ev = _events.get(c.pos)
+    if ev is None or ev.job.id != c.job.id:
+        ev = _events[c.pos] = _event_pb(c, False)
+        if len(_events) > EVENT_CACHE:
+            for k in list(_events)[:EVENT_CACHE // 4]:
+                del _events[k]
+    return ev
+
+
+def _event_pb(c: Change, initial: bool) -> events_pb2.JobEvent:
     return events_pb2.JobEvent(position=pos_pb(c.pos), job=convert.job_to_pb(c.job),
                                previous_state=_previous_state(c.job),  # type: ignore[arg-type]
                                initial=initial)
@@ -59,6 +81,13 @@ def cluster_pb(ev: ClusterChange, observed_by: str, initial: bool = False) -> ev
     return events_pb2.ClusterEvent(kind=KIND[ev.kind], node_id=ev.node_id, term=ev.term, at=ev.at,
                                    raft_index=ev.raft_index, reason=ev.reason, initial=initial,
                                    observed_by=observed_by)
+
+
+def _initial(jobs: list[Job], filt: JobFilter) -> list[Job]:
+    """The jobs a new watcher is sent first, in submission order (worker thread)."""
+    out = [j for j in jobs if filt(j)]
+    out.sort(key=lambda j: j.seq)
+    return out
 
 
 def output_paths(data_dir: Path, job_id: str, attempt: int) -> tuple[Path, Path]:
@@ -100,7 +129,10 @@ def attempt_node(job: Job, attempt: int) -> str:
 
 class EventsServicer(events_pb2_grpc.EventsServicer):
     def __init__(self, cfg: ClusterConfig, me_id: str, data_dir: Path, replica: ReplicaView,
-                 raft: RaftStatus, peers: Peers, watch: WatchHub, runner: Runner) -> None:
+                 raft: RaftStatus, peers: Peers, watch: WatchHub, runner: Runner,
+                 reads: ReadLimiter | None = None, streams: StreamLimiter | None = None) -> None:
+        self.reads = reads or ReadLimiter()
+        self.streams = streams or StreamLimiter()
         self.cfg = cfg
         self.me_id = me_id
         self.data_dir = data_dir
@@ -123,6 +155,11 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         return JobFilter(set(request.job_ids), request.workflow_id, states, request.node_id)
 
     async def WatchJobs(self, request, context):
+        async with self.streams.hold(context, "WatchJobs"):
+            async for msg in self._watch_jobs(request, context):
+                yield msg
+
+    async def _watch_jobs(self, request, context):
         hub = self.watch
         filt = await self._filter(request, context)
         gen = hub.generation
@@ -137,10 +174,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             with self.replica.lock:  # jobs are immutable: copy the references, filter outside
                 index = self.replica.state.applied_index
                 everything = list(self.replica.state.jobs.values())
-            jobs = [j for j in everything if filt(j)]
+            jobs = await self.reads.run(context, "WatchJobs send_initial", _initial, everything, filt)
             after = (index, ENTRY_END)
             cursor = hub.cursor_after(max(after, hub.floor))
-            jobs.sort(key=lambda j: j.seq)
             for i in range(0, len(jobs), BATCH):
                 yield events_pb2.WatchJobsResponse(
                     events=[event_pb(Change(after, j), initial=True) for j in jobs[i:i + BATCH]],
@@ -172,10 +208,17 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                 last_msg = time.monotonic()
                 yield events_pb2.WatchJobsResponse(position=pos_pb(sent))
             await hub.wait(cursor, PROGRESS_EVERY)
+            if len(self.streams) >= COALESCE_FROM:
+                await asyncio.sleep(COALESCE)
 
     # ---- WatchCluster ----------------------------------------------------------------
 
     async def WatchCluster(self, request, context):
+        async with self.streams.hold(context, "WatchCluster"):
+            async for msg in self._watch_cluster(request, context):
+                yield msg
+
+    async def _watch_cluster(self, request, context):
         q: asyncio.Queue[ClusterChange | None] = asyncio.Queue(maxsize=10_000)
         self.watch.cluster_subscribers.add(q)
         try:

@@ -7,17 +7,27 @@ in `fsm` (through the leader), reads come from this node's replica.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 import uuid
 
 import grpc
 
 from raftsched.config import ClusterConfig
-from raftsched.core import validate
-from raftsched.core.commands import CancelJob, PurgeDead, RetryDead, SubmitJobs
-from raftsched.core.model import TERMINAL_STATES, JobSpec, JobState
+from raftsched.core import batches, validate
+from raftsched.core.commands import (
+    CancelJob,
+    CommitJobs,
+    PublishJobs,
+    PurgeDead,
+    RetryDead,
+    StageJobs,
+    SubmitJobs,
+)
+from raftsched.core.model import TERMINAL_STATES, Job, JobSpec, JobState
 from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
 from raftsched.rpc import convert, explain
+from raftsched.rpc.limits import ReadLimiter
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
@@ -40,8 +50,55 @@ def _new_job_ids(n: int) -> list[str]:
     return [f"{prefix}{i:04x}" for i in range(n)]
 
 
+def list_page(jobs: list[Job], states: set[JobState], node: str, after: int, size: int,
+              total: int | None) -> scheduler_pb2.ListJobsResponse:
+    """One page of ListJobs (worker thread). `jobs` is in submission (seq) order, as the
+    replica's job table is; `total` is the number of matching jobs when the caller
+    knows it from the state's counters (else it is counted here)."""
+
+    def match(j: Job) -> bool:
+        return (not states or j.state in states) and (not node or j.node_id == node)
+
+    i = bisect.bisect_right(jobs, after, key=lambda j: j.seq)
+    page: list[Job] = []
+    more = False
+    for j in jobs[i:] if i else jobs:
+        if match(j):
+            if len(page) == size:
+                more = True
+                break
+            page.append(j)
+    if total is None:
+        total = sum(1 for j in jobs if match(j))
+    return scheduler_pb2.ListJobsResponse(
+        jobs=[convert.job_to_pb(j) for j in page],
+        next_page_token=str(page[-1].seq) if more else "",
+        total=total,
+    )
+
+
+def _convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, batch: bool) -> list[JobSpec] | str:
+    """The specs of a submission, or why one is refused (naming its position)."""
+    cap = cfg.max_capacity()
+    nodes = cfg.static_nodes()
+    specs = []
+    seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
+    for i, pb in enumerate(pbs):
+        spec = convert.spec_from_pb(pb)
+        known = seen.get(spec)
+        if known is None:
+            err = validate.validate_spec(spec, cap) or validate.check_placeable(spec, nodes)
+            if err:
+                return (f"specs[{i}]: " if batch else "") + err
+            known = seen[spec] = spec
+        specs.append(known)
+    return specs
+
+
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes) -> None:
+    def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes,
+                 reads: ReadLimiter | None = None) -> None:
+        self.reads = reads or ReadLimiter()
         self.cfg = cfg
         self.replica = replica
         self.writes = writes
@@ -55,21 +112,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(pbs)} jobs in one batch; at most {validate.MAX_BATCH}",
             )
-        cap = self.cfg.max_capacity()
-        nodes = self.cfg.static_nodes()
-        specs = []
-        seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
-        for i, pb in enumerate(pbs):
-            spec = convert.spec_from_pb(pb)
-            known = seen.get(spec)
-            if known is None:
-                err = validate.validate_spec(spec, cap) or validate.check_placeable(spec, nodes)
-                if err:
-                    where = f"specs[{i}]: " if batch else ""
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + err)
-                known = seen[spec] = spec
-            specs.append(known)
-        return specs
+        # O(batch): converted and validated in a worker thread, off the event loop
+        specs = await asyncio.to_thread(_convert_specs, pbs, self.cfg, batch) if len(pbs) > 16 \
+            else _convert_specs(pbs, self.cfg, batch)
+        if isinstance(specs, str):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, specs)
+        return specs  # type: ignore[return-value]
 
     async def _check_keys(self, specs: list[JobSpec], context,
                           keys: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -113,11 +161,27 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def _propose_submit(self, context, rid: str, new_ids: list[str], specs: list[JobSpec],
                               keys: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
-        """Submit on the leader; per job (id, existing: an idempotency key matched)."""
-        cmd = SubmitJobs(rid, time.time(), tuple(zip(new_ids, specs, strict=True)),
-                         keys=keys if any(keys) else (),
-                         key_retention_s=self.cfg.idempotency_retention)
-        res = await self.writes.propose(context, cmd)
+        """Submit on the leader; per job (id, existing: an idempotency key matched).
+        More than `batches.PART` jobs go as bounded staged parts, then one commit (the
+        all-or-nothing decision), then the parts' publication (core.batches)."""
+        jobs = tuple(zip(new_ids, specs, strict=True))
+        keys = keys if any(keys) else ()
+        retention = self.cfg.idempotency_retention
+        if len(jobs) <= batches.PART:
+            res = await self.writes.propose(context, SubmitJobs(rid, time.time(), jobs, keys=keys,
+                                                                key_retention_s=retention))
+        else:
+            parts = batches.split(jobs, keys)
+            now = time.time()
+            await asyncio.gather(*(
+                self.writes.propose(context, StageJobs(f"{rid}/s{i}", now, rid, i, len(parts), sub))
+                for i, sub in enumerate(parts)))
+            res = await self.writes.propose(context, CommitJobs(rid, time.time(), rid, len(parts),
+                                                                retention))
+            now = time.time()
+            await asyncio.gather(*(
+                self.writes.propose(context, PublishJobs(f"{rid}/p{i}", now, rid, i))
+                for i in range(len(parts))))
         fresh = set(new_ids)
         return tuple((jid, jid not in fresh) for jid in res.value)
 
@@ -154,22 +218,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             except ValueError:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"page_token {request.page_token!r} is not one this server made")
-        with self.replica.lock:
-            jobs = list(self.replica.state.jobs.values())
         node = request.node_id
-        matching = [
-            j for j in jobs
-            if (not states or j.state in states) and (not node or j.node_id == node)
-        ]
-        page = [j for j in matching if j.seq > after][:size]
-        next_token = ""
-        if page and page[-1].seq < matching[-1].seq:
-            next_token = str(page[-1].seq)
-        return scheduler_pb2.ListJobsResponse(
-            jobs=[convert.job_to_pb(j) for j in page],
-            next_page_token=next_token,
-            total=len(matching),
-        )
+        with self.replica.lock:  # jobs are immutable: copy the references, page outside
+            st = self.replica.state
+            jobs = list(st.jobs.values())
+            total = None if node else (sum(st.counts.get(s, 0) for s in states) if states
+                                       else len(jobs))
+        return await self.reads.run(context, "ListJobs", list_page, jobs, states, node, after,
+                                    size, total)
 
     async def CancelJob(self, request, context):
         if not request.job_id:

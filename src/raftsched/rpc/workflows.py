@@ -37,6 +37,7 @@ from raftsched.core.workflow_types import Schedule, Template, workflow_job_id
 from raftsched.core.workflows import schedules, templates, workflows
 from raftsched.ports import ReplicaView
 from raftsched.rpc import convert
+from raftsched.rpc.limits import ReadLimiter
 from raftsched.rpc.workflows_convert import (
     CONCURRENCY,
     MISFIRE,
@@ -59,8 +60,18 @@ def _derived_id(prefix: str, rid: str) -> str:
     return f"{prefix}-{hashlib.sha256(rid.encode()).hexdigest()[:12]}"
 
 
+def _fire_times(expr: str, tzname: str, after: float, count: int, start: float | None,
+                end: float | None) -> workflows_pb2.NextFireTimesResponse:
+    """A cron preview (worker thread: up to MAX_NEXT instants is O(count) work)."""
+    tz = cron.zone(tzname)
+    times = cron.fires(cron.parse(expr), tz, after, count, start=start, end=end)
+    return workflows_pb2.NextFireTimesResponse(times=times, local=[cron.iso(t, tz) for t in times])
+
+
 class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
-    def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes) -> None:
+    def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes,
+                 reads: ReadLimiter | None = None) -> None:
+        self.reads = reads or ReadLimiter()
         self.cfg = cfg
         self.replica = replica
         self.writes = writes
@@ -305,11 +316,11 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             start, end = request.start or None, request.end or None
             after = request.after or time.time()
         try:
-            tz = cron.zone(tzname)
-            times = cron.fires(cron.parse(expr), tz, after, count, start=start, end=end)
+            return await self.reads.run(context, "NextFireTimes", _fire_times, expr, tzname, after,
+                                        count, start, end)
         except cron.CronError as e:
             await context.abort(INVALID, str(e))
-        return workflows_pb2.NextFireTimesResponse(times=times, local=[cron.iso(t, tz) for t in times])
+            raise
 
     # ---- workflows --------------------------------------------------------------------
 
