@@ -233,3 +233,12 @@ def parse_time(text: str, tz: ZoneInfo) -> float:
     if dt.tzinfo is None:
         return wall_to_instant(dt, tz)
     return dt.astimezone(UTC).timestamp()
+
+
+def preview(expr: str, tzname: str, after: float, count: int, start: float | None = None,
+            end: float | None = None) -> tuple[list[float], list[str]]:
+    """The next `count` fire times after `after` and their local ISO forms (a cron
+    preview; nodes run it in a helper process: it is O(count) CPU work)."""
+    tz = zone(tzname)
+    times = fires(parse(expr), tz, after, count, start=start, end=end)
+    return times, [iso(t, tz) for t in times]

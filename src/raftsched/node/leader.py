@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from raftsched.config import ClusterConfig
-from raftsched.core import liveness, reconcile
+from raftsched.core import batches, liveness, reconcile
 from raftsched.core import runqueue as queue
 from raftsched.core.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
 from raftsched.core.model import Job, JobState, Node
@@ -267,6 +267,11 @@ class Leader:
             res = await self.proposer.propose(GcJobs(new_rid(), time.time(), cutoff))
             if res.ok and res.value:
                 log.info("finished jobs garbage-collected", jobs=res.value)
+        with self.replica.lock:
+            work = batches.leader_work(self.replica.state, time.time(), new_rid())
+        if work:  # submissions whose client went away: finish committed ones, drop the rest
+            log.info("finishing left-behind submissions", commands=len(work))
+            await asyncio.gather(*(self.proposer.propose(c) for c in work))
 
     def _resend_unconfirmed(self) -> None:
         """Re-send starts of ASSIGNED jobs their node has not confirmed for a while."""

@@ -205,6 +205,9 @@ class RuntimeCollector(Collector):
             ("raftsched_raft_tick_lag_seconds", "How far a Raft tick overran its period", rt.tick_lag),
         ):
             yield HistogramMetricFamily(name, doc, buckets=lag.cumulative(), sum_value=lag.total)
+            yield GaugeMetricFamily(name.replace("_seconds", "_max_seconds"),
+                                    "Largest since the node started: " + doc[0].lower() + doc[1:],
+                                    value=lag.max)
         g = GaugeMetricFamily("raftsched_node_info", "This node", labels=["node"])
         g.add_metric([me], 1)
         yield g

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -30,9 +31,10 @@ from raftsched.node.worker import Heartbeater, Reporter
 from raftsched.replica import raft_node
 from raftsched.replica import watch as watchmod
 from raftsched.replica.proposer import Proposer
+from raftsched.rpc import events as events_rpc
 from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.events import EventsServicer
-from raftsched.rpc.limits import ReadLimiter, StreamLimiter
+from raftsched.rpc.limits import ReadLimiter, StreamLimiter, helper_processes
 from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
 from raftsched.rpc.public import ClusterServicer, SchedulerServicer
 from raftsched.rpc.status import ReplicaStatus
@@ -42,7 +44,6 @@ from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
     events_pb2,
-    events_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     scheduler_pb2,
@@ -79,6 +80,8 @@ class NodeRuntime:
         self.loop_lag = LagStats()
         self.reads = ReadLimiter()
         self.streams = StreamLimiter()
+        self.helpers = helper_processes(1)
+        self.previews = ReadLimiter(executor=self.helpers)
         self.status = ReplicaStatus(self.me.id, self.sm, self.raft, lambda: self.executor.actual_use(),
                                     self.loop_lag, self.raft.tick_lag)
         self.lease = Lease(cfg.lease)
@@ -119,11 +122,11 @@ class NodeRuntime:
             (node_pb2_grpc.add_NodeAgentServicer_to_server,
              NodeAgentServicer(cfg, me, self.incarnation, self.raft, self.proposer, self.lease,
                                self.executor, self.leader, self.status)),
-            (events_pb2_grpc.add_EventsServicer_to_server,
+            (events_rpc.add_to_server,
              EventsServicer(cfg, me, self.data_dir, sm, self.raft, self.peers, self.watch,
                             self.executor, self.reads, self.streams)),
             (workflows_pb2_grpc.add_WorkflowsServicer_to_server,
-             WorkflowsServicer(cfg, sm, self.writes, self.reads)),
+             WorkflowsServicer(cfg, sm, self.writes, self.reads, self.previews)),
         ]
 
     def _on_applied(self, cmds: list[Command], results: list[Result], changes: list[Job],
@@ -138,6 +141,9 @@ class NodeRuntime:
     # ---- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
+        # A thread waiting for the GIL gets it within this long (default 5 ms): worker
+        # threads doing O(state) reads then delay the event loop and the Raft tick less.
+        sys.setswitchinterval(0.001)
         # No SO_REUSEPORT: a second process must fail to bind our port rather than
         # silently share (and steal) our connections.
         self.server = grpc.aio.server(options=[*GRPC_OPTIONS, *SERVER_KEEPALIVE_OPTIONS,
@@ -193,6 +199,7 @@ class NodeRuntime:
             t.cancel()
         await self.proposer.stop()
         self.executor.close()
+        self.helpers.shutdown(wait=False, cancel_futures=True)
         self.lease.close()
         await self.peers.close()
         self.raft.destroy()

@@ -67,6 +67,7 @@ class WatchHub:
         self.capacity = capacity
         self._buf: list[Change] = []
         self._keys: list[Pos] = []  # positions of _buf, for bisect
+        self._ids: list[str] = []  # job ids of _buf: id-filtered watchers skip at C speed
         self._base = 0  # sequence number of _buf[0]
         # Every change after `floor` is (or was, before eviction) in the buffer.
         self.floor: Pos = floor
@@ -84,11 +85,13 @@ class WatchHub:
             self._base += len(self._buf)
             self._buf.clear()
             self._keys.clear()
+            self._ids.clear()
             self.floor = (index - 1, ENTRY_END)
             self.generation += 1
         new = [Change((index, i), job) for i, job in enumerate(changes)]
         self._buf.extend(new)
         self._keys.extend(c.pos for c in new)
+        self._ids.extend(j.id for j in changes)
         self.last_pos = (index, ENTRY_END)
         excess = len(self._buf) - self.capacity
         if excess > 0:
@@ -97,6 +100,7 @@ class WatchHub:
             self.floor = self._keys[cut - 1]
             del self._buf[:cut]
             del self._keys[:cut]
+            del self._ids[:cut]
             self._base += cut
         for fn in self.listeners:
             fn(new)
@@ -144,6 +148,11 @@ class WatchHub:
         start = cursor - self._base
         return self._buf[start:start + limit]
 
+    def ids(self, cursor: int, limit: int) -> list[str]:
+        """Job ids of the changes `read(cursor, limit)` returns (same checks first)."""
+        start = cursor - self._base
+        return self._ids[start:start + limit]
+
     async def wait(self, cursor: int, timeout: float) -> None:
         """Return when changes past `cursor` exist, or after `timeout`."""
         if cursor < self.end:
@@ -187,6 +196,10 @@ class JobFilter:
         self.workflow_id = workflow_id
         self.states = states or set()
         self.node_id = node_id
+
+    @property
+    def everything(self) -> bool:
+        return not (self.job_ids or self.workflow_id or self.states or self.node_id)
 
     def __call__(self, job: Job) -> bool:
         if self.job_ids and job.id not in self.job_ids:

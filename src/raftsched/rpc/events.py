@@ -55,23 +55,50 @@ def _previous_state(job: Job) -> int:
     return 0
 
 
-_events: dict[Pos, events_pb2.JobEvent] = {}
+_encoded: dict[Pos, tuple[str, bytes]] = {}
+
+
+def event_bytes(c: Change) -> bytes:
+    """A change encoded as a WatchJobsResponse holding just its event: built once and
+    shared by every watcher. Encoded messages concatenate: repeated fields append, so
+    the joined events of several changes plus an encoded position is one response."""
+    hit = _encoded.get(c.pos)
+    if hit is None or hit[0] != c.job.id:
+        hit = _encoded[c.pos] = (c.job.id,
+                                 events_pb2.WatchJobsResponse(events=[event_pb(c)]).SerializeToString())
+        if len(_encoded) > EVENT_CACHE:
+            for k in list(_encoded)[:EVENT_CACHE // 4]:
+                del _encoded[k]
+    return hit[1]
+
+
+def _serialize(m: events_pb2.WatchJobsResponse | bytes) -> bytes:
+    return m if isinstance(m, bytes) else m.SerializeToString()
+
+
+class _Capture:
+    handlers: dict[str, grpc.RpcMethodHandler]
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(self, name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers = handlers
+
+
+def add_to_server(servicer: EventsServicer, server: grpc.aio.Server) -> None:
+    """The generated registration, except that WatchJobs may yield encoded responses."""
+    cap = _Capture()
+    events_pb2_grpc.add_EventsServicer_to_server(servicer, cap)
+    handlers = dict(cap.handlers)
+    handlers["WatchJobs"] = grpc.unary_stream_rpc_method_handler(
+        servicer.WatchJobs, request_deserializer=events_pb2.WatchJobsRequest.FromString,
+        response_serializer=_serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("raftsched.v1.Events", handlers),))
+    server.add_registered_method_handlers("raftsched.v1.Events", handlers)
 
 
 def event_pb(c: Change, initial: bool = False) -> events_pb2.JobEvent:
-    """The event message of a change: built once, shared by every watcher of it."""
-    if initial:
-        return _event_pb(c, True)
-    ev = _events.get(c.pos)
-    if ev is None or ev.job.id != c.job.id:
-        ev = _events[c.pos] = _event_pb(c, False)
-        if len(_events) > EVENT_CACHE:
-            for k in list(_events)[:EVENT_CACHE // 4]:
-                del _events[k]
-    return ev
-
-
-def _event_pb(c: Change, initial: bool) -> events_pb2.JobEvent:
     return events_pb2.JobEvent(position=pos_pb(c.pos), job=convert.job_to_pb(c.job),
                                previous_state=_previous_state(c.job),  # type: ignore[arg-type]
                                initial=initial)
@@ -195,13 +222,19 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                 await context.abort(grpc.StatusCode.OUT_OF_RANGE,
                                      f"{e} (last position sent: {sent[0]}.{sent[1]})")
             if changes:
+                if filt.job_ids and filt.job_ids.isdisjoint(hub.ids(cursor, len(changes))):
+                    matched = []
+                elif filt.everything and changes[0].pos > after:
+                    matched = changes
+                else:
+                    matched = [c for c in changes if c.pos > after and filt(c.job)]
                 cursor += len(changes)
-                matched = [event_pb(c) for c in changes if c.pos > after and filt(c.job)]
                 newest = changes[-1].pos
                 if newest > sent and (matched or time.monotonic() - last_msg >= PROGRESS_EVERY):
                     sent = newest
                     last_msg = time.monotonic()
-                    yield events_pb2.WatchJobsResponse(events=matched, position=pos_pb(newest))
+                    yield b"".join(map(event_bytes, matched)) + events_pb2.WatchJobsResponse(
+                        position=pos_pb(newest)).SerializeToString()
                 continue
             if hub.last_pos > sent and time.monotonic() - last_msg >= PROGRESS_EVERY:
                 sent = hub.last_pos

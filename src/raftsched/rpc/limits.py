@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -27,8 +29,16 @@ MAX_STREAMS = 1000  # open watch streams on one node
 MAX_STREAMS_PER_CLIENT = 256  # ... from one client connection
 
 
+def helper_processes(n: int = 1) -> ProcessPoolExecutor:
+    """Processes for pure CPU work that needs no state (cron previews): they compete for
+    the CPU, not for this process's GIL. Spawned (never forked: gRPC and Raft threads)."""
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+
+
 class ReadLimiter:
-    def __init__(self, slots: int = READ_SLOTS, queue: int = READ_QUEUE) -> None:
+    def __init__(self, slots: int = READ_SLOTS, queue: int = READ_QUEUE,
+                 executor: Executor | None = None) -> None:
+        self.executor = executor  # None: a worker thread of the event loop's default pool
         self._sem = asyncio.Semaphore(slots)
         self.slots = slots
         self.queue = queue
@@ -37,7 +47,7 @@ class ReadLimiter:
 
     async def run(self, context: grpc.aio.ServicerContext, what: str,
                   fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in a worker thread, at most `slots` at a time on this node."""
+        """`fn(*args)` in a worker thread (or the executor), at most `slots` at a time."""
         if self._sem.locked() and self.waiting >= self.queue:
             self.refused += 1
             await context.abort(
@@ -50,7 +60,9 @@ class ReadLimiter:
         finally:
             self.waiting -= 1
         try:
-            return await asyncio.to_thread(fn, *args)
+            if self.executor is None:
+                return await asyncio.to_thread(fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         finally:
             self._sem.release()
 

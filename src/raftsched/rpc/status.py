@@ -35,7 +35,10 @@ class ReplicaStatus:
         self._computing = asyncio.Lock()
 
     async def digest(self) -> tuple[int, str]:
-        """(applied index, digest at that index); hashing runs off the event loop."""
+        """(applied index, digest at that index); hashing runs off the event loop. While a
+        computation is under way (a large change set), the last digest and its index."""
+        if self._computing.locked() and self._digest is not None:
+            return self._digest[1], self._digest[2]
         async with self._computing:
             with self.replica.lock:
                 state = self.replica.state

@@ -60,18 +60,11 @@ def _derived_id(prefix: str, rid: str) -> str:
     return f"{prefix}-{hashlib.sha256(rid.encode()).hexdigest()[:12]}"
 
 
-def _fire_times(expr: str, tzname: str, after: float, count: int, start: float | None,
-                end: float | None) -> workflows_pb2.NextFireTimesResponse:
-    """A cron preview (worker thread: up to MAX_NEXT instants is O(count) work)."""
-    tz = cron.zone(tzname)
-    times = cron.fires(cron.parse(expr), tz, after, count, start=start, end=end)
-    return workflows_pb2.NextFireTimesResponse(times=times, local=[cron.iso(t, tz) for t in times])
-
-
 class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
     def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes,
-                 reads: ReadLimiter | None = None) -> None:
+                 reads: ReadLimiter | None = None, previews: ReadLimiter | None = None) -> None:
         self.reads = reads or ReadLimiter()
+        self.previews = previews or self.reads  # cron previews: O(count) CPU
         self.cfg = cfg
         self.replica = replica
         self.writes = writes
@@ -316,8 +309,9 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             start, end = request.start or None, request.end or None
             after = request.after or time.time()
         try:
-            return await self.reads.run(context, "NextFireTimes", _fire_times, expr, tzname, after,
-                                        count, start, end)
+            times, local = await self.previews.run(context, "NextFireTimes", cron.preview, expr,
+                                                   tzname, after, count, start, end)
+            return workflows_pb2.NextFireTimesResponse(times=times, local=local)
         except cron.CronError as e:
             await context.abort(INVALID, str(e))
             raise
