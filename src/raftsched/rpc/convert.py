@@ -71,7 +71,25 @@ def attempt_to_pb(a: AttemptRecord) -> jobs_pb2.AttemptRecord:
     )
 
 
+# Jobs of one batch share their spec object: its message is built once. Keyed by
+# identity; the entry holds the spec, so its id cannot be reused while cached.
+_SPEC_CACHE: dict[int, tuple[JobSpec, jobs_pb2.JobSpec]] = {}
+_SPEC_CACHE_SIZE = 512
+
+
 def spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
+    hit = _SPEC_CACHE.get(id(s))
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    pb = _spec_to_pb(s)
+    if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
+        for k in list(_SPEC_CACHE)[:_SPEC_CACHE_SIZE // 4]:
+            _SPEC_CACHE.pop(k, None)
+    _SPEC_CACHE[id(s)] = (s, pb)
+    return pb
+
+
+def _spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
     return jobs_pb2.JobSpec(
         command=list(s.command),
         shell=s.shell,
@@ -93,8 +111,11 @@ def spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
     )
 
 
+_STATE_PB = {s: int(jobs_pb2.JobState.Value(s.value)) for s in JobState}
+
+
 def state_to_pb(s: JobState) -> int:
-    return int(jobs_pb2.JobState.Value(s.value))
+    return _STATE_PB[s]
 
 
 def state_from_pb(v: int) -> JobState | None:

@@ -36,7 +36,7 @@ FORWARD_TIMEOUT = 5.0
 # carries many entries' changes (fewer wake-ups of every stream per second).
 COALESCE_FROM = 50  # open streams
 COALESCE = 0.2
-EVENT_CACHE = 20_000  # JobEvent messages kept for other watchers of the same change
+EVENT_CACHE = 50_000  # JobEvent messages kept for other watchers of the same change
 
 KIND = {
     "LEADER_CHANGED": events_pb2.LEADER_CHANGED,
@@ -70,6 +70,11 @@ def event_bytes(c: Change) -> bytes:
             for k in list(_encoded)[:EVENT_CACHE // 4]:
                 del _encoded[k]
     return hit[1]
+
+
+def _encode_all(changes: list[Change]) -> None:
+    for c in changes:
+        event_bytes(c)
 
 
 def _serialize(m: events_pb2.WatchJobsResponse | bytes) -> bytes:
@@ -233,7 +238,15 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                 if newest > sent and (matched or time.monotonic() - last_msg >= PROGRESS_EVERY):
                     sent = newest
                     last_msg = time.monotonic()
-                    yield b"".join(map(event_bytes, matched)) + events_pb2.WatchJobsResponse(
+                    misses = [ch for ch in matched if ch.pos not in _encoded]
+                    if len(misses) > 32:  # a burst of new changes: encode them off the loop
+                        await asyncio.to_thread(_encode_all, misses)
+                    parts = []
+                    for k, ch in enumerate(matched):
+                        parts.append(event_bytes(ch))
+                        if k % 64 == 63:  # encoding a burst of new changes: let others run
+                            await asyncio.sleep(0)
+                    yield b"".join(parts) + events_pb2.WatchJobsResponse(
                         position=pos_pb(newest)).SerializeToString()
                 continue
             if hub.last_pos > sent and time.monotonic() - last_msg >= PROGRESS_EVERY:

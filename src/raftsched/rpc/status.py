@@ -57,7 +57,7 @@ class ReplicaStatus:
             self._digest = (state, index, digest)
             return index, digest
 
-    async def refresh_forever(self, period: float = 2.0) -> None:
+    async def refresh_forever(self, period: float = 10.0) -> None:
         while True:
             await asyncio.sleep(period)
             try:
