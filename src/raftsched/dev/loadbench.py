@@ -242,7 +242,7 @@ def run(root: Path, p: Params) -> Figures:
             bg.start()
             cron = threading.Thread(target=bg.cron)
             cron.start()
-            for _ in range(p.jobs // p.batch):
+            for _ in range(p.jobs // p.batch if p.batch else 0):
                 dt, _out = _cli(cfg, "submit", "--count", str(p.batch), "--cpu", "100", "--", "true")
                 f.submit_seconds.append(dt)
                 f.submitted += p.batch

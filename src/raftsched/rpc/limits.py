@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
+import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -31,8 +34,19 @@ MAX_STREAMS_PER_CLIENT = 256  # ... from one client connection
 
 def helper_processes(n: int = 1) -> ProcessPoolExecutor:
     """Processes for pure CPU work that needs no state (cron previews): they compete for
-    the CPU, not for this process's GIL. Spawned (never forked: gRPC and Raft threads)."""
-    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+    the CPU, not for this process's GIL. Spawned (never forked: gRPC and Raft threads),
+    on first use; each exits when the node process is gone (even SIGKILLed)."""
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 class ReadLimiter:
