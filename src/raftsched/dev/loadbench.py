@@ -68,6 +68,7 @@ class Figures:
     submitted: int = 0
     submit_seconds: list[float] = field(default_factory=list)
     nodes_seconds: list[float] = field(default_factory=list)
+    nodes_rpc_seconds: list[float] = field(default_factory=list)  # the same calls, no CLI start-up
     list_all_seconds: float = 0.0
     watches_open: int = 0
     watches_refused: int = 0
@@ -252,6 +253,11 @@ def run(root: Path, p: Params) -> Figures:
                 t.start()
             for t in threads:
                 t.join()
+            for _ in range(p.nodes_calls):  # what `raftsched nodes` asks, from this process
+                t = time.monotonic()
+                c.nodes()
+                c.status(include_replicas=True)
+                f.nodes_rpc_seconds.append(time.monotonic() - t)
             f.list_all_seconds = _cli(cfg, "list", "--all", "--json")[0]
             cron.join()
             time.sleep(2.0)  # let a late NODE_DOWN or election show
@@ -283,6 +289,7 @@ def report(f: Figures) -> str:
         f"submitted={f.submitted} in {len(f.submit_seconds)} batches, "
         f"{sum(f.submit_seconds):.1f}s total (slowest {max(f.submit_seconds, default=0):.2f}s)",
         "raftsched nodes: " + ", ".join(f"{s:.2f}s" for s in f.nodes_seconds)
+        + " (its RPCs alone: " + ", ".join(f"{s:.3f}s" for s in f.nodes_rpc_seconds) + ")"
         + f"; list --all --json: {f.list_all_seconds:.2f}s",
         f"watch streams open={f.watches_open} refused={f.watches_refused}; "
         f"cron previews done={f.cron_calls_done} refused={f.cron_refused}",
