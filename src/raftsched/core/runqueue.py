@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from enum import StrEnum
 
-from raftsched.core.model import ACTIVE_STATES, Job
+from raftsched.core.model import ACTIVE_STATES, Job, JobState
 from raftsched.core.state import ClusterState
 
 
@@ -69,10 +69,19 @@ def runnable(
 ) -> list[Job]:
     """Up to `limit` pending jobs that may be placed now, best first."""
     heads = sequence_heads(state) if state.sequences else set()
+    return runnable_of(state, list(state.pending), heads, now, order, aging_rate, limit)
+
+
+def runnable_of(state: ClusterState, ids: list[str], heads: set[str], now: float,
+                order: QueueOrder = QueueOrder.PRIORITY, aging_rate: float = 0.0,
+                limit: int = 2000) -> list[Job]:
+    """`runnable` over a copy of the pending ids and the sequence heads taken earlier:
+    safe to run outside the state lock (jobs are immutable; one that is no longer
+    PENDING is skipped, and Assign re-checks everything at apply)."""
     jobs = []
-    for jid in state.pending:
-        job = state.jobs[jid]
-        if job.not_before > now:
+    for jid in ids:
+        job = state.jobs.get(jid)
+        if job is None or job.state is not JobState.PENDING or job.not_before > now:
             continue
         if job.spec.sequence_key and jid not in heads:
             continue

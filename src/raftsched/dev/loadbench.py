@@ -148,8 +148,9 @@ class _Background:
             self.tasks.append(asyncio.ensure_future(self._cluster_events(ch)))
         per_channel = 100
         for i in range(self.p.watches):
-            if i % per_channel == 0:
-                ch = grpc.aio.insecure_channel(addrs[(i // per_channel) % len(addrs)])
+            if i % per_channel == 0:  # its own connection: stands for another client
+                ch = grpc.aio.insecure_channel(addrs[(i // per_channel) % len(addrs)],
+                                               options=[("grpc.use_local_subchannel_pool", 1)])
                 self.channels.append(ch)
             everything = self.p.unfiltered_every and i % self.p.unfiltered_every == 0
             req = events_pb2.WatchJobsRequest(

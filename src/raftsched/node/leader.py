@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -35,9 +36,19 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 log = structlog.get_logger("raftsched.node.leader")
 
 PLACEMENT_BATCH = 2000
+FULL_SCAN_EVERY = 1.0  # seconds; five times that with a queue of LONG_QUEUE jobs or more
+LONG_QUEUE = 10_000
 TICK = 0.05
 RESEND_AFTER = 1.0
 GC_INTERVAL = 2.0  # re-send a start not confirmed by the worker after this long
+
+
+@dataclass
+class FullScan:
+    """The whole queue is to be ordered (outside the lock): its ids and sequence heads."""
+
+    ids: list[str]
+    heads: set[str]
 
 
 def new_rid() -> str:
@@ -171,7 +182,8 @@ class Leader:
                 self._bad_schedules.add(sid)
                 log.error("schedule cannot be evaluated", schedule=sid, error=error)
 
-    def _scan(self, now: float) -> tuple[list[Job], list[Candidate], dict[str, tuple[int, int]]] | None:
+    def _scan(self, now: float
+              ) -> tuple[list[Job] | FullScan, list[Candidate], dict[str, tuple[int, int]]] | None:
         """What placement should look at this round (caller holds the state lock).
 
         A full scan of the queue (`queue.runnable`: retry times, sequence heads,
@@ -196,9 +208,13 @@ class Leader:
             nid not in base or f[0] > base[nid][0] or f[1] > base[nid][1] for nid, f in free.items()
         )
         due = self._delayed_due(now)
-        if gained or due or time.monotonic() - self._last_full_scan > 1.0:
+        # A long queue is scanned less often when nothing changed (aging still applies).
+        every = FULL_SCAN_EVERY if len(st.pending) < LONG_QUEUE else FULL_SCAN_EVERY * 5
+        if gained or due or time.monotonic() - self._last_full_scan > every:
             self._last_full_scan = time.monotonic()
-            pending = queue.runnable(st, now, cfg.queue_order, cfg.aging_rate, PLACEMENT_BATCH)
+            # O(queue): ordered in a worker thread from a copy of the ids (see _place)
+            heads = queue.sequence_heads(st) if st.sequences else set()
+            return FullScan(list(st.pending), heads), cands, free
         else:
             jobs = [st.jobs[j] for j in set(fresh) if j in st.pending]
             for j in jobs:
@@ -228,6 +244,9 @@ class Leader:
         if scan is None:
             return
         pending, cands, free = scan
+        if isinstance(pending, FullScan):
+            pending = await asyncio.to_thread(queue.runnable_of, st, pending.ids, pending.heads, now,
+                                              cfg.queue_order, cfg.aging_rate, PLACEMENT_BATCH)
         items = place(pending, cands, cfg.strategy) if pending else []
         # Room left after this round's own assignments: the baseline for "gained".
         for item in items:

@@ -68,7 +68,7 @@ def event_bytes(c: Change) -> bytes:
                                  events_pb2.WatchJobsResponse(events=[event_pb(c)]).SerializeToString())
         if len(_encoded) > EVENT_CACHE:
             for k in list(_encoded)[:EVENT_CACHE // 4]:
-                del _encoded[k]
+                _encoded.pop(k, None)  # also filled from a worker thread
     return hit[1]
 
 
