@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import time
 import uuid
 
@@ -93,6 +94,21 @@ def _convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, batch: bool)
             known = seen[spec] = spec
         specs.append(known)
     return specs
+
+
+FIRST_PAGE_SCAN = 20_000
+
+
+def _first_page(table: dict[str, Job], states: set[JobState], size: int) -> list[Job] | None:
+    """The first page's jobs (and one more, if any) without copying the whole table:
+    None when that would mean scanning more than FIRST_PAGE_SCAN jobs."""
+    head: list[Job] = []
+    for j in itertools.islice(table.values(), FIRST_PAGE_SCAN):
+        if not states or j.state in states:
+            head.append(j)
+            if len(head) > size:
+                return head
+    return head if len(table) <= FIRST_PAGE_SCAN else None
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
@@ -221,9 +237,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         node = request.node_id
         with self.replica.lock:  # jobs are immutable: copy the references, page outside
             st = self.replica.state
-            jobs = list(st.jobs.values())
             total = None if node else (sum(st.counts.get(s, 0) for s in states) if states
-                                       else len(jobs))
+                                       else len(st.jobs))
+            jobs = _first_page(st.jobs, states, size) if not after and not node else None
+            if jobs is None:
+                jobs = list(st.jobs.values())
         return await self.reads.run(context, "ListJobs", list_page, jobs, states, node, after,
                                     size, total)
 
