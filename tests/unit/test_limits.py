@@ -5,7 +5,6 @@ process of cron previews does not outlive a SIGKILLed node."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -88,7 +87,17 @@ def test_preview_helper_exits_with_a_killed_node() -> None:
     finally:
         proc.kill()
         proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{k}") for k in kids):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_running(k) for k in kids):
         time.sleep(0.1)
-    assert not any(os.path.exists(f"/proc/{k}") for k in kids), "helper outlived its node"
+    assert not any(_running(k) for k in kids), "helper outlived its node"
+
+
+def _running(pid: str) -> bool:
+    """Alive and not a zombie (an orphan may be re-parented to a subreaper that has not
+    reaped it yet: it exited all the same)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

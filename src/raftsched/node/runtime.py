@@ -31,7 +31,7 @@ from raftsched.node.worker import Heartbeater, Reporter
 from raftsched.replica import raft_node
 from raftsched.replica import watch as watchmod
 from raftsched.replica.proposer import Proposer
-from raftsched.rpc import events as events_rpc
+from raftsched.rpc import event_encoding as events_rpc
 from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.events import EventsServicer
 from raftsched.rpc.limits import ReadLimiter, StreamLimiter, helper_processes
