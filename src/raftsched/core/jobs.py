@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftsched.core import placement, retry
+from raftsched.core import acl, placement, retry
 from raftsched.core.commands import (
     Assign,
     CancelJob,
@@ -131,13 +131,17 @@ def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
             existing[i] = old.id
         elif jid in state.jobs:
             return Result(Code.INVALID, None, f"job id {jid} already exists")
+    over = acl.quota_error(state, [spec for i, (_, spec) in enumerate(cmd.jobs) if i not in existing])
+    if over:
+        return Result(Code.EXHAUSTED, None, over)
     out: list[str] = []
     first = (Transition(cmd.ts, JobState.PENDING),)  # frozen: shared by the whole batch
     for i, ((jid, spec), key) in enumerate(zip(cmd.jobs, keys, strict=True)):
         if i in existing:
             out.append(existing[i])
             continue
-        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts, history=first)
+        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=cmd.ts, history=first,
+                  submitted_by=cmd.by)
         state.next_seq += 1
         state.put(None, job, cmd.ts, history=False)
         if key:
@@ -293,16 +297,18 @@ def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
                       f"job {job.id} already finished as {job.state.value}; nothing to cancel")
     if job.state is JobState.CANCELLING:
         return ok(job.id)
+    who = f"token {cmd.by}" if cmd.by else "user"
     if job.state is JobState.PENDING:
-        new = replace(job, state=JobState.CANCELLED, finished_at=cmd.ts, reason="cancelled by user",
-                      not_before=0.0)
+        new = replace(job, state=JobState.CANCELLED, finished_at=cmd.ts, reason=f"cancelled by {who}",
+                      not_before=0.0, cancelled_by=cmd.by)
     else:
         # Capacity stays held until the worker reports the process gone.
         new = replace(
             job,
             state=JobState.CANCELLING,
             cancel_requested_at=cmd.ts,
-            reason=f"cancel requested; stopping attempt {job.attempt} on node {job.node_id}",
+            cancelled_by=cmd.by,
+            reason=f"cancel requested by {who}; stopping attempt {job.attempt} on node {job.node_id}",
         )
     state.put(job, new, cmd.ts)
     return ok(job.id)

@@ -37,6 +37,7 @@ class Code(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     INVALID = "INVALID"
     PRECONDITION = "PRECONDITION"
+    EXHAUSTED = "EXHAUSTED"  # a namespace quota would be exceeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,15 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.code is Code.OK
+
+
+@dataclass(slots=True)
+class NamespaceUsage:
+    """Derived: what a namespace's unfinished jobs request, and how many are PENDING."""
+
+    cpu_millis: int = 0
+    memory_mib: int = 0
+    pending: int = 0
 
 
 def ok(value: Any = None) -> Result:
@@ -64,6 +74,8 @@ class ClusterState:
         self.fencing = 0  # last fencing token handed out; only grows
         self.applied_index = 0  # Raft index of the last entry applied
         self.dedup: OrderedDict[str, Result] = OrderedDict()
+        # request id -> fingerprint of the client request it was first used for
+        self.fingerprints: OrderedDict[str, str] = OrderedDict()
         # idempotency key -> (job id, submit ts), oldest first; pruned by command ts
         self.idem: OrderedDict[str, tuple[str, float]] = OrderedDict()
         # derived
@@ -74,6 +86,8 @@ class ClusterState:
         # terminal jobs by (finished_at, id), lazily cleaned: lets GcJobs find old ones fast
         self._finished: list[tuple[float, str]] = []
         self.counts: Counter[JobState] = Counter()
+        # namespace -> requests of its unfinished jobs and its number of PENDING jobs (quotas)
+        self.ns_usage: dict[str, NamespaceUsage] = {}
         # transient: job versions written by the entry being applied (for watchers)
         self.changes: list[Job] = []
         # replicated state owned by extension modules (see `state_extension`)
@@ -112,8 +126,19 @@ class ClusterState:
         self._unindex(job)
         del self.jobs[job.id]
 
+    def _ns(self, job: Job, sign: int) -> None:
+        if job.state in TERMINAL_STATES:
+            return
+        u = self.ns_usage.get(job.spec.namespace)
+        if u is None:
+            u = self.ns_usage[job.spec.namespace] = NamespaceUsage()
+        u.cpu_millis += sign * job.spec.resources.cpu_millis
+        u.memory_mib += sign * job.spec.resources.memory_mib
+        u.pending += sign * (job.state is JobState.PENDING)
+
     def _unindex(self, old: Job) -> None:
         self.counts[old.state] -= 1
+        self._ns(old, -1)
         if old.state is JobState.PENDING:
             del self.pending[old.id]
         elif old.state in ACTIVE_STATES:
@@ -133,6 +158,7 @@ class ClusterState:
         if old is not None:
             self._unindex(old)
         self.counts[new.state] += 1
+        self._ns(new, 1)
         if new.state in TERMINAL_STATES and (old is None or old.state not in TERMINAL_STATES):
             heapq.heappush(self._finished, (new.finished_at, new.id))
         if new.state is JobState.PENDING:
@@ -152,6 +178,7 @@ class ClusterState:
         self._finished = []
         self.counts = Counter()
         self.sequences = {}
+        self.ns_usage = {}
         for job in list(self.jobs.values()):
             self._put(None, job)
         # _put adds to jobs again: same object, harmless
@@ -198,6 +225,8 @@ class ClusterState:
             "dedup": [[rid, result_to_wire(r)] for rid, r in self.dedup.items()],
             "idem": [[k, jid, ts] for k, (jid, ts) in self.idem.items()],
         }
+        if self.fingerprints:
+            d["fingerprints"] = [[rid, fp] for rid, fp in self.fingerprints.items()]
         for name, (_init, dump, _load) in _STATE_EXT.items():
             d[name] = dump(self.ext[name])
         return d
@@ -220,6 +249,7 @@ class ClusterState:
         for name, (init, _dump, load) in _STATE_EXT.items():
             s.ext[name] = load(d[name]) if name in d else init()
         s.idem = OrderedDict((k, (jid, ts)) for k, jid, ts in d.get("idem", []))
+        s.fingerprints = OrderedDict((rid, fp) for rid, fp in d.get("fingerprints", []))
         s.rebuild_derived()
         return s
 
