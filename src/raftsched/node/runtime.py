@@ -21,6 +21,7 @@ from raftsched.core.commands import Command
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
 from raftsched.node import isolation
+from raftsched.node import acl_bootstrap
 from raftsched.node.executor import Executor
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
@@ -28,14 +29,19 @@ from raftsched.node.worker import Heartbeater, Reporter
 from raftsched.replica import raft_node
 from raftsched.replica import watch as watchmod
 from raftsched.replica.proposer import Proposer
+from raftsched.rpc.acl import AclServicer
 from raftsched.rpc.agent import NodeAgentServicer
+from raftsched.rpc.auth import AuthInterceptor
 from raftsched.rpc.events import EventsServicer
+from raftsched.rpc.limits import MAX_MESSAGE_BYTES
 from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
 from raftsched.rpc.public import ClusterServicer, SchedulerServicer
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.workflows import WorkflowsServicer
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
+    acl_pb2,
+    acl_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
     events_pb2,
@@ -116,6 +122,7 @@ class NodeRuntime:
                             self.executor)),
             (workflows_pb2_grpc.add_WorkflowsServicer_to_server,
              WorkflowsServicer(cfg, sm, self.writes)),
+            (acl_pb2_grpc.add_AclServicer_to_server, AclServicer(sm, self.writes)),
         ]
 
     def _on_applied(self, cmds: list[Command], results: list[Result], changes: list[Job],
@@ -132,8 +139,13 @@ class NodeRuntime:
     async def start(self) -> None:
         # No SO_REUSEPORT: a second process must fail to bind our port rather than
         # silently share (and steal) our connections.
-        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, *SERVER_KEEPALIVE_OPTIONS,
-                                               ("grpc.so_reuseport", 0)])
+        # Deliberate message bounds: a request larger than MAX_MESSAGE_BYTES is refused by
+        # gRPC (RESOURCE_EXHAUSTED) before it is parsed; `limits` bounds every field below it.
+        options = [o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"]
+        self.server = grpc.aio.server(
+            options=[*options, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     *SERVER_KEEPALIVE_OPTIONS, ("grpc.so_reuseport", 0)],
+            interceptors=[AuthInterceptor(self.sm, self.cfg.acl)])
         for add, servicer in self._servicers():
             add(servicer, self.server)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -144,6 +156,7 @@ class NodeRuntime:
             node_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
             events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
             workflows_pb2.DESCRIPTOR.services_by_name["Workflows"].full_name,
+            acl_pb2.DESCRIPTOR.services_by_name["Acl"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         )
@@ -152,13 +165,16 @@ class NodeRuntime:
             raise RuntimeError(f"cannot bind gRPC address {self.me.grpc}")
         await self.server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", *names[:4]):
+        for name in ("", *names[:6]):
             res = hs.set(name, serving)
             if asyncio.iscoroutine(res):
                 await res
         self.proposer.start()
         for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run()):
             self.spawn(coro)
+        if self.cfg.acl and self.cfg.is_local():
+            token = acl_bootstrap.ensure_local_token(self.cfg.data_dir)
+            self.spawn(acl_bootstrap.bootstrap_from_file(token, self.sm, self.raft, self.proposer))
         self.spawn(watchmod.observe_leader(self._leader_and_term, self.watch, self._on_leader_change))
         if self.metrics is not None:
             self.metrics.serve(self.me.metrics)

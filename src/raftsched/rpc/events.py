@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -20,7 +21,7 @@ from raftsched.config import ClusterConfig
 from raftsched.core.model import TERMINAL_STATES, Job
 from raftsched.ports import Peers, RaftStatus, ReplicaView, Runner
 from raftsched.replica.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld, WatchHub
-from raftsched.rpc import convert
+from raftsched.rpc import auth, convert
 from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
 
 log = structlog.get_logger("raftsched.events")
@@ -112,7 +113,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
 
     # ---- WatchJobs -----------------------------------------------------------------
 
-    async def _filter(self, request, context) -> JobFilter:
+    async def _filter(self, request, context) -> Callable[[Job], bool]:
         states = set()
         for v in request.states:
             if v not in jobs_pb2.JobState.values() or v == 0:
@@ -120,7 +121,10 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                                     f"states: unknown job state {v}; use one of "
                                     f"{', '.join(n for n in jobs_pb2.JobState.keys() if n[0] != 'J')}")  # noqa: SIM118
             states.add(jobs_pb2.JobState.Name(v))
-        return JobFilter(set(request.job_ids), request.workflow_id, states, request.node_id)
+        base = JobFilter(set(request.job_ids), request.workflow_id, states, request.node_id)
+        who = auth.principal()  # only jobs of the caller's namespaces
+        return base if auth.ALL_NAMESPACES in who.namespaces else (
+            lambda j: who.sees(j.spec.namespace) and base(j))
 
     async def WatchJobs(self, request, context):
         hub = self.watch
@@ -207,6 +211,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
         assert job is not None  # abort raises
+        await auth.require_ns(context, job.spec.namespace, f"job {job.id}")
         attempt = request.attempt or job.attempt
         if request.attempt < 0 or attempt > job.attempt:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -257,7 +262,8 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             return self._tail(job, attempt, node, f"node {node} is not known")
         req = events_pb2.JobOutputRequest(job_id=job.id, attempt=attempt, local_only=True)
         try:
-            return await stub.GetJobOutput(req, timeout=FORWARD_TIMEOUT)
+            return await stub.GetJobOutput(req, timeout=FORWARD_TIMEOUT,
+                                           metadata=auth.passthrough(context))
         except grpc.aio.AioRpcError as e:
             log.info("output fallback to tail", job=job.id, attempt=attempt, node=node,
                      code=str(e.code()))
@@ -283,7 +289,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                                               stderr_offset=request.stderr_offset)
             got_any = False
             try:
-                async for chunk in stub.FollowJobOutput(req):
+                async for chunk in stub.FollowJobOutput(req, metadata=auth.passthrough(context)):
                     got_any = True
                     yield chunk
                 return

@@ -13,11 +13,11 @@ import uuid
 import grpc
 
 from raftsched.config import ClusterConfig
-from raftsched.core import validate
+from raftsched.core import acl, validate
 from raftsched.core.commands import CancelJob, PurgeDead, RetryDead, SubmitJobs
-from raftsched.core.model import TERMINAL_STATES, JobSpec, JobState
+from raftsched.core.model import TERMINAL_STATES, Job, JobSpec, JobState
 from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
-from raftsched.rpc import convert, explain
+from raftsched.rpc import auth, convert, explain
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
@@ -59,14 +59,17 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         nodes = self.cfg.static_nodes()
         specs = []
         seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
+        default_ns = auth.principal().default_namespace
         for i, pb in enumerate(pbs):
-            spec = convert.spec_from_pb(pb)
+            spec = convert.spec_from_pb(pb, default_ns)
             known = seen.get(spec)
             if known is None:
-                err = validate.validate_spec(spec, cap) or validate.check_placeable(spec, nodes)
+                where = f"specs[{i}]: " if batch else ""
+                err = (acl.name_error("namespace", spec.namespace)
+                       or validate.validate_spec(spec, cap) or validate.check_placeable(spec, nodes))
                 if err:
-                    where = f"specs[{i}]: " if batch else ""
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + err)
+                await auth.require_ns(context, spec.namespace, f"{where}the job")
                 known = seen[spec] = spec
             specs.append(known)
         return specs
@@ -114,24 +117,55 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def _propose_submit(self, context, rid: str, new_ids: list[str], specs: list[JobSpec],
                               keys: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
         """Submit on the leader; per job (id, existing: an idempotency key matched)."""
+        await self._refuse_early(context, rid, specs, keys)
         cmd = SubmitJobs(rid, time.time(), tuple(zip(new_ids, specs, strict=True)),
                          keys=keys if any(keys) else (),
-                         key_retention_s=self.cfg.idempotency_retention)
+                         key_retention_s=self.cfg.idempotency_retention, by=auth.principal().name)
         res = await self.writes.propose(context, cmd)
         fresh = set(new_ids)
         return tuple((jid, jid not in fresh) for jid in res.value)
 
-    async def GetJob(self, request, context):
-        if not request.job_id:
+    async def _refuse_early(self, context, rid: str, specs: list[JobSpec],
+                            keys: tuple[str, ...]) -> None:
+        """What apply would refuse is refused here, before anything reaches the log."""
+        st = self.replica.state
+        if rid in st.dedup:
+            return  # a retry: apply answers with the first result
+        fresh = []
+        for i, spec in enumerate(specs):
+            hit = st.idem.get(keys[i]) if keys and keys[i] else None
+            old = st.jobs.get(hit[0]) if hit else None
+            if old is None:
+                fresh.append(spec)
+            elif old.spec != spec:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"idempotency_key {keys[i]!r} was used for job {old.id} with a different spec; "
+                    "use a new key for a different job")
+        over = acl.quota_error(st, fresh)
+        if over:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, over)
+
+    async def _job(self, context, job_id: str) -> Job:
+        """The job named by a request, if it exists and the caller may see its namespace."""
+        if not job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
-        job = self.replica.state.jobs.get(request.job_id)
+        job = self.replica.state.jobs.get(job_id)
         if job is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
+        assert job is not None
+        await auth.require_ns(context, job.spec.namespace, f"job {job_id}")
+        return job
+
+    async def GetJob(self, request, context):
+        job = await self._job(context, request.job_id)
         pb = convert.job_to_pb(job)
         pb.pending_reason = explain.pending_reason(self.replica, self.cfg, job.id)
         return pb
 
     async def ExplainJob(self, request, context):
+        if request.job_id:
+            await self._job(context, request.job_id)
         return await explain.explain_job(self.replica, self.cfg, self.writes.me_id, request, context)
 
     async def PlanJob(self, request, context):
@@ -156,10 +190,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                                     f"page_token {request.page_token!r} is not one this server made")
         with self.replica.lock:
             jobs = list(self.replica.state.jobs.values())
-        node = request.node_id
+        node, ns, who = request.node_id, request.namespace, auth.principal()
         matching = [
             j for j in jobs
             if (not states or j.state in states) and (not node or j.node_id == node)
+            and (not ns or j.spec.namespace == ns) and who.sees(j.spec.namespace)
         ]
         page = [j for j in matching if j.seq > after][:size]
         next_token = ""
@@ -172,9 +207,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         )
 
     async def CancelJob(self, request, context):
-        if not request.job_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+        await self._job(context, request.job_id)
         st = self.replica.state
+        by = auth.principal().name
 
         async def local(rid: str) -> scheduler_pb2.CancelJobResponse:
             # Refuse what cannot succeed without writing anything to the log.
@@ -186,18 +221,23 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"job {job.id} already finished as {job.state.value}; nothing to cancel",
                 )
-            await self.writes.propose(context, CancelJob(rid, time.time(), request.job_id))
+            await self.writes.propose(context, CancelJob(rid, time.time(), request.job_id, by=by))
             return scheduler_pb2.CancelJobResponse(job=convert.job_to_pb(st.jobs[request.job_id]))
 
         return await self.writes.write(context, request, scheduler_pb2_grpc.SchedulerStub,
                                        "CancelJob", local)
 
     async def RetryDeadJob(self, request, context):
-        if not request.job_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+        await self._job(context, request.job_id)
         st = self.replica.state
 
         async def local(rid: str) -> scheduler_pb2.RetryDeadJobResponse:
+            job = st.jobs.get(request.job_id)
+            if job is not None and job.state is not JobState.DEAD and rid not in st.dedup:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"job {job.id} is {job.state.value}, not DEAD; only dead-lettered jobs can be "
+                    "retried (submit it again instead)")
             await self.writes.propose(context, RetryDead(rid, time.time(), request.job_id))
             return scheduler_pb2.RetryDeadJobResponse(job=convert.job_to_pb(st.jobs[request.job_id]))
 
