@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from raftsched.config import ClusterConfig
+from raftsched.node.acl_bootstrap import ensure_local_token
 
 
 def free_ports(n: int) -> list[int]:
@@ -111,6 +112,8 @@ class LocalCluster:
                 sys.stderr.write(f"[{node_id}] {line.decode(errors='replace')}")
 
     def start(self) -> None:
+        if self.cfg.acl and self.cfg.is_local():
+            ensure_local_token(self.cfg.data_dir)  # the nodes bootstrap ACLs with it
         for n in self.cfg.nodes:
             self.start_node(n.id)
 
