@@ -15,7 +15,7 @@ from typing import Any
 
 from raftsched import config as configmod
 from raftsched.client.client import Client
-from raftsched.client.credentials import open_token_channel, read_token
+from raftsched.client.credentials import OPTIONS, open_token_channel, read_token
 from raftsched.dev.launcher import free_ports, write_config  # noqa: F401
 from raftsched.node.acl_bootstrap import ensure_local_token
 from raftsched.v1 import jobs_pb2
@@ -108,9 +108,12 @@ class TestCluster:
         self._clients.append(c)
         return c
 
-    def channel(self, node_id: str, token: str | None = "") -> Any:
-        """A gRPC channel to one node, carrying the management token (or `token`)."""
-        return open_token_channel(self.addr(node_id), self.token if token == "" else token)
+    def channel(self, node_id: str, token: str | None = "", own_pool: bool = False) -> Any:
+        """A gRPC channel to one node, carrying the management token (or `token`). With
+        `own_pool` it does not share the process-wide subchannels (nor their reconnect
+        backoff after the node was not yet listening)."""
+        opts = [*OPTIONS, ("grpc.use_local_subchannel_pool", 1)] if own_pool else None
+        return open_token_channel(self.addr(node_id), self.token if token == "" else token, opts)
 
     def wait_ready(self, timeout: float = 30.0) -> str:
         """Wait for a leader and for every running node to be registered alive."""
