@@ -179,3 +179,33 @@ def test_request_ids_and_early_refusals_append_nothing(acl_cluster) -> None:
     assert code == S.INVALID_ARGUMENT and "idempotency_key" in msg
     assert admin.status().commit_index == mid
     ch.close()
+
+
+def test_cli_tokens(acl_cluster) -> None:
+    import json
+    import subprocess
+    import sys
+
+    c, _ = acl_cluster
+
+    def cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        extra = ["--token", token] if token else []
+        return subprocess.run([sys.executable, "-m", "raftsched", "--config", str(c.config_path),
+                               *extra, *args], capture_output=True, text=True, timeout=60)
+
+    # no --token: the CLI finds the local cluster's bootstrap token through the config
+    r = cli("acl", "token", "create", "--name", "cli-reader", "--role", "reader",
+            "--namespace", "team-a", "--json")
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    assert made["role"] == "reader" and made["namespaces"] == ["team-a"]
+    r = cli("acl", "whoami", token=made["token"])
+    assert r.returncode == 0 and "cli-reader" in r.stdout
+    r = cli("submit", "--", "true", token=made["token"])
+    assert r.returncode == 4 and "PERMISSION_DENIED" in r.stderr
+    r = cli("list", token="not-a-token-" + "x" * 30)
+    assert r.returncode == 4 and "UNAUTHENTICATED" in r.stderr
+    r = cli("acl", "token", "list")
+    assert r.returncode == 0 and "cli-reader" in r.stdout and made["token"] not in r.stdout
+    assert cli("acl", "token", "revoke", "cli-reader").returncode == 0
+    assert cli("acl", "bootstrap").returncode == 4  # only once per cluster

@@ -139,3 +139,7 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     sp.set_defaults(func=cmd_quota_set, needs_client=True)
     sp = qsub.add_parser("list", help="list quotas")
     sp.set_defaults(func=cmd_quota_list, needs_client=True)
+    for leaf in [*asub.choices.values(), *tsub.choices.values(), *qsub.choices.values()]:
+        if leaf.get_default("func"):  # `--json` after the action too
+            leaf.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                              help="print machine-readable JSON")

@@ -27,9 +27,7 @@ import grpc
 
 from raftsched import config as configmod
 from raftsched.client.client import Client
-from raftsched.client.credentials import read_token
 from raftsched.dev.launcher import LocalCluster, write_config
-from raftsched.node.acl_bootstrap import ensure_local_token
 from raftsched.v1 import jobs_pb2
 
 TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
@@ -122,8 +120,7 @@ class Chaos:
         self._stop = threading.Event()
 
     def client(self) -> Client:
-        token = read_token(ensure_local_token(self.cfg.data_dir)) if self.cfg.acl else None
-        return Client([n.grpc for n in self.cfg.nodes], timeout=30, token=token)
+        return Client([n.grpc for n in self.cfg.nodes], timeout=30, token=self.cluster.token)
 
     def leader(self, c: Client) -> str | None:
         try:

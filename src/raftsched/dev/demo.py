@@ -10,7 +10,6 @@ from pathlib import Path
 
 from raftsched import config as configmod
 from raftsched.client.client import Client
-from raftsched.client.credentials import bootstrap_token_path, read_token
 from raftsched.dev.launcher import LocalCluster
 from raftsched.v1 import jobs_pb2
 
@@ -61,7 +60,7 @@ def run_demo(config_path: str, n_jobs: int) -> int:
         print(f"== starting {len(cfg.nodes)} nodes (logs in {tmp}/logs)")
         cluster = LocalCluster(cfg, log_dir=Path(tmp) / "logs")
         cluster.start()
-        token = read_token(bootstrap_token_path(cfg.data_dir)) if cfg.acl else None
+        token = cluster.token
         try:
             with Client([n.grpc for n in cfg.nodes], token=token) as c:
                 st = c.wait_for_leader(30)

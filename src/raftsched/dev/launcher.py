@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from raftsched.client.credentials import read_token
 from raftsched.config import ClusterConfig
 from raftsched.node.acl_bootstrap import ensure_local_token
 
@@ -77,6 +78,13 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
     return path
 
 
+def local_token(cfg: ClusterConfig) -> str | None:
+    """The bootstrap token of a local cluster with ACLs (created if missing), else None."""
+    if not (cfg.acl and cfg.is_local()):
+        return None
+    return read_token(ensure_local_token(cfg.data_dir))
+
+
 class LocalCluster:
     """Node processes of one config on this machine. Stops them on exit."""
 
@@ -111,9 +119,13 @@ class LocalCluster:
             if self.echo:
                 sys.stderr.write(f"[{node_id}] {line.decode(errors='replace')}")
 
+    @property
+    def token(self) -> str | None:
+        """The management token the nodes of this local cluster bootstrap (None: ACLs off)."""
+        return local_token(self.cfg)
+
     def start(self) -> None:
-        if self.cfg.acl and self.cfg.is_local():
-            ensure_local_token(self.cfg.data_dir)  # the nodes bootstrap ACLs with it
+        local_token(self.cfg)  # created before the nodes start; they bootstrap ACLs with it
         for n in self.cfg.nodes:
             self.start_node(n.id)
 
