@@ -20,7 +20,8 @@ EXIT_CODES_HELP = """exit codes:
   1  a job waited for (--wait) did not succeed
   2  usage error (bad flags or config)
   3  not found (unknown job id)
-  4  refused (invalid argument, or not possible in the job's state)
+  4  refused (invalid argument, no or unknown token, not allowed, quota exceeded,
+     or not possible in the job's state)
   5  cluster unavailable (no node reachable, no leader)
   6  watch position too old for the node's buffer (re-list with `watch --initial`)
 """
