@@ -170,7 +170,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         await auth.require_ns(context, spec.namespace, f"template {t.name!r}")
 
         def build(rid: str, now: float) -> Any:
-            return SubmitJobs(rid, now, ((uuid.uuid4().hex[:20], spec),))
+            return SubmitJobs(rid, now, ((uuid.uuid4().hex[:20], spec),), by=auth.principal().name)
 
         return await self._write(
             context, request, "SubmitFromTemplate", build,
