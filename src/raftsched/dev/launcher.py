@@ -79,10 +79,9 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
 
 
 def local_token(cfg: ClusterConfig) -> str | None:
-    """The bootstrap token of a local cluster with ACLs (created if missing), else None."""
-    if not (cfg.acl and cfg.is_local()):
-        return None
-    return read_token(ensure_local_token(cfg.data_dir))
+    """The bootstrap token of a cluster started from this machine (created if missing;
+    the nodes bootstrap ACLs with it), or None with ACLs off."""
+    return read_token(ensure_local_token(cfg.data_dir)) if cfg.acl else None
 
 
 class LocalCluster:

@@ -5,7 +5,8 @@ the demo, tests, one node per terminal), a random token is written to
 `<data_dir>/acl/bootstrap.token` (0600 in a 0700 directory; the first writer
 wins, atomically), and whichever node leads proposes its hash as the bootstrap
 token. The CLI finds the file through the config. A cluster on other addresses
-is bootstrapped explicitly with `raftsched acl bootstrap`.
+is bootstrapped explicitly with `raftsched acl bootstrap`, or from a token file
+an operator put at that path before the first start.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from raftsched.client.credentials import bootstrap_token_path, read_token
+from raftsched.config import ClusterConfig
 from raftsched.core import acl
 from raftsched.core.commands import AclBootstrap
 from raftsched.ports import Propose, RaftStatus, ReplicaView
@@ -47,6 +49,17 @@ def ensure_local_token(data_dir: Path) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
     return path
+
+
+def bootstrap_file(cfg: ClusterConfig) -> Path | None:
+    """The token file this node bootstraps ACLs from: made for a local cluster; on other
+    addresses only if an operator (or a test harness) placed one in the data dir."""
+    if not cfg.acl:
+        return None
+    if cfg.is_local():
+        return ensure_local_token(cfg.data_dir)
+    path = bootstrap_token_path(cfg.data_dir)
+    return path if path.exists() else None
 
 
 async def bootstrap_from_file(path: Path, replica: ReplicaView, raft: RaftStatus,

@@ -172,8 +172,8 @@ class NodeRuntime:
         self.proposer.start()
         for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run()):
             self.spawn(coro)
-        if self.cfg.acl and self.cfg.is_local():
-            token = acl_bootstrap.ensure_local_token(self.cfg.data_dir)
+        token = acl_bootstrap.bootstrap_file(self.cfg)
+        if token is not None:
             self.spawn(acl_bootstrap.bootstrap_from_file(token, self.sm, self.raft, self.proposer))
         self.spawn(watchmod.observe_leader(self._leader_and_term, self.watch, self._on_leader_change))
         if self.metrics is not None:
