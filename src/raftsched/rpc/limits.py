@@ -94,9 +94,17 @@ def _check_list(f: FieldDescriptor, values: Any, where: str) -> str | None:
     if len(values) > limit:
         return f"{where}: {len(values)} entries; at most {limit}"
     str_limit = STRING_LIMITS.get(f.name, DEFAULT_STRING)
+    seen: set[bytes] = set()  # a batch often repeats one spec: check each distinct item once
     for i, v in enumerate(values):
         item = f"{where}[{i}]"
-        err = check(v, item + ".") if f.type == _MESSAGE else _scalar(f, v, item, str_limit)
+        if f.type == _MESSAGE:
+            key = v.SerializeToString(deterministic=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            err = check(v, item + ".")
+        else:
+            err = _scalar(f, v, item, str_limit)
         if err:
             return err
     return None
