@@ -20,8 +20,7 @@ from raftsched.config import ClusterConfig, NodeConfig
 from raftsched.core.commands import Command
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
-from raftsched.node import isolation
-from raftsched.node import acl_bootstrap
+from raftsched.node import acl_bootstrap, isolation
 from raftsched.node.executor import Executor
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
