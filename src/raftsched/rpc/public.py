@@ -146,12 +146,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if over:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, over)
 
-    async def _job(self, context, job_id: str) -> Job:
-        """The job named by a request, if it exists and the caller may see its namespace."""
+    async def _job(self, context, job_id: str, write: bool = False) -> Job | None:
+        """The job named by a request, if it exists and the caller may see its namespace.
+        For a write on a follower whose replica does not have the job yet: None (the
+        leader, which checks again, decides)."""
         if not job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
         job = self.replica.state.jobs.get(job_id)
         if job is None:
+            if write and not self.writes.raft.is_leader():
+                return None
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
         assert job is not None
         await auth.require_ns(context, job.spec.namespace, f"job {job_id}")
@@ -159,6 +163,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def GetJob(self, request, context):
         job = await self._job(context, request.job_id)
+        assert job is not None
         pb = convert.job_to_pb(job)
         pb.pending_reason = explain.pending_reason(self.replica, self.cfg, job.id)
         return pb
@@ -207,7 +212,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         )
 
     async def CancelJob(self, request, context):
-        await self._job(context, request.job_id)
+        await self._job(context, request.job_id, write=True)
         st = self.replica.state
         by = auth.principal().name
 
@@ -228,7 +233,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                                        "CancelJob", local)
 
     async def RetryDeadJob(self, request, context):
-        await self._job(context, request.job_id)
+        await self._job(context, request.job_id, write=True)
         st = self.replica.state
 
         async def local(rid: str) -> scheduler_pb2.RetryDeadJobResponse:
