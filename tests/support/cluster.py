@@ -108,11 +108,11 @@ class TestCluster:
         self._clients.append(c)
         return c
 
-    def channel(self, node_id: str, token: str | None = "", own_pool: bool = False) -> Any:
-        """A gRPC channel to one node, carrying the management token (or `token`). With
-        `own_pool` it does not share the process-wide subchannels (nor their reconnect
-        backoff after the node was not yet listening)."""
-        opts = [*OPTIONS, ("grpc.use_local_subchannel_pool", 1)] if own_pool else None
+    def channel(self, node_id: str, token: str | None = "") -> Any:
+        """A gRPC channel to one node, carrying the management token (or `token`). It does
+        not share the process-wide subchannels of the clients (nor their reconnect backoff
+        from before the node listened): a single-node channel does not move on."""
+        opts = [*OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
         return open_token_channel(self.addr(node_id), self.token if token == "" else token, opts)
 
     def wait_ready(self, timeout: float = 30.0) -> str:
