@@ -13,9 +13,12 @@ from typing import Any
 
 import grpc
 
-from raftsched.client.credentials import open_token_channel
+from raftsched.client.credentials import OPTIONS, open_token_channel
 from raftsched.v1 import events_pb2, events_pb2_grpc
 
+# Each (re)connection gets a channel of its own subchannels: one shared with other
+# clients may still be in its reconnect backoff from before the node listened.
+OWN_POOL = [*OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 RECONNECT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
              grpc.StatusCode.UNKNOWN}
 
@@ -55,7 +58,7 @@ class JobWatcher:
         down_since: float | None = None
         while True:
             addr = self.addresses[self._i % len(self.addresses)]
-            with open_token_channel(addr, self.token) as ch:
+            with open_token_channel(addr, self.token, OWN_POOL) as ch:
                 stub = events_pb2_grpc.EventsStub(ch)
                 self._call = stub.WatchJobs(self._request())
                 self.connected_to = addr
@@ -84,7 +87,7 @@ class JobWatcher:
 
 
 def _stub(addr: str, token: str | None) -> tuple[grpc.Channel, events_pb2_grpc.EventsStub]:
-    ch = open_token_channel(addr, token)
+    ch = open_token_channel(addr, token, OWN_POOL)
     return ch, events_pb2_grpc.EventsStub(ch)
 
 
