@@ -83,6 +83,11 @@ class ClusterConfig:
     aging_rate: float = 1.0 / 60  # priority points gained per second of waiting
     idempotency_retention: float = 24 * 3600.0  # seconds an idempotency key is remembered
     isolation: IsolationConfig = IsolationConfig()
+    acl: bool = True  # [cluster] acl: client calls need a token (docs/security.md)
+
+    def is_local(self) -> bool:
+        """Every node listens on loopback: a cluster on this machine only."""
+        return all(_is_loopback(n.raft) and _is_loopback(n.grpc) for n in self.nodes)
 
     def node(self, node_id: str) -> NodeConfig:
         for n in self.nodes:
@@ -297,4 +302,11 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         aging_rate=aging_rate,
         idempotency_retention=retention,
         isolation=_isolation(raw.get("isolation", {}), p),
+        acl=_bool(c.get("acl", True), f"{p}: [cluster] acl"),
     )
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value

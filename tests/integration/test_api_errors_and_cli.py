@@ -34,7 +34,7 @@ def test_bad_requests_are_refused_and_change_nothing(cluster3: TestCluster) -> N
     done_id = c.client().submit(jobs_pb2.JobSpec(command=["true"]))
     c.wait_terminal([done_id])
     before = _state(c)
-    ch = grpc.insecure_channel(c.addr(follower))
+    ch = c.channel(follower)
     stub = scheduler_pb2_grpc.SchedulerStub(ch)
     invalid = grpc.StatusCode.INVALID_ARGUMENT
 

@@ -20,7 +20,8 @@ EXIT_CODES_HELP = """exit codes:
   1  a job waited for (--wait) did not succeed
   2  usage error (bad flags or config)
   3  not found (unknown job id)
-  4  refused (invalid argument, or not possible in the job's state)
+  4  refused (invalid argument, no or unknown token, not allowed, quota exceeded,
+     or not possible in the job's state)
   5  cluster unavailable (no node reachable, no leader)
   6  watch position too old for the node's buffer (re-list with `watch --initial`)
 """
@@ -47,6 +48,7 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="a label shown in listings")
     p.add_argument("--pool", help="node pool to run in (nodes labelled pool=NAME, including "
                    "nodes dedicated to it)")
+    p.add_argument("--namespace", help="namespace of the job (default: the token's first one)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="program and arguments (after --)")
 
 
@@ -89,6 +91,7 @@ def spec_from_args(args: argparse.Namespace) -> jobs_pb2.JobSpec:
         timeout_seconds=args.timeout,
         name=args.name or "",
         pool=args.pool or "",
+        namespace=args.namespace or "",
     )
     if getattr(args, "mem_limit", 0) or getattr(args, "cpu_limit", 0) or getattr(args, "pids_limit", 0):
         spec.limits.CopyFrom(jobs_pb2.ResourceLimits(memory_mib=args.mem_limit, cpu_millis=args.cpu_limit,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -12,7 +13,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from raftsched import config as configmod
-from raftsched.cli import audit, dag, dlq, observe, placement, workflows
+from raftsched.cli import acl, audit, dag, dlq, observe, placement, workflows
 from raftsched.cli.common import (
     EXIT_CODES_HELP,
     EXIT_JOB_FAILED,
@@ -37,6 +38,7 @@ from raftsched.cli.format import (
     table,
 )
 from raftsched.client.client import Client
+from raftsched.client.credentials import TOKEN_ENV, discover_token
 from raftsched.v1 import jobs_pb2
 
 # ---- commands ---------------------------------------------------------------------
@@ -104,7 +106,7 @@ def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
     tty = sys.stderr.isatty() and not quiet
     started = time.monotonic()
     last_draw = 0.0
-    w = JobWatcher(client.addresses, job_ids=ids, send_initial=True)
+    w = JobWatcher(client.addresses, job_ids=ids, send_initial=True, token=client.token)
     try:
         for resp in w.responses():
             for ev in resp.events:
@@ -136,10 +138,11 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
 def cmd_list(args: argparse.Namespace, client: Client) -> int:
     states = [jobs_pb2.JobState.Value(s.upper()) for s in args.state or []]
     if args.all:
-        jobs = list(client.list_all(states, args.on_node or ""))
+        jobs = list(client.list_all(states, args.on_node or "", args.namespace or ""))
         total = len(jobs)
     else:
-        resp = client.list_page(states, args.on_node or "", args.limit, args.page_token or "")
+        resp = client.list_page(states, args.on_node or "", args.limit, args.page_token or "",
+                                args.namespace or "")
         jobs, total = list(resp.jobs), resp.total
         if resp.next_page_token and not args.json:
             print(f"# {len(jobs)} of {total}; next page: --page-token {resp.next_page_token}",
@@ -239,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--timeout", dest="rpc_timeout", type=float, default=20.0,
                    help="seconds to keep retrying a call (default 20)")
+    p.add_argument("--token", help=f"ACL token (default: ${TOKEN_ENV}, else the local cluster's "
+                   "<data_dir>/acl/bootstrap.token)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sp = sub.add_parser("node", help="run one node of the cluster", formatter_class=fmt,
@@ -281,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=50, help="page size (default 50, max 1000)")
     sp.add_argument("--page-token", help="continue from a previous page")
     sp.add_argument("--all", action="store_true", help="fetch every page")
+    sp.add_argument("--namespace", help="only jobs of this namespace (default: every one you may read)")
     sp.set_defaults(func=cmd_list, needs_client=True)
 
     sp = sub.add_parser("cancel", help="cancel a job (a running one is killed: SIGTERM, grace, SIGKILL)",
@@ -294,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
 
-    for module in (observe, workflows, dag, dlq, placement):
+    for module in (observe, workflows, dag, dlq, placement, acl):
         module.register(sub, fmt)
 
     # `--json` is accepted after the subcommand too (raftsched list --json)
@@ -317,13 +323,21 @@ def _addresses(args: argparse.Namespace) -> list[str]:
     return [n.grpc for n in cfg.nodes]
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    data_dir = None
+    if not args.token and not os.environ.get(TOKEN_ENV):
+        with contextlib.suppress(configmod.ConfigError):  # --node without a config: no token file
+            data_dir = configmod.load(args.config).data_dir
+    return discover_token(args.token, data_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if not args.needs_client:
             return int(args.func(args) or 0)
-        with Client(_addresses(args), timeout=args.rpc_timeout) as client:
+        with Client(_addresses(args), timeout=args.rpc_timeout, token=_token(args)) as client:
             return int(args.func(args, client) or 0)
     except configmod.ConfigError as e:
         print(f"raftsched: config: {e}", file=sys.stderr)
@@ -336,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == grpc.StatusCode.OUT_OF_RANGE:
             return EXIT_TOO_OLD
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-                    grpc.StatusCode.PERMISSION_DENIED):
+                    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED):
             return EXIT_REFUSED
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from typing import Any, Self
 
 import grpc
 
+from raftsched.client.credentials import OPTIONS, open_token_channel
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -23,29 +24,21 @@ from raftsched.v1 import (
 )
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    # a node cut off by a partition is noticed in ~3 s and the call moves on to the
-    # next address instead of waiting for its whole deadline (nodes accept the pings)
-    ("grpc.keepalive_time_ms", 1000),
-    ("grpc.keepalive_timeout_ms", 2000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.min_time_between_pings_ms", 1000),
-]
+__all__ = ["OPTIONS", "Client", "NodesClient"]
 
 
 class NodesClient:
     """Channels to every given node, and a call that moves to the next node on
     UNAVAILABLE until its deadline. Service clients build on it."""
 
-    def __init__(self, addresses: Sequence[str], timeout: float = 20.0) -> None:
+    def __init__(self, addresses: Sequence[str], timeout: float = 20.0, *,
+                 token: str | None = None) -> None:
         if not addresses:
             raise ValueError("no node addresses given")
         self.addresses = list(addresses)
         self.timeout = timeout
-        self._channels = {a: grpc.insecure_channel(a, options=OPTIONS) for a in self.addresses}
+        self.token = token  # sent as `authorization: Bearer <token>` on every call
+        self._channels = {a: open_token_channel(a, token) for a in self.addresses}
         self._current = 0
 
     def close(self) -> None:
@@ -106,15 +99,16 @@ class Client(NodesClient):
         return self._call("scheduler", "GetJob", scheduler_pb2.GetJobRequest(job_id=job_id))
 
     def list_page(self, states: Sequence[int] = (), node_id: str = "", page_size: int = 0,
-                  page_token: str = "") -> scheduler_pb2.ListJobsResponse:
-        req = scheduler_pb2.ListJobsRequest(states=states, node_id=node_id,
-                                            page_size=page_size, page_token=page_token)
+                  page_token: str = "", namespace: str = "") -> scheduler_pb2.ListJobsResponse:
+        req = scheduler_pb2.ListJobsRequest(states=states, node_id=node_id, page_size=page_size,
+                                            page_token=page_token, namespace=namespace)
         return self._call("scheduler", "ListJobs", req)
 
-    def list_all(self, states: Sequence[int] = (), node_id: str = "") -> Iterator[jobs_pb2.Job]:
+    def list_all(self, states: Sequence[int] = (), node_id: str = "",
+                 namespace: str = "") -> Iterator[jobs_pb2.Job]:
         token = ""
         while True:
-            resp = self.list_page(states, node_id, 1000, token)
+            resp = self.list_page(states, node_id, 1000, token, namespace)
             yield from resp.jobs
             if not resp.next_page_token:
                 return

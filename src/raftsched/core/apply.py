@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from raftsched.core import batches, dlq, jobs, workflows
+from raftsched.core import acl, batches, dlq, jobs, workflows
 from raftsched.core.commands import Command, GcJobs
 from raftsched.core.state import (
     ClusterState,
@@ -50,13 +50,16 @@ def _merge(*tables: dict[type, Handler]) -> dict[type, Handler]:
 
 
 HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, batches.HANDLERS, dlq.HANDLERS,
-                                       workflows.HANDLERS)
+                                       workflows.HANDLERS, acl.HANDLERS)
 
 
 def apply(state: ClusterState, cmd: Command) -> Result:
     """Apply one command. Returns its result; a repeated request id returns the first."""
+    fp = getattr(cmd, "fp", "")
     seen = state.dedup.get(cmd.rid)
     if seen is not None:
+        if fp and state.fingerprints.get(cmd.rid, fp) != fp:
+            return Result(Code.INVALID, None, reused_message(cmd.rid))
         return seen
     handler = HANDLERS.get(type(cmd))
     if handler is None:
@@ -69,4 +72,13 @@ def apply(state: ClusterState, cmd: Command) -> Result:
     state.dig.dedup_added(cmd.rid, res)
     if len(state.dedup) > DEDUP_CAPACITY:
         state.dig.dedup_removed(*state.dedup.popitem(last=False))
+    if fp:
+        state.fingerprint_added(cmd.rid, fp)
+        if len(state.fingerprints) > DEDUP_CAPACITY:
+            state.fingerprint_removed(*state.fingerprints.popitem(last=False))
     return res
+
+
+def reused_message(rid: str) -> str:
+    return (f"request_id {rid[:64]!r} was already used for a different request; "
+            "use a new request_id for a new request")

@@ -123,7 +123,7 @@ def _publish(state: ClusterState, cmd: PublishJobs) -> Result:
     if not b.committed_at:
         return Result(Code.PRECONDITION, None, f"batch {cmd.batch} is not committed")
     sub = b.staged.pop(cmd.part)
-    create_jobs(state, cmd.ts, sub.jobs, sub.keys, b.existing.pop(cmd.part, {}))
+    create_jobs(state, cmd.ts, sub.jobs, sub.keys, b.existing.pop(cmd.part, {}), sub.by)
     if not b.staged:
         del bs[cmd.batch]
     return ok(len(sub.jobs))
@@ -146,9 +146,10 @@ HANDLERS: dict[type, Handler] = {
 }
 
 
-def split(jobs: tuple[tuple[str, Any], ...], keys: tuple[str, ...]) -> list[SubmitJobs]:
-    """A submission's parts (each a SubmitJobs without request id or time)."""
-    return [SubmitJobs("", 0.0, jobs[i:i + PART], keys[i:i + PART] if keys else ())
+def split(jobs: tuple[tuple[str, Any], ...], keys: tuple[str, ...], by: str = "") -> list[SubmitJobs]:
+    """A submission's parts (each a SubmitJobs without request id or time); `by`: the
+    submitting token's name."""
+    return [SubmitJobs("", 0.0, jobs[i:i + PART], keys[i:i + PART] if keys else (), by=by)
             for i in range(0, len(jobs), PART)]
 
 

@@ -25,6 +25,8 @@ class SubmitJobs:
     # retention window returns the existing job instead of a new one.
     keys: tuple[str, ...] = ()
     key_retention_s: float = 0.0  # 0: fsm default
+    by: str = ""  # name of the submitting token
+    fp: str = ""  # fingerprint of the client request (a request id reused differently is refused)
 
 
 def _submit_to_wire(c: SubmitJobs) -> dict[str, Any]:
@@ -41,6 +43,9 @@ def _submit_to_wire(c: SubmitJobs) -> dict[str, Any]:
         w["keys"] = list(c.keys)
     if c.key_retention_s:
         w["key_retention_s"] = c.key_retention_s
+    for name in ("by", "fp"):
+        if getattr(c, name):
+            w[name] = getattr(c, name)
     return w
 
 
@@ -51,7 +56,8 @@ def _submit_from_wire(w: dict[str, Any]) -> SubmitJobs:
     else:  # the first format: every spec inline
         jobs = tuple((jid, codec.from_wire(JobSpec, s)) for jid, s in w["jobs"])
     return SubmitJobs(w["rid"], float(w["ts"]), jobs,
-                      keys=tuple(w.get("keys", ())), key_retention_s=float(w.get("key_retention_s", 0.0)))
+                      keys=tuple(w.get("keys", ())), key_retention_s=float(w.get("key_retention_s", 0.0)),
+                      by=w.get("by", ""), fp=w.get("fp", ""))
 
 
 codec.custom(SubmitJobs, _submit_to_wire, _submit_from_wire)
@@ -119,6 +125,8 @@ class CancelJob:
     rid: str
     ts: float
     job_id: str
+    by: str = ""
+    fp: str = ""
 
 
 @command(6)
@@ -210,6 +218,7 @@ class RetryDead:
     rid: str
     ts: float
     job_id: str
+    fp: str = ""
 
 
 @command(21)
@@ -220,6 +229,7 @@ class PurgeDead:
     rid: str
     ts: float
     job_ids: tuple[str, ...] = ()
+    fp: str = ""
 
 
 # ---- templates, schedules, workflows (tags 40-59) ----------------------------------------
@@ -232,6 +242,7 @@ class PutTemplate:
     ts: float
     template: Template
     mode: str = "create"  # create (must not exist) | update (must exist)
+    fp: str = ""
 
 
 @command(41)
@@ -240,6 +251,7 @@ class DeleteTemplate:
     rid: str
     ts: float
     name: str
+    fp: str = ""
 
 
 @command(42)
@@ -248,6 +260,7 @@ class AddSchedule:
     rid: str
     ts: float
     schedule: Schedule
+    fp: str = ""
 
 
 @command(43)
@@ -257,6 +270,7 @@ class SetSchedulePaused:
     ts: float
     schedule_id: str
     paused: bool
+    fp: str = ""
 
 
 @command(44)
@@ -265,6 +279,7 @@ class DeleteSchedule:
     rid: str
     ts: float
     schedule_id: str
+    fp: str = ""
 
 
 @command(45)
@@ -287,6 +302,7 @@ class RunScheduleNow:
     ts: float
     schedule_id: str
     job_id: str
+    fp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +320,7 @@ class SubmitWorkflow:
     workflow_id: str
     name: str
     jobs: tuple[WorkflowJob, ...]
+    fp: str = ""
 
 
 @command(48)
@@ -312,11 +329,66 @@ class CancelWorkflow:
     rid: str
     ts: float
     workflow_id: str
+    fp: str = ""
+
+
+# ---- access control (tags 80-99) ----------------------------------------------------
+
+
+@command(80)
+@dataclass(frozen=True, slots=True)
+class AclBootstrap:
+    """The first management token (admin of every namespace); refused once bootstrapped."""
+
+    rid: str
+    ts: float
+    name: str
+    secret_hash: str  # sha256 hex of the token: the secret itself is never replicated
+    fp: str = ""
+
+
+@command(81)
+@dataclass(frozen=True, slots=True)
+class CreateToken:
+    rid: str
+    ts: float
+    name: str
+    secret_hash: str
+    role: str
+    namespaces: tuple[str, ...]
+    by: str = ""
+    fp: str = ""
+
+
+@command(82)
+@dataclass(frozen=True, slots=True)
+class RevokeToken:
+    rid: str
+    ts: float
+    name: str
+    by: str = ""
+    fp: str = ""
+
+
+@command(83)
+@dataclass(frozen=True, slots=True)
+class SetQuota:
+    """Limits of one namespace (0 = unlimited)."""
+
+    rid: str
+    ts: float
+    namespace: str
+    max_cpu_millis: int = 0
+    max_memory_mib: int = 0
+    max_pending: int = 0
+    by: str = ""
+    fp: str = ""
 
 
 Command = (
     SubmitJobs | StageJobs | CommitJobs | PublishJobs | AbortJobs
     | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
     | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
-    | RunScheduleNow | SubmitWorkflow | CancelWorkflow
+    | RunScheduleNow | SubmitWorkflow | CancelWorkflow | AclBootstrap | CreateToken | RevokeToken
+    | SetQuota
 )

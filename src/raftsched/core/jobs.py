@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftsched.core import placement, retry
+from raftsched.core import acl, placement, retry
 from raftsched.core.commands import (
     Assign,
     CancelJob,
@@ -135,12 +135,16 @@ def check_submit(state: ClusterState, ts: float, jobs: tuple[tuple[str, JobSpec]
             existing[i] = old.id
         elif jid in state.jobs:
             return Result(Code.INVALID, None, f"job id {jid} already exists")
+    over = acl.quota_error(state, [spec for i, (_, spec) in enumerate(jobs) if i not in existing])
+    if over:
+        return Result(Code.EXHAUSTED, None, over)
     return existing
 
 
 def create_jobs(state: ClusterState, ts: float, jobs: tuple[tuple[str, JobSpec], ...],
-                keys: tuple[str, ...], existing: dict[int, str]) -> tuple[str, ...]:
-    """Create the accepted jobs (PENDING); per position, the new or matched job id."""
+                keys: tuple[str, ...], existing: dict[int, str], by: str = "") -> tuple[str, ...]:
+    """Create the accepted jobs (PENDING); per position, the new or matched job id.
+    `by`: the name of the token that submitted them (job history)."""
     keys = keys or ("",) * len(jobs)
     out: list[str] = []
     first = (Transition(ts, JobState.PENDING),)  # frozen: shared by the whole batch
@@ -148,7 +152,8 @@ def create_jobs(state: ClusterState, ts: float, jobs: tuple[tuple[str, JobSpec],
         if i in existing:
             out.append(existing[i])
             continue
-        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=ts, history=first)
+        job = Job(id=jid, spec=spec, seq=state.next_seq, submitted_at=ts, history=first,
+                  submitted_by=by)
         state.next_seq += 1
         state.put(None, job, ts, history=False)
         if key:
@@ -162,7 +167,7 @@ def _apply_submit(state: ClusterState, cmd: SubmitJobs) -> Result:
     checked = check_submit(state, cmd.ts, cmd.jobs, cmd.keys, cmd.key_retention_s)
     if isinstance(checked, Result):
         return checked
-    return ok(create_jobs(state, cmd.ts, cmd.jobs, cmd.keys, checked))
+    return ok(create_jobs(state, cmd.ts, cmd.jobs, cmd.keys, checked, cmd.by))
 
 
 # ---- assign -----------------------------------------------------------------------------
@@ -311,16 +316,18 @@ def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
                       f"job {job.id} already finished as {job.state.value}; nothing to cancel")
     if job.state is JobState.CANCELLING:
         return ok(job.id)
+    who = f"token {cmd.by}" if cmd.by else "user"
     if job.state is JobState.PENDING:
-        new = replace(job, state=JobState.CANCELLED, finished_at=cmd.ts, reason="cancelled by user",
-                      not_before=0.0)
+        new = replace(job, state=JobState.CANCELLED, finished_at=cmd.ts, reason=f"cancelled by {who}",
+                      not_before=0.0, cancelled_by=cmd.by)
     else:
         # Capacity stays held until the worker reports the process gone.
         new = replace(
             job,
             state=JobState.CANCELLING,
             cancel_requested_at=cmd.ts,
-            reason=f"cancel requested; stopping attempt {job.attempt} on node {job.node_id}",
+            cancelled_by=cmd.by,
+            reason=f"cancel requested by {who}; stopping attempt {job.attempt} on node {job.node_id}",
         )
     state.put(job, new, cmd.ts)
     return ok(job.id)

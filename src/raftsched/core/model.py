@@ -75,6 +75,7 @@ class Resources:
 
 
 DEFAULT_REQUEST = Resources(cpu_millis=100, memory_mib=64)
+DEFAULT_NAMESPACE = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ class JobSpec:
     # The node pool the job asks for: it runs only on nodes labelled pool=<it>, and it
     # may use nodes dedicated to that pool (see `constraints.pool_refusal`).
     pool: str = ""
+    namespace: str = DEFAULT_NAMESPACE  # the tenant the job belongs to (ACLs and quotas)
 
     def argv(self) -> list[str]:
         if self.use_shell:
@@ -221,6 +223,8 @@ class Job:
     failures: int = 0  # failed attempts counted against the retry budget
     attempts: tuple[AttemptRecord, ...] = ()  # ended attempts, oldest first (bounded)
     cancel_requested_at: float = 0.0
+    submitted_by: str = ""  # name of the token that submitted the job ("" without ACLs)
+    cancelled_by: str = ""  # name of the token that asked to cancel it
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from raftsched.core import codec
-from raftsched.core.digest import Tracker, Work
+from raftsched.core.digest import MOD, Tracker, Work, pair_hash
 from raftsched.core.model import (
     ACTIVE_STATES,
     HISTORY_LIMIT,
@@ -38,6 +38,7 @@ class Code(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     INVALID = "INVALID"
     PRECONDITION = "PRECONDITION"
+    EXHAUSTED = "EXHAUSTED"  # a namespace quota would be exceeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,15 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.code is Code.OK
+
+
+@dataclass(slots=True)
+class NamespaceUsage:
+    """Derived: what a namespace's unfinished jobs request, and how many are PENDING."""
+
+    cpu_millis: int = 0
+    memory_mib: int = 0
+    pending: int = 0
 
 
 def ok(value: Any = None) -> Result:
@@ -65,6 +75,9 @@ class ClusterState:
         self.fencing = 0  # last fencing token handed out; only grows
         self.applied_index = 0  # Raft index of the last entry applied
         self.dedup: OrderedDict[str, Result] = OrderedDict()
+        # request id -> fingerprint of the client request it was first used for
+        self.fingerprints: OrderedDict[str, str] = OrderedDict()
+        self.fingerprint_sum = 0  # sum of their hashes (mod 2**128): kept for the digest
         # idempotency key -> (job id, submit ts), oldest first; pruned by command ts
         self.idem: OrderedDict[str, tuple[str, float]] = OrderedDict()
         # derived
@@ -75,6 +88,8 @@ class ClusterState:
         # terminal jobs by (finished_at, id), lazily cleaned: lets GcJobs find old ones fast
         self._finished: list[tuple[float, str]] = []
         self.counts: Counter[JobState] = Counter()
+        # namespace -> requests of its unfinished jobs and its number of PENDING jobs (quotas)
+        self.ns_usage: dict[str, NamespaceUsage] = {}
         # transient: job versions written by the entry being applied (for watchers)
         self.changes: list[Job] = []
         # what changed since the last digest (see core.digest); not replicated itself
@@ -116,8 +131,19 @@ class ClusterState:
         self._unindex(job)
         self.dig.job(self.jobs.pop(job.id), None)
 
+    def _ns(self, job: Job, sign: int) -> None:
+        if job.state in TERMINAL_STATES:
+            return
+        u = self.ns_usage.get(job.spec.namespace)
+        if u is None:
+            u = self.ns_usage[job.spec.namespace] = NamespaceUsage()
+        u.cpu_millis += sign * job.spec.resources.cpu_millis
+        u.memory_mib += sign * job.spec.resources.memory_mib
+        u.pending += sign * (job.state is JobState.PENDING)
+
     def _unindex(self, old: Job) -> None:
         self.counts[old.state] -= 1
+        self._ns(old, -1)
         if old.state is JobState.PENDING:
             del self.pending[old.id]
         elif old.state in ACTIVE_STATES:
@@ -137,6 +163,7 @@ class ClusterState:
         if old is not None:
             self._unindex(old)
         self.counts[new.state] += 1
+        self._ns(new, 1)
         if new.state in TERMINAL_STATES and (old is None or old.state not in TERMINAL_STATES):
             heapq.heappush(self._finished, (new.finished_at, new.id))
         if new.state is JobState.PENDING:
@@ -156,6 +183,7 @@ class ClusterState:
         self._finished = []
         self.counts = Counter()
         self.sequences = {}
+        self.ns_usage = {}
         for job in list(self.jobs.values()):
             self._put(None, job)
         # _put adds to jobs again: same object, harmless
@@ -202,6 +230,8 @@ class ClusterState:
             "dedup": [[rid, result_to_wire(r)] for rid, r in self.dedup.items()],
             "idem": [[k, jid, ts] for k, (jid, ts) in self.idem.items()],
         }
+        if self.fingerprints:
+            d["fingerprints"] = [[rid, fp] for rid, fp in self.fingerprints.items()]
         for name, (_init, dump, _load) in _STATE_EXT.items():
             d[name] = dump(self.ext[name])
         return d
@@ -224,17 +254,33 @@ class ClusterState:
         for name, (init, _dump, load) in _STATE_EXT.items():
             s.ext[name] = load(d[name]) if name in d else init()
         s.idem = OrderedDict((k, (jid, ts)) for k, jid, ts in d.get("idem", []))
+        s.fingerprints = OrderedDict((rid, fp) for rid, fp in d.get("fingerprints", []))
+        s.fingerprint_sum = sum(pair_hash(b"f", rid, fp) for rid, fp in s.fingerprints.items()) % MOD
         s.rebuild_derived()
         return s
 
+    def fingerprint_added(self, rid: str, fp: str) -> None:
+        """A request's fingerprint (a reused request id with another request is refused)."""
+        old = self.fingerprints.get(rid)
+        if old is not None:
+            self.fingerprint_removed(rid, old)
+        self.fingerprints[rid] = fp
+        self.fingerprint_sum = (self.fingerprint_sum + pair_hash(b"f", rid, fp)) % MOD
+
+    def fingerprint_removed(self, rid: str, fp: str) -> None:
+        self.fingerprints.pop(rid, None)
+        self.fingerprint_sum = (self.fingerprint_sum - pair_hash(b"f", rid, fp)) % MOD
+
     def digest_small(self) -> dict[str, Any]:
-        """The parts of the digest hashed whole each time (small: no jobs, dedup, keys)."""
+        """The parts of the digest hashed whole each time (small: no jobs, dedup, keys;
+        request fingerprints as the sum of their hashes, kept at apply)."""
         d = {
             "version": codec.STATE_VERSION,
             "next_seq": self.next_seq,
             "fencing": self.fencing,
             "applied_index": self.applied_index,
             "nodes": [codec.to_wire(self.nodes[k]) for k in sorted(self.nodes)],
+            "fingerprints": f"{self.fingerprint_sum:032x}",
         }
         for name, (_init, dump, _load) in _STATE_EXT.items():
             d[name] = _SUMMARY.get(name, dump)(self.ext[name])

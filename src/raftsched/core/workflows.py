@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from raftsched.core import codec, dag
+from raftsched.core import acl, codec, dag
 from raftsched.core.commands import (
     AddSchedule,
     CancelWorkflow,
@@ -210,6 +210,9 @@ def _apply_submit_workflow(state: ClusterState, cmd: SubmitWorkflow) -> Result:
     for jid in deps:
         if jid in state.jobs:
             return _err(Code.INVALID, f"job id {jid} already exists")
+    over = acl.quota_error(state, [j.spec for j in cmd.jobs])
+    if over:
+        return _err(Code.EXHAUSTED, over)
     order = dag.topo_order(deps)
     by_id = {j.job_id: j for j in cmd.jobs}
     for jid in order:

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from raftsched.client.credentials import read_token
 from raftsched.config import ClusterConfig
+from raftsched.node.acl_bootstrap import ensure_local_token
 
 
 def free_ports(n: int) -> list[int]:
@@ -76,6 +78,12 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
     return path
 
 
+def local_token(cfg: ClusterConfig) -> str | None:
+    """The bootstrap token of a cluster started from this machine (created if missing;
+    the nodes bootstrap ACLs with it), or None with ACLs off."""
+    return read_token(ensure_local_token(cfg.data_dir)) if cfg.acl else None
+
+
 class LocalCluster:
     """Node processes of one config on this machine. Stops them on exit."""
 
@@ -110,7 +118,13 @@ class LocalCluster:
             if self.echo:
                 sys.stderr.write(f"[{node_id}] {line.decode(errors='replace')}")
 
+    @property
+    def token(self) -> str | None:
+        """The management token the nodes of this local cluster bootstrap (None: ACLs off)."""
+        return local_token(self.cfg)
+
     def start(self) -> None:
+        local_token(self.cfg)  # created before the nodes start; they bootstrap ACLs with it
         for n in self.cfg.nodes:
             self.start_node(n.id)
 

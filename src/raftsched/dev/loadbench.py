@@ -30,6 +30,7 @@ import grpc
 
 from raftsched import config as configmod
 from raftsched.client.client import Client
+from raftsched.client.credentials import token_metadata
 from raftsched.dev.launcher import LocalCluster, write_config
 from raftsched.v1 import (
     events_pb2,
@@ -127,8 +128,9 @@ def _rss(pid: int) -> float:
 class _Background:
     """Watch streams, cluster-event counters and cron previews on their own event loop."""
 
-    def __init__(self, cfg: configmod.ClusterConfig, p: Params, f: Figures) -> None:
+    def __init__(self, cfg: configmod.ClusterConfig, p: Params, f: Figures, token: str | None) -> None:
         self.cfg, self.p, self.f = cfg, p, f
+        self.md = token_metadata(token)  # every call carries the cluster's management token
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.tasks: list[asyncio.Future[Any]] = []
@@ -160,7 +162,7 @@ class _Background:
     async def _cluster_events(self, ch: grpc.aio.Channel) -> None:
         stub = events_pb2_grpc.EventsStub(ch)
         try:
-            async for ev in stub.WatchCluster(events_pb2.WatchClusterRequest()):
+            async for ev in stub.WatchCluster(events_pb2.WatchClusterRequest(), metadata=self.md):
                 if ev.kind == events_pb2.NODE_DOWN:
                     self.downs.add((ev.node_id, ev.raft_index))
         except grpc.aio.AioRpcError as e:
@@ -171,7 +173,7 @@ class _Background:
         stub = events_pb2_grpc.EventsStub(ch)
         opened = False
         try:
-            async for _ in stub.WatchJobs(req):
+            async for _ in stub.WatchJobs(req, metadata=self.md):
                 if not opened:
                     opened = True
                     self.f.watches_open += 1
@@ -194,7 +196,7 @@ class _Background:
                 while time.monotonic() < end:
                     try:
                         await stub.NextFireTimes(workflows_pb2.NextFireTimesRequest(
-                            cron="* * * * *", count=1000), timeout=60)
+                            cron="* * * * *", count=1000), timeout=60, metadata=self.md)
                         self.f.cron_calls_done += 1
                     except grpc.aio.AioRpcError as e:
                         if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -229,7 +231,7 @@ def run(root: Path, p: Params) -> Figures:
     prio = os.getpriority(os.PRIO_PROCESS, 0)
     os.setpriority(os.PRIO_PROCESS, 0, prio + p.client_nice)  # this thread and those it starts
     try:
-        with Client([n.grpc for n in cfg.nodes], timeout=60) as c:
+        with Client([n.grpc for n in cfg.nodes], timeout=60, token=lc.token) as c:
             c.wait_for_leader(60)
             deadline = time.monotonic() + 30
             while sum(n.alive for n in c.nodes()) < 3 and time.monotonic() < deadline:
@@ -239,7 +241,7 @@ def run(root: Path, p: Params) -> Figures:
                 time.sleep(0.1)
             term0 = c.status().term
             scrape0 = {n.id: _scrape(n.metrics) for n in cfg.nodes}
-            bg = _Background(cfg, p, f)
+            bg = _Background(cfg, p, f, lc.token)
             bg.watched = list(long_ids)
             bg.start()
             cron = threading.Thread(target=bg.cron)

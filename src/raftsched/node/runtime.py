@@ -22,7 +22,7 @@ from raftsched.core.commands import Command
 from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
-from raftsched.node import isolation
+from raftsched.node import acl_bootstrap, isolation
 from raftsched.node.executor import Executor
 from raftsched.node.lag import monitor_loop
 from raftsched.node.leader import Leader
@@ -32,7 +32,10 @@ from raftsched.replica import raft_node
 from raftsched.replica import watch as watchmod
 from raftsched.replica.proposer import Proposer
 from raftsched.rpc import event_encoding as events_rpc
+from raftsched.rpc.acl import AclServicer
 from raftsched.rpc.agent import NodeAgentServicer
+from raftsched.rpc.auth import AuthInterceptor
+from raftsched.rpc.bounds import MAX_MESSAGE_BYTES
 from raftsched.rpc.events import EventsServicer
 from raftsched.rpc.limits import ReadLimiter, StreamLimiter, helper_processes
 from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
@@ -41,6 +44,8 @@ from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.workflows import WorkflowsServicer
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
+    acl_pb2,
+    acl_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
     events_pb2,
@@ -127,6 +132,7 @@ class NodeRuntime:
                             self.executor, self.reads, self.streams)),
             (workflows_pb2_grpc.add_WorkflowsServicer_to_server,
              WorkflowsServicer(cfg, sm, self.writes, self.reads, self.previews)),
+            (acl_pb2_grpc.add_AclServicer_to_server, AclServicer(sm, self.writes)),
         ]
 
     def _on_applied(self, cmds: list[Command], results: list[Result], changes: list[Job],
@@ -146,8 +152,13 @@ class NodeRuntime:
         sys.setswitchinterval(0.001)
         # No SO_REUSEPORT: a second process must fail to bind our port rather than
         # silently share (and steal) our connections.
-        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, *SERVER_KEEPALIVE_OPTIONS,
-                                               ("grpc.so_reuseport", 0)])
+        # Deliberate message bounds: a request larger than MAX_MESSAGE_BYTES is refused by
+        # gRPC (RESOURCE_EXHAUSTED) before it is parsed; `limits` bounds every field below it.
+        options = [o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"]
+        self.server = grpc.aio.server(
+            options=[*options, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     *SERVER_KEEPALIVE_OPTIONS, ("grpc.so_reuseport", 0)],
+            interceptors=[AuthInterceptor(self.sm, self.cfg.acl)])
         for add, servicer in self._servicers():
             add(servicer, self.server)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -158,6 +169,7 @@ class NodeRuntime:
             node_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name,
             events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
             workflows_pb2.DESCRIPTOR.services_by_name["Workflows"].full_name,
+            acl_pb2.DESCRIPTOR.services_by_name["Acl"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         )
@@ -166,7 +178,7 @@ class NodeRuntime:
             raise RuntimeError(f"cannot bind gRPC address {self.me.grpc}")
         await self.server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", *names[:4]):
+        for name in ("", *names[:6]):
             res = hs.set(name, serving)
             if asyncio.iscoroutine(res):
                 await res
@@ -174,6 +186,9 @@ class NodeRuntime:
         for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run(),
                      monitor_loop(self.loop_lag), self.status.refresh_forever()):
             self.spawn(coro)
+        token = acl_bootstrap.bootstrap_file(self.cfg)
+        if token is not None:
+            self.spawn(acl_bootstrap.bootstrap_from_file(token, self.sm, self.raft, self.proposer))
         self.spawn(watchmod.observe_leader(self._leader_and_term, self.watch, self._on_leader_change))
         if self.metrics is not None:
             self.metrics.serve(self.me.metrics)

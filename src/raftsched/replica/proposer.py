@@ -38,6 +38,10 @@ class NotLeader(Exception):
     pass
 
 
+class TooLarge(Exception):
+    """One command alone exceeds the Raft entry size bound: it is never proposed."""
+
+
 class OutcomeUnknown(Exception):
     """The command may or may not have committed; retry with the same request id."""
 
@@ -110,12 +114,18 @@ class Proposer:
                         p.fut.set_exception(e)
                     self._slots.release()
                     continue
-                if len(blob) > MAX_ENTRY_BYTES and len(batch) > 1:
+                while len(blob) > MAX_ENTRY_BYTES and len(batch) > 1:
                     # too big: split and requeue the second half in front
                     half = len(batch) // 2
                     self._queue[:0] = batch[half:]
                     batch = batch[:half]
                     blob = codec.encode_entry([p.cmd for p in batch])
+                if len(blob) > MAX_ENTRY_BYTES:
+                    batch[0].fut.set_exception(TooLarge(
+                        f"the request encodes to {len(blob)} bytes; one Raft entry holds at most "
+                        f"{MAX_ENTRY_BYTES}: split it into smaller requests"))
+                    self._slots.release()
+                    continue
                 self._submit(batch, blob)
 
     def _take(self) -> list[_Pending]:

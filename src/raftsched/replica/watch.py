@@ -191,18 +191,23 @@ class JobFilter:
     """Which job versions a watcher wants. Empty criteria match everything."""
 
     def __init__(self, job_ids: set[str] | None = None, workflow_id: str = "",
-                 states: set[str] | None = None, node_id: str = "") -> None:
+                 states: set[str] | None = None, node_id: str = "",
+                 visible: Callable[[str], bool] | None = None) -> None:
         self.job_ids = job_ids or set()
         self.workflow_id = workflow_id
         self.states = states or set()
         self.node_id = node_id
+        self.visible = visible  # namespaces the watcher may see (None: all)
 
     @property
     def everything(self) -> bool:
-        return not (self.job_ids or self.workflow_id or self.states or self.node_id)
+        return not (self.job_ids or self.workflow_id or self.states or self.node_id
+                    or self.visible is not None)
 
     def __call__(self, job: Job) -> bool:
         if self.job_ids and job.id not in self.job_ids:
+            return False
+        if self.visible is not None and not self.visible(job.spec.namespace):
             return False
         # Jobs get a workflow id with workflows (issue 5); until then none match a filter.
         if self.workflow_id and getattr(job, "workflow_id", "") != self.workflow_id:

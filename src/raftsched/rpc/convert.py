@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from raftsched.core.model import (
+    DEFAULT_NAMESPACE,
     DEFAULT_REQUEST,
     AttemptRecord,
     Constraint,
@@ -18,7 +19,8 @@ from raftsched.core.model import (
 from raftsched.v1 import cluster_pb2, jobs_pb2
 
 
-def spec_from_pb(p: jobs_pb2.JobSpec) -> JobSpec:
+def spec_from_pb(p: jobs_pb2.JobSpec, namespace: str = DEFAULT_NAMESPACE) -> JobSpec:
+    """`namespace`: the namespace of a spec that names none (the caller's default)."""
     res = DEFAULT_REQUEST
     if p.HasField("resources"):
         cpu = p.resources.cpu_millis
@@ -41,6 +43,7 @@ def spec_from_pb(p: jobs_pb2.JobSpec) -> JobSpec:
         sequence_key=p.sequence_key,
         limits=ResourceLimits(p.limits.memory_mib, p.limits.cpu_millis, p.limits.pids),
         pool=p.pool,
+        namespace=p.namespace or namespace,
     )
 
 
@@ -108,6 +111,7 @@ def _spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
         limits=jobs_pb2.ResourceLimits(memory_mib=s.limits.memory_mib, cpu_millis=s.limits.cpu_millis,
                                        pids=s.limits.pids) if s.limits != ResourceLimits() else None,
         pool=s.pool,
+        namespace=s.namespace,
     )
 
 
@@ -148,6 +152,8 @@ def job_to_pb(j: Job) -> jobs_pb2.Job:
         failures=j.failures,
         attempts=[attempt_to_pb(a) for a in j.attempts],
         cancel_requested_at=j.cancel_requested_at,
+        submitted_by=j.submitted_by,
+        cancelled_by=j.cancelled_by,
         # workflows and schedules (issue 5)
         workflow_id=j.workflow_id,
         depends_on=list(j.depends_on),

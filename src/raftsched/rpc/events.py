@@ -20,6 +20,7 @@ from raftsched.config import ClusterConfig
 from raftsched.core.model import TERMINAL_STATES, Job
 from raftsched.ports import Peers, RaftStatus, ReplicaView, Runner
 from raftsched.replica.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld, WatchHub
+from raftsched.rpc import auth
 from raftsched.rpc.event_encoding import _encode_all, _encoded, event_bytes, event_pb, pos_pb
 from raftsched.rpc.limits import ReadLimiter, StreamLimiter
 from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
@@ -119,7 +120,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                                     f"states: unknown job state {v}; use one of "
                                     f"{', '.join(n for n in jobs_pb2.JobState.keys() if n[0] != 'J')}")  # noqa: SIM118
             states.add(jobs_pb2.JobState.Name(v))
-        return JobFilter(set(request.job_ids), request.workflow_id, states, request.node_id)
+        who = auth.principal()  # only jobs of the caller's namespaces
+        return JobFilter(set(request.job_ids), request.workflow_id, states, request.node_id,
+                         None if auth.ALL_NAMESPACES in who.namespaces else who.sees)
 
     async def WatchJobs(self, request, context):
         async with self.streams.hold(context, "WatchJobs"):
@@ -231,6 +234,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
         assert job is not None  # abort raises
+        await auth.require_ns(context, job.spec.namespace, f"job {job.id}")
         attempt = request.attempt or job.attempt
         if request.attempt < 0 or attempt > job.attempt:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -281,7 +285,8 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             return self._tail(job, attempt, node, f"node {node} is not known")
         req = events_pb2.JobOutputRequest(job_id=job.id, attempt=attempt, local_only=True)
         try:
-            return await stub.GetJobOutput(req, timeout=FORWARD_TIMEOUT)
+            return await stub.GetJobOutput(req, timeout=FORWARD_TIMEOUT,
+                                           metadata=auth.passthrough(context))
         except grpc.aio.AioRpcError as e:
             log.info("output fallback to tail", job=job.id, attempt=attempt, node=node,
                      code=str(e.code()))
@@ -307,7 +312,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                                               stderr_offset=request.stderr_offset)
             got_any = False
             try:
-                async for chunk in stub.FollowJobOutput(req):
+                async for chunk in stub.FollowJobOutput(req, metadata=auth.passthrough(context)):
                     got_any = True
                     yield chunk
                 return

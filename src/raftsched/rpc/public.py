@@ -11,11 +11,12 @@ import bisect
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 
 import grpc
 
 from raftsched.config import ClusterConfig
-from raftsched.core import batches, validate
+from raftsched.core import acl, batches, validate
 from raftsched.core.commands import (
     CancelJob,
     CommitJobs,
@@ -27,7 +28,7 @@ from raftsched.core.commands import (
 )
 from raftsched.core.model import TERMINAL_STATES, Job, JobSpec, JobState
 from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
-from raftsched.rpc import convert, explain
+from raftsched.rpc import auth, convert, explain
 from raftsched.rpc.limits import ReadLimiter
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.writes import Writes
@@ -52,13 +53,16 @@ def _new_job_ids(n: int) -> list[str]:
 
 
 def list_page(jobs: list[Job], states: set[JobState], node: str, after: int, size: int,
-              total: int | None) -> scheduler_pb2.ListJobsResponse:
+              total: int | None, ns: str = "",
+              sees: Callable[[str], bool] | None = None) -> scheduler_pb2.ListJobsResponse:
     """One page of ListJobs (worker thread). `jobs` is in submission (seq) order, as the
     replica's job table is; `total` is the number of matching jobs when the caller
-    knows it from the state's counters (else it is counted here)."""
+    knows it from the state's counters (else it is counted here). `ns`: only that
+    namespace; `sees`: only namespaces the caller's token covers (None: all)."""
 
     def match(j: Job) -> bool:
-        return (not states or j.state in states) and (not node or j.node_id == node)
+        return ((not states or j.state in states) and (not node or j.node_id == node)
+                and (not ns or j.spec.namespace == ns) and (sees is None or sees(j.spec.namespace)))
 
     i = bisect.bisect_right(jobs, after, key=lambda j: j.seq)
     page: list[Job] = []
@@ -78,17 +82,19 @@ def list_page(jobs: list[Job], states: set[JobState], node: str, after: int, siz
     )
 
 
-def _convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, batch: bool) -> list[JobSpec] | str:
+def _convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, batch: bool,
+                   default_ns: str) -> list[JobSpec] | str:
     """The specs of a submission, or why one is refused (naming its position)."""
     cap = cfg.max_capacity()
     nodes = cfg.static_nodes()
     specs = []
     seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
     for i, pb in enumerate(pbs):
-        spec = convert.spec_from_pb(pb)
+        spec = convert.spec_from_pb(pb, default_ns)
         known = seen.get(spec)
         if known is None:
-            err = validate.validate_spec(spec, cap) or validate.check_placeable(spec, nodes)
+            err = (acl.name_error("namespace", spec.namespace)
+                   or validate.validate_spec(spec, cap) or validate.check_placeable(spec, nodes))
             if err:
                 return (f"specs[{i}]: " if batch else "") + err
             known = seen[spec] = spec
@@ -111,6 +117,17 @@ def _first_page(table: dict[str, Job], states: set[JobState], size: int) -> list
     return head if len(table) <= FIRST_PAGE_SCAN else None
 
 
+def _not_dead(st, jid: str) -> tuple[grpc.StatusCode, str] | None:
+    """Why a dead-letter purge of `jid` would be refused at apply (core.dlq), if it would."""
+    job = st.jobs.get(jid)
+    if job is None:
+        return grpc.StatusCode.NOT_FOUND, f"job {jid} not found"
+    if job.state is not JobState.DEAD:
+        return (grpc.StatusCode.FAILED_PRECONDITION,
+                f"job {jid} is {job.state.value}, not DEAD; only dead letters are purged")
+    return None
+
+
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes,
                  reads: ReadLimiter | None = None) -> None:
@@ -129,10 +146,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 f"{len(pbs)} jobs in one batch; at most {validate.MAX_BATCH}",
             )
         # O(batch): converted and validated in a worker thread, off the event loop
-        specs = await asyncio.to_thread(_convert_specs, pbs, self.cfg, batch) if len(pbs) > 16 \
-            else _convert_specs(pbs, self.cfg, batch)
+        default_ns = auth.principal().default_namespace
+        specs = await asyncio.to_thread(_convert_specs, pbs, self.cfg, batch, default_ns) \
+            if len(pbs) > 16 else _convert_specs(pbs, self.cfg, batch, default_ns)
         if isinstance(specs, str):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, specs)
+        first: dict[str, int] = {}
+        for i, spec in enumerate(specs):  # type: ignore[arg-type]
+            first.setdefault(spec.namespace, i)
+        for ns, i in first.items():
+            await auth.require_ns(context, ns, f"specs[{i}]: the job" if batch else "the job")
         return specs  # type: ignore[return-value]
 
     async def _check_keys(self, specs: list[JobSpec], context,
@@ -180,14 +203,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         """Submit on the leader; per job (id, existing: an idempotency key matched).
         More than `batches.PART` jobs go as bounded staged parts, then one commit (the
         all-or-nothing decision), then the parts' publication (core.batches)."""
+        await self._refuse_early(context, rid, specs, keys)
         jobs = tuple(zip(new_ids, specs, strict=True))
         keys = keys if any(keys) else ()
         retention = self.cfg.idempotency_retention
+        by = auth.principal().name
         if len(jobs) <= batches.PART:
             res = await self.writes.propose(context, SubmitJobs(rid, time.time(), jobs, keys=keys,
-                                                                key_retention_s=retention))
+                                                                key_retention_s=retention, by=by))
         else:
-            parts = batches.split(jobs, keys)
+            parts = batches.split(jobs, keys, by)
             now = time.time()
             await asyncio.gather(*(
                 self.writes.propose(context, StageJobs(f"{rid}/s{i}", now, rid, i, len(parts), sub))
@@ -201,17 +226,52 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         fresh = set(new_ids)
         return tuple((jid, jid not in fresh) for jid in res.value)
 
-    async def GetJob(self, request, context):
-        if not request.job_id:
+    async def _refuse_early(self, context, rid: str, specs: list[JobSpec],
+                            keys: tuple[str, ...]) -> None:
+        """What apply would refuse is refused here, before anything reaches the log."""
+        st = self.replica.state
+        if rid in st.dedup:
+            return  # a retry: apply answers with the first result
+        fresh = []
+        for i, spec in enumerate(specs):
+            hit = st.idem.get(keys[i]) if keys and keys[i] else None
+            old = st.jobs.get(hit[0]) if hit else None
+            if old is None:
+                fresh.append(spec)
+            elif old.spec != spec:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"idempotency_key {keys[i]!r} was used for job {old.id} with a different spec; "
+                    "use a new key for a different job")
+        over = acl.quota_error(st, fresh)
+        if over:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, over)
+
+    async def _job(self, context, job_id: str, write: bool = False) -> Job | None:
+        """The job named by a request, if it exists and the caller may see its namespace.
+        For a write on a follower whose replica does not have the job yet: None (the
+        leader, which checks again, decides)."""
+        if not job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
-        job = self.replica.state.jobs.get(request.job_id)
+        job = self.replica.state.jobs.get(job_id)
         if job is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+            if write and not self.writes.raft.is_leader():
+                return None
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
+        assert job is not None
+        await auth.require_ns(context, job.spec.namespace, f"job {job_id}")
+        return job
+
+    async def GetJob(self, request, context):
+        job = await self._job(context, request.job_id)
+        assert job is not None
         pb = convert.job_to_pb(job)
         pb.pending_reason = explain.pending_reason(self.replica, self.cfg, job.id)
         return pb
 
     async def ExplainJob(self, request, context):
+        if request.job_id:
+            await self._job(context, request.job_id)
         return await explain.explain_job(self.replica, self.cfg, self.writes.me_id, request, context)
 
     async def PlanJob(self, request, context):
@@ -234,21 +294,23 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             except ValueError:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"page_token {request.page_token!r} is not one this server made")
-        node = request.node_id
+        node, ns, who = request.node_id, request.namespace, auth.principal()
+        unrestricted = not ns and who.sees(acl.ALL_NAMESPACES)
         with self.replica.lock:  # jobs are immutable: copy the references, page outside
             st = self.replica.state
-            total = None if node else (sum(st.counts.get(s, 0) for s in states) if states
-                                       else len(st.jobs))
-            jobs = _first_page(st.jobs, states, size) if not after and not node else None
+            total = None if node or not unrestricted else (
+                sum(st.counts.get(s, 0) for s in states) if states else len(st.jobs))
+            jobs = _first_page(st.jobs, states, size) if not after and not node and unrestricted \
+                else None
             if jobs is None:
                 jobs = list(st.jobs.values())
         return await self.reads.run(context, "ListJobs", list_page, jobs, states, node, after,
-                                    size, total)
+                                    size, total, ns, None if unrestricted else who.sees)
 
     async def CancelJob(self, request, context):
-        if not request.job_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+        await self._job(context, request.job_id, write=True)
         st = self.replica.state
+        by = auth.principal().name
 
         async def local(rid: str) -> scheduler_pb2.CancelJobResponse:
             # Refuse what cannot succeed without writing anything to the log.
@@ -260,18 +322,23 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"job {job.id} already finished as {job.state.value}; nothing to cancel",
                 )
-            await self.writes.propose(context, CancelJob(rid, time.time(), request.job_id))
+            await self.writes.propose(context, CancelJob(rid, time.time(), request.job_id, by=by))
             return scheduler_pb2.CancelJobResponse(job=convert.job_to_pb(st.jobs[request.job_id]))
 
         return await self.writes.write(context, request, scheduler_pb2_grpc.SchedulerStub,
                                        "CancelJob", local)
 
     async def RetryDeadJob(self, request, context):
-        if not request.job_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+        await self._job(context, request.job_id, write=True)
         st = self.replica.state
 
         async def local(rid: str) -> scheduler_pb2.RetryDeadJobResponse:
+            job = st.jobs.get(request.job_id)
+            if job is not None and job.state is not JobState.DEAD and rid not in st.dedup:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"job {job.id} is {job.state.value}, not DEAD; only dead-lettered jobs can be "
+                    "retried (submit it again instead)")
             await self.writes.propose(context, RetryDead(rid, time.time(), request.job_id))
             return scheduler_pb2.RetryDeadJobResponse(job=convert.job_to_pb(st.jobs[request.job_id]))
 
@@ -282,6 +349,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         ids = tuple(request.job_ids)
 
         async def local(rid: str) -> scheduler_pb2.PurgeDeadJobsResponse:
+            # Refuse what cannot succeed without writing anything to the log.
+            with self.replica.lock:
+                st = self.replica.state
+                why = None if rid in st.dedup else next(filter(None, (_not_dead(st, j) for j in ids)), None)
+            if why:
+                await context.abort(why[0], why[1])
             res = await self.writes.propose(context, PurgeDead(rid, time.time(), ids))
             return scheduler_pb2.PurgeDeadJobsResponse(job_ids=list(res.value))
 

@@ -36,7 +36,7 @@ from raftsched.core.state import Result
 from raftsched.core.workflow_types import Schedule, Template, workflow_job_id
 from raftsched.core.workflows import schedules, templates, workflows
 from raftsched.ports import ReplicaView
-from raftsched.rpc import convert
+from raftsched.rpc import auth, convert
 from raftsched.rpc.limits import ReadLimiter
 from raftsched.rpc.workflows_convert import (
     CONCURRENCY,
@@ -76,10 +76,11 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
     # ---- helpers ----------------------------------------------------------------------
 
     async def _spec(self, pb: jobs_pb2.JobSpec, context: Ctx, where: str) -> JobSpec:
-        spec = convert.spec_from_pb(pb)
+        spec = convert.spec_from_pb(pb, auth.principal().default_namespace)
         err = validate.check_job(spec, self.cfg.static_nodes())
         if err:
             await context.abort(INVALID, f"{where}: {err}")
+        await auth.require_ns(context, spec.namespace, where)
         return spec
 
     async def _write(self, context: Ctx, request: Message, method: str,
@@ -144,12 +145,14 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         t = templates(self.st).get(request.name)
         if t is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.name!r} not found")
+        await auth.require_ns(context, t.spec.namespace, f"template {t.name!r}")
         return template_to_pb(t)
 
     async def ListTemplates(self, request, context):
         with self.replica.lock:
             ts = sorted(templates(self.st).values(), key=lambda t: t.name)
-        return workflows_pb2.ListTemplatesResponse(templates=[template_to_pb(t) for t in ts])
+        return workflows_pb2.ListTemplatesResponse(
+            templates=[template_to_pb(t) for t in ts if auth.visible(t.spec.namespace)])
 
     async def DeleteTemplate(self, request, context):
         async def build(rid: str, now: float) -> Any:
@@ -168,9 +171,10 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         err = validate.check_job(spec, self.cfg.static_nodes())
         if err:
             await context.abort(INVALID, f"template {t.name} with overrides: {err}")
+        await auth.require_ns(context, spec.namespace, f"template {t.name!r}")
 
         def build(rid: str, now: float) -> Any:
-            return SubmitJobs(rid, now, ((uuid.uuid4().hex[:20], spec),))
+            return SubmitJobs(rid, now, ((uuid.uuid4().hex[:20], spec),), by=auth.principal().name)
 
         return await self._write(
             context, request, "SubmitFromTemplate", build,
@@ -250,12 +254,14 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         if s is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"schedule {sid!r} not found")
         assert s is not None  # abort raised
+        await auth.require_ns(context, s.spec.namespace, f"schedule {sid!r}")
         return s
 
     async def ListSchedules(self, request, context):
         with self.replica.lock:
             ss = sorted(schedules(self.st).values(), key=lambda s: s.id)
-        return workflows_pb2.ListSchedulesResponse(schedules=[schedule_to_pb(s) for s in ss])
+        return workflows_pb2.ListSchedulesResponse(
+            schedules=[schedule_to_pb(s) for s in ss if auth.visible(s.spec.namespace)])
 
     async def GetSchedule(self, request, context):
         return schedule_to_pb(await self._known(request.id, context))
@@ -361,6 +367,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             jobs = [self.st.jobs.get(j) for j in wf.job_ids] if wf else []
         if wf is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"workflow {request.workflow_id!r} not found")
+        await auth.require_ns(context, next((j.spec.namespace for j in jobs if j), ""), "workflow")
         counts = Counter(j.state.value for j in jobs if j is not None)
         present = [j for j in jobs if j is not None]
         if any(j.state not in TERMINAL_STATES for j in present):
@@ -380,8 +387,11 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         )
 
     async def CancelWorkflow(self, request, context):
-        if workflows(self.st).get(request.workflow_id) is None:
+        wf = workflows(self.st).get(request.workflow_id)
+        if wf is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"workflow {request.workflow_id!r} not found")
+        first = self.st.jobs.get(wf.job_ids[0]) if wf.job_ids else None
+        await auth.require_ns(context, first.spec.namespace if first else "", "workflow")
 
         def build(rid: str, now: float) -> Any:
             return CancelWorkflow(rid, now, request.workflow_id)

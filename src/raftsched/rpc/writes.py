@@ -8,6 +8,9 @@ the state machine applies each request id at most once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
+import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,10 +19,12 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from raftsched.core.apply import reused_message
 from raftsched.core.commands import Command
 from raftsched.core.state import Code, Result
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
-from raftsched.replica.proposer import NotLeader, OutcomeUnknown
+from raftsched.replica.proposer import NotLeader, OutcomeUnknown, TooLarge
+from raftsched.rpc.auth import passthrough
 
 M = TypeVar("M", bound=Message)
 M2 = TypeVar("M2")
@@ -28,6 +33,19 @@ FORWARDED = "x-raftsched-forwarded"
 APPLIED_INDEX = "x-raftsched-applied-index"
 WRITE_DEADLINE = 15.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# Fingerprint of the client request being written: stamped into its command, so that
+# a request id reused for a different request is refused (never answered with the
+# first request's result).
+_fingerprint: contextvars.ContextVar[str] = contextvars.ContextVar("raftsched_fp", default="")
+
+
+def fingerprint(method: str, request: Message) -> str:
+    req = type(request)()
+    req.CopyFrom(request)
+    if hasattr(req, "request_id"):
+        req.request_id = ""  # type: ignore[attr-defined]
+    h = hashlib.sha256(method.encode() + b"\0" + req.SerializeToString(deterministic=True))
+    return h.hexdigest()[:32]
 
 
 def is_forwarded(context: grpc.aio.ServicerContext) -> bool:
@@ -39,6 +57,7 @@ async def abort_for(context: grpc.aio.ServicerContext, res: Result) -> None:
         Code.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
         Code.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
         Code.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+        Code.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     }.get(res.code, grpc.StatusCode.INTERNAL)
     await context.abort(code, res.message)
 
@@ -61,7 +80,13 @@ class Writes:
 
     async def propose(self, context: grpc.aio.ServicerContext, cmd: Command) -> Result:
         """Propose on this (leading) node; a refusal aborts the call with its status."""
-        res = await self.proposer.propose(cmd)
+        fp = _fingerprint.get()
+        if fp and "fp" in getattr(cmd, "__dataclass_fields__", {}) and not cmd.fp:
+            cmd = dataclasses.replace(cmd, fp=fp)  # type: ignore[type-var]
+        try:
+            res = await self.proposer.propose(cmd)
+        except TooLarge as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if not res.ok:
             await abort_for(context, res)
         return res
@@ -73,6 +98,8 @@ class Writes:
         deadline. Every retry and hop keeps the request id: the state machine applies
         each at most once."""
         rid = getattr(request, "request_id", "") or uuid.uuid4().hex
+        fp = fingerprint(method, request)
+        _fingerprint.set(fp)
 
         async def forward(ch: grpc.aio.Channel, md: tuple[tuple[str, str], ...]) -> M2:
             req = type(request)()
@@ -84,12 +111,12 @@ class Writes:
             await self.wait_applied(call)
             return resp  # type: ignore[no-any-return]
 
-        return await self._leader_write(context, rid, local, forward)
+        return await self._leader_write(context, rid, local, forward, fp)
 
     async def _leader_write(self, context: grpc.aio.ServicerContext, request_id: str,
                             local: Local[M2],
                             forward: Callable[[grpc.aio.Channel, tuple[tuple[str, str], ...]],
-                                              Awaitable[M2]]) -> M2:
+                                              Awaitable[M2]], fp: str = "") -> M2:
         forwarded = is_forwarded(context)
         deadline = time.monotonic() + WRITE_DEADLINE
         remaining = context.time_remaining()
@@ -98,6 +125,9 @@ class Writes:
         last_error = "no leader elected yet"
         while time.monotonic() < deadline:
             if self.raft.is_leader():
+                used = self.replica.state.fingerprints.get(request_id)
+                if fp and used is not None and used != fp:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reused_message(request_id))
                 try:
                     result = await local(request_id)
                     # Tell a forwarding node which index to wait for (read-your-writes).
@@ -113,7 +143,8 @@ class Writes:
                 lc = self.raft.leader_config()
                 if lc is not None and lc.id != self.me_id:
                     try:
-                        return await forward(self.peers.channel(lc.grpc), ((FORWARDED, self.me_id),))
+                        md = ((FORWARDED, self.me_id), *passthrough(context))
+                        return await forward(self.peers.channel(lc.grpc), md)
                     except grpc.aio.AioRpcError as e:
                         if e.code() not in RETRYABLE:
                             await context.abort(e.code(), e.details() or "")

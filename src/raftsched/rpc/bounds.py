@@ -1,0 +1,128 @@
+"""Bounds on every field of every request, checked before anything else reads it.
+
+`check(request)` walks the message (it is at most `MAX_MESSAGE_BYTES` long, so
+the walk is bounded too) and returns a message naming the first field out of
+bounds: a string longer than its limit, a list or map with too many entries, an
+enum number the API does not define, a NaN, infinite or out-of-range number.
+Defaults apply to every field; `STRING_LIMITS` / `COUNT_LIMITS` raise or lower
+them for named fields (by their proto field name).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+MAX_MESSAGE_BYTES = 16 << 20  # gRPC max receive size of the public API (server and client)
+DEFAULT_STRING = 256
+DEFAULT_COUNT = 1000
+MAX_ABS_NUMBER = 1e11  # seconds: timestamps (year ~5138), durations and factors stay below
+
+STRING_LIMITS: dict[str, int] = {
+    "command": 64 * 1024,  # one argv element
+    "shell": 256 * 1024,
+    "working_dir": 4096,
+    "description": 4096,
+    "page_token": 64,
+    "request_id": 128,
+    "secret": 256,
+    "cron": 512,
+}
+COUNT_LIMITS: dict[str, int] = {
+    "specs": 10_000,
+    "command": 4096,
+    "job_ids": 10_000,
+    "idempotency_keys": 10_000,
+    "env": 1024,
+    "constraints": 64,
+    "jobs": 10_000,  # workflow jobs (the DAG check says at most 1000)
+    "depends_on": 1000,
+    "labels": 256,
+    "namespaces": 64,
+}
+MAP_VALUE_LIMITS: dict[str, int] = {"env": 64 * 1024}
+
+_STRING = FieldDescriptor.TYPE_STRING
+_BYTES = FieldDescriptor.TYPE_BYTES
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_ENUM = FieldDescriptor.TYPE_ENUM
+_FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+
+
+def _is_repeated(f: FieldDescriptor) -> bool:
+    rep = getattr(f, "is_repeated", None)  # protobuf >= 6; `label` before
+    return bool(rep) if rep is not None else f.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _scalar(f: FieldDescriptor, v: Any, where: str, str_limit: int) -> str | None:
+    if f.type in (_STRING, _BYTES):
+        if len(v) > str_limit:
+            return f"{where}: {len(v)} {'characters' if f.type == _STRING else 'bytes'}; at most {str_limit}"
+    elif f.type == _ENUM:
+        if f.enum_type.values_by_number.get(v) is None:
+            names = ", ".join(sorted(f.enum_type.values_by_name))
+            return f"{where}: unknown value {v}; use one of {names}"
+    elif f.type in _FLOATS and (not math.isfinite(v) or abs(v) > MAX_ABS_NUMBER):
+        return f"{where}: {v!r} is not a finite number within +-{MAX_ABS_NUMBER:g}"
+    return None
+
+
+def check(msg: Any, prefix: str = "") -> str | None:
+    """None if every field of `msg` is within bounds, else what is not (naming the field)."""
+    if not isinstance(msg, Message):
+        return None
+    for f, value in msg.ListFields():
+        where = prefix + f.name
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            err = _check_map(f, value, where)
+        elif _is_repeated(f):
+            err = _check_list(f, value, where)
+        elif f.type == _MESSAGE:
+            err = check(value, where + ".")
+        else:
+            err = _scalar(f, value, where, STRING_LIMITS.get(f.name, DEFAULT_STRING))
+        if err:
+            return err
+    return None
+
+
+def _check_list(f: FieldDescriptor, values: Any, where: str) -> str | None:
+    limit = COUNT_LIMITS.get(f.name, DEFAULT_COUNT)
+    if len(values) > limit:
+        return f"{where}: {len(values)} entries; at most {limit}"
+    str_limit = STRING_LIMITS.get(f.name, DEFAULT_STRING)
+    seen: set[bytes] = set()  # a batch often repeats one spec: check each distinct item once
+    for i, v in enumerate(values):
+        item = f"{where}[{i}]"
+        if f.type == _MESSAGE:
+            key = v.SerializeToString(deterministic=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            err = check(v, item + ".")
+        else:
+            err = _scalar(f, v, item, str_limit)
+        if err:
+            return err
+    return None
+
+
+def _check_map(f: FieldDescriptor, values: Any, where: str) -> str | None:
+    limit = COUNT_LIMITS.get(f.name, DEFAULT_COUNT)
+    if len(values) > limit:
+        return f"{where}: {len(values)} entries; at most {limit}"
+    key_f = f.message_type.fields_by_name["key"]
+    val_f = f.message_type.fields_by_name["value"]
+    val_limit = MAP_VALUE_LIMITS.get(f.name, DEFAULT_STRING)
+    for k, v in values.items():
+        err = _scalar(key_f, k, f"{where} key {str(k)[:40]!r}", DEFAULT_STRING)
+        if err:
+            return err
+        item = f"{where}[{str(k)[:40]!r}]"
+        err = check(v, item + ".") if val_f.type == _MESSAGE else _scalar(val_f, v, item, val_limit)
+        if err:
+            return err
+    return None

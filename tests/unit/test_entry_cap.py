@@ -1,0 +1,43 @@
+"""One Raft entry holds at most MAX_ENTRY_BYTES: batches are split, and a single
+command that would not fit is refused before anything reaches the log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from pysyncobj import FAIL_REASON
+
+from raftsched.core.commands import CancelJob, PurgeDead
+from raftsched.core.state import ok
+from raftsched.replica import proposer as prop
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.entries: list[bytes] = []
+
+    def apply_entry(self, blob: bytes, callback: Any) -> None:
+        self.entries.append(blob)
+        callback([ok()] * len(json.loads(blob)), FAIL_REASON.SUCCESS)
+
+
+def test_oversized_command_refused_and_batches_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prop, "MAX_ENTRY_BYTES", 10_000)
+
+    async def run() -> None:
+        log = FakeLog()
+        p = prop.Proposer(lambda: True, log, asyncio.get_running_loop())
+        p.start()
+        with pytest.raises(prop.TooLarge, match="split it"):
+            await p.propose(PurgeDead("r0", 1.0, tuple(f"job-{i:06d}" for i in range(2000))))
+        assert log.entries == []  # nothing proposed
+        cmds = [CancelJob(f"r{i}", 1.0, "x" * 900) for i in range(40)]
+        results = await asyncio.gather(*(p.propose(c) for c in cmds))
+        assert all(r.ok for r in results)
+        assert len(log.entries) >= 4 and all(len(b) <= 10_000 for b in log.entries)
+        await p.stop()
+
+    asyncio.run(run())
