@@ -18,6 +18,7 @@ import structlog
 
 from raftsched.config import ClusterConfig
 from raftsched.core.model import TERMINAL_STATES, Job
+from raftsched.core.names import is_safe_path_component
 from raftsched.ports import Peers, RaftStatus, ReplicaView, Runner
 from raftsched.replica.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld, WatchHub
 from raftsched.rpc.event_encoding import _encode_all, _encoded, event_bytes, event_pb, pos_pb
@@ -59,6 +60,8 @@ def _initial(jobs: list[Job], filt: JobFilter) -> list[Job]:
 
 def output_paths(data_dir: Path, job_id: str, attempt: int) -> tuple[Path, Path]:
     """Where executor.py writes an attempt's output."""
+    if not is_safe_path_component(job_id):
+        raise ValueError(f"job id {job_id[:80]!r} is not a safe file name")
     out = data_dir / "output"
     return out / f"{job_id}.{attempt}.out", out / f"{job_id}.{attempt}.err"
 
