@@ -9,6 +9,7 @@ import sys
 import grpc
 import pytest
 
+from raftsched.client.credentials import open_channel
 from raftsched.v1 import jobs_pb2, scheduler_pb2, scheduler_pb2_grpc
 from tests.support.cluster import TestCluster
 
@@ -34,7 +35,7 @@ def test_bad_requests_are_refused_and_change_nothing(cluster3: TestCluster) -> N
     done_id = c.client().submit(jobs_pb2.JobSpec(command=["true"]))
     c.wait_terminal([done_id])
     before = _state(c)
-    ch = grpc.insecure_channel(c.addr(follower))
+    ch = open_channel(c.addr(follower), c.tls)
     stub = scheduler_pb2_grpc.SchedulerStub(ch)
     invalid = grpc.StatusCode.INVALID_ARGUMENT
 

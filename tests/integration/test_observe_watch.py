@@ -9,6 +9,7 @@ import time
 import grpc
 import pytest
 
+from raftsched.client.credentials import open_channel
 from raftsched.client.observe_client import JobWatcher, follow_output, get_output
 from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
 from tests.support.cluster import TestCluster
@@ -87,7 +88,7 @@ def all_succeeded(ids):
 def test_follower_watcher_sees_every_transition_in_order(cluster3: TestCluster) -> None:
     c = cluster3
     follower = c.followers()[0]
-    w = Collector(JobWatcher([c.addr(follower)]))
+    w = Collector(JobWatcher([c.addr(follower)], tls=c.tls))
     try:
         client = c.client(follower)
         ids = client.submit_batch([short_job(i) for i in range(50)])
@@ -112,8 +113,8 @@ def test_resume_on_another_node_misses_nothing(cluster3: TestCluster) -> None:
     f1, f2 = c.followers()[:2]
     leader = c.leader()
     # A reference watcher that stays connected to the leader all along.
-    ref = Collector(JobWatcher([c.addr(leader)]))
-    first = Collector(JobWatcher([c.addr(f1)]))
+    ref = Collector(JobWatcher([c.addr(leader)], tls=c.tls))
+    first = Collector(JobWatcher([c.addr(f1)], tls=c.tls))
     client = c.client(f2)
     try:
         ids = client.submit_batch([short_job(i, sleep=0.05 + (i % 10) * 0.05) for i in range(100)])
@@ -125,7 +126,7 @@ def test_resume_on_another_node_misses_nothing(cluster3: TestCluster) -> None:
         last = first.w.position
         assert last is not None
         time.sleep(0.5)  # changes keep being applied while nobody listens
-        second = Collector(JobWatcher([c.addr(f2)], resume_from=last))
+        second = Collector(JobWatcher([c.addr(f2)], resume_from=last, tls=c.tls))
         try:
             c.wait_terminal(ids, timeout=90, client=client)
             second.wait_for(lambda evs: all_succeeded(ids)(before + evs))
@@ -147,7 +148,7 @@ def test_resume_on_another_node_misses_nothing(cluster3: TestCluster) -> None:
 
 def test_resume_positions_checked(cluster3: TestCluster) -> None:
     c = cluster3
-    with grpc.insecure_channel(c.addr(c.leader())) as ch:
+    with open_channel(c.addr(c.leader()), c.tls) as ch:
         stub = events_pb2_grpc.EventsStub(ch)
         # a fresh cluster's nodes hold every change since the start: replay from the start works
         req = events_pb2.WatchJobsRequest(has_resume_from=True,
@@ -170,7 +171,7 @@ def test_initial_listing_then_live(cluster3: TestCluster) -> None:
     client = c.client()
     done_id = client.submit(short_job(0, sleep=0))
     c.wait_terminal([done_id], client=client)
-    w = JobWatcher([c.addr(c.followers()[0])], job_ids=[done_id], send_initial=True)
+    w = JobWatcher([c.addr(c.followers()[0])], job_ids=[done_id], send_initial=True, tls=c.tls)
     it = w.responses()
     first = next(it)
     w.cancel()
@@ -190,13 +191,13 @@ def test_job_output_from_any_node_and_follow(cluster3: TestCluster) -> None:
     c.wait_until(lambda: client.get(jid).state == jobs_pb2.RUNNING, 30, "job running")
     ran_on = client.get(jid).node_id
     other = next(n.id for n in c.cfg.nodes if n.id != ran_on)
-    chunks = list(follow_output([c.addr(other)], jid))
+    chunks = list(follow_output([c.addr(other)], jid, tls=c.tls))
     assert chunks[-1].done
     assert len(chunks) >= 2, "follow should stream while the attempt runs"
     out = b"".join(ch.stdout for ch in chunks).decode()
     err = b"".join(ch.stderr for ch in chunks).decode()
     assert out == "".join(f"line-{i}\n" for i in range(1, 6))
     assert err == "".join(f"err-{i}\n" for i in range(1, 6))
-    resp = get_output([c.addr(other)], jid)
+    resp = get_output([c.addr(other)], jid, tls=c.tls)
     assert resp.source == events_pb2.NODE_FILE and resp.node_id == ran_on and resp.attempt == 1
     assert resp.stdout.decode() == out

@@ -15,7 +15,9 @@ from typing import Any
 
 from raftsched import config as configmod
 from raftsched.client.client import Client
+from raftsched.client.credentials import ClientTLS, local_files
 from raftsched.dev.launcher import free_ports, write_config  # noqa: F401
+from raftsched.node import certs
 from raftsched.v1 import jobs_pb2
 
 TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTREAM_FAILED,
@@ -29,6 +31,9 @@ class TestCluster:
         self.root = Path(tempfile.mkdtemp(prefix="raftsched-test-"))
         self.config_path = write_config(self.root, n_nodes, **kw)
         self.cfg = configmod.load(self.config_path)
+        # Security stays on in tests: a CA and certificates for every node and the client.
+        certs.init(self.cfg)
+        self.tls: ClientTLS | None = local_files(self.cfg.data_dir)
         self.log_dir = self.root / "logs"
         self.log_dir.mkdir()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -98,7 +103,7 @@ class TestCluster:
 
     def client(self, *node_ids: str) -> Client:
         ids = node_ids or tuple(n.id for n in self.cfg.nodes)
-        c = Client([self.addr(i) for i in ids])
+        c = Client([self.addr(i) for i in ids], tls=self.tls)
         self._clients.append(c)
         return c
 

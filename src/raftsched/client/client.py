@@ -14,6 +14,7 @@ from typing import Any, Self
 
 import grpc
 
+from raftsched.client.credentials import ClientTLS, open_channel
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -40,12 +41,15 @@ class NodesClient:
     """Channels to every given node, and a call that moves to the next node on
     UNAVAILABLE until its deadline. Service clients build on it."""
 
-    def __init__(self, addresses: Sequence[str], timeout: float = 20.0) -> None:
+    def __init__(self, addresses: Sequence[str], timeout: float = 20.0, *,
+                 tls: ClientTLS | None = None, token: str | None = None) -> None:
         if not addresses:
             raise ValueError("no node addresses given")
         self.addresses = list(addresses)
         self.timeout = timeout
-        self._channels = {a: grpc.insecure_channel(a, options=OPTIONS) for a in self.addresses}
+        self.tls = tls
+        self.token = token
+        self._channels = {a: open_channel(a, tls, OPTIONS) for a in self.addresses}
         self._current = 0
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from raftsched.client.client import OPTIONS
+from raftsched.client.credentials import ClientTLS, open_channel
 from raftsched.v1 import events_pb2, events_pb2_grpc
 
 RECONNECT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
@@ -24,8 +25,9 @@ class JobWatcher:
     def __init__(self, addresses: Sequence[str], *, job_ids: Sequence[str] = (), workflow_id: str = "",
                  states: Sequence[int] = (), node_id: str = "",
                  resume_from: tuple[int, int] | None = None, send_initial: bool = False,
-                 reconnect_for: float = 20.0) -> None:
+                 reconnect_for: float = 20.0, tls: ClientTLS | None = None) -> None:
         self.addresses = list(addresses)
+        self.tls = tls
         self.base = events_pb2.WatchJobsRequest(job_ids=job_ids, workflow_id=workflow_id,
                                                 states=states,  # type: ignore[arg-type]
                                                 node_id=node_id, send_initial=send_initial)
@@ -54,7 +56,7 @@ class JobWatcher:
         down_since: float | None = None
         while True:
             addr = self.addresses[self._i % len(self.addresses)]
-            with grpc.insecure_channel(addr, options=OPTIONS) as ch:
+            with open_channel(addr, self.tls, OPTIONS) as ch:
                 stub = events_pb2_grpc.EventsStub(ch)
                 self._call = stub.WatchJobs(self._request())
                 self.connected_to = addr
@@ -82,17 +84,17 @@ class JobWatcher:
             yield from resp.events
 
 
-def _stub(addr: str) -> tuple[grpc.Channel, events_pb2_grpc.EventsStub]:
-    ch = grpc.insecure_channel(addr, options=OPTIONS)
+def _stub(addr: str, tls: ClientTLS | None) -> tuple[grpc.Channel, events_pb2_grpc.EventsStub]:
+    ch = open_channel(addr, tls, OPTIONS)
     return ch, events_pb2_grpc.EventsStub(ch)
 
 
 def get_output(addresses: Sequence[str], job_id: str, attempt: int = 0,
-               timeout: float = 20.0) -> events_pb2.JobOutputResponse:
+               timeout: float = 20.0, *, tls: ClientTLS | None = None) -> events_pb2.JobOutputResponse:
     last: grpc.RpcError | None = None
     deadline = time.monotonic() + timeout
     for addr in list(addresses) * 3:
-        ch, stub = _stub(addr)
+        ch, stub = _stub(addr, tls)
         with ch:
             try:
                 return stub.GetJobOutput(events_pb2.JobOutputRequest(job_id=job_id, attempt=attempt),
@@ -105,13 +107,13 @@ def get_output(addresses: Sequence[str], job_id: str, attempt: int = 0,
     raise last
 
 
-def follow_output(addresses: Sequence[str], job_id: str, attempt: int = 0
-                  ) -> Iterator[events_pb2.JobOutputChunk]:
+def follow_output(addresses: Sequence[str], job_id: str, attempt: int = 0, *,
+                  tls: ClientTLS | None = None) -> Iterator[events_pb2.JobOutputChunk]:
     """Chunks of an attempt's output as written; resumes from the byte offsets on reconnect."""
     offs = [0, 0]
     tries = 0
     for addr in list(addresses) * 3:
-        ch, stub = _stub(addr)
+        ch, stub = _stub(addr, tls)
         with ch:
             req = events_pb2.JobOutputRequest(job_id=job_id, attempt=attempt,
                                               stdout_offset=offs[0], stderr_offset=offs[1])
@@ -134,8 +136,10 @@ def follow_output(addresses: Sequence[str], job_id: str, attempt: int = 0
 class ClusterWatcher:
     """Cluster events from any node; reconnects to the next node (with a fresh initial view)."""
 
-    def __init__(self, addresses: Sequence[str], send_initial: bool = True) -> None:
+    def __init__(self, addresses: Sequence[str], send_initial: bool = True, *,
+                 tls: ClientTLS | None = None) -> None:
         self.addresses = list(addresses)
+        self.tls = tls
         self.send_initial = send_initial
         self._call: Any = None
         self._cancelled = False
@@ -149,7 +153,7 @@ class ClusterWatcher:
         i = 0
         send_initial = self.send_initial
         while not self._cancelled:
-            ch, stub = _stub(self.addresses[i % len(self.addresses)])
+            ch, stub = _stub(self.addresses[i % len(self.addresses)], self.tls)
             with ch:
                 self._call = stub.WatchCluster(events_pb2.WatchClusterRequest(send_initial=send_initial))
                 try:
