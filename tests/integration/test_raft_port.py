@@ -36,6 +36,27 @@ def _closed_by_peer(s: socket.socket, timeout: float) -> bool:
         return True
 
 
+def _local_non_loopback_ip() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 9))  # no packet is sent; picks the outgoing address
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
+
+
+def test_raft_port_binds_the_configured_host(cluster3: TestCluster) -> None:
+    ip = _local_non_loopback_ip()
+    if ip is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    for n in cluster3.cfg.nodes:
+        _, port = _raft_addr(cluster3, n.id)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((ip, port), timeout=5).close()
+        socket.create_connection(_raft_addr(cluster3, n.id), timeout=5).close()
+
+
 def _commits(c: TestCluster) -> None:
     cl = c.client()
     jid = cl.submit(jobs_pb2.JobSpec(command=["true"]))
