@@ -185,3 +185,14 @@ def test_connection_parses_frames_linearly_and_refuses_oversized_ones() -> None:
     conn._TcpConnection__processConnection(a.fileno(), rt.POLL_EVENT_TYPE.READ)
     assert conn.fileno() is None  # disconnected before any of the frame arrived
     b.close()
+
+
+def test_cli_tls_init(tmp_path: Path, capsys) -> None:
+    from raftsched.cli.main import main
+
+    cfg = cfg_for(tmp_path)
+    assert main(["--config", str(cfg.path), "tls", "init", "--client", "alice"]) == 0
+    d = cfg.data_dir / "tls"
+    assert {"ca.pem", "ca-key.pem", "n1.pem", "n1-key.pem", "alice.pem", "alice-key.pem"} <= \
+        {p.name for p in d.iterdir()}
+    assert certs.common_name((d / "alice.pem").read_bytes()) == "client:alice"
