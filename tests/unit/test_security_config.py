@@ -103,6 +103,8 @@ def test_job_ids_reaching_paths_are_checked_and_scratch_is_swept(tmp_path: Path)
     for bad in ("../../../x", "..", ".", "a/b", "", "-rf", "a\x00b", "x" * 300):
         assert not is_safe_path_component(bad), bad
     assert is_safe_path_component("5617327160340000") and is_safe_path_component("nightly-1700000000")
+    assert is_safe_path_component("wf-1a2b-build..x")  # a workflow job name may hold dots
+    assert not is_safe_path_component("abc\n")
     s = jobenv.Scratch(tmp_path, retention=10.0)
     with pytest.raises(ValueError):
         s.make("../../etc", 1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-# one path component: no separator, no "." / "..", no leading dot or dash, no NUL
+# one path component: no separator, not "." or "..", no leading dot or dash, no NUL or newline
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}")
 
 
 def is_safe_path_component(name: str) -> bool:
-    return bool(SAFE_ID.fullmatch(name)) and ".." not in name
+    return SAFE_ID.fullmatch(name) is not None

@@ -60,9 +60,11 @@ def _initial(jobs: list[Job], filt: JobFilter) -> list[Job]:
 
 def output_paths(data_dir: Path, job_id: str, attempt: int) -> tuple[Path, Path]:
     """Where executor.py writes an attempt's output."""
-    if not is_safe_path_component(job_id):
-        raise ValueError(f"job id {job_id[:80]!r} is not a safe file name")
     out = data_dir / "output"
+    if not is_safe_path_component(job_id):
+        # never a path built from it: the executor refuses to run such a job, so there is
+        # no file; this name (leading dot) is one no safe job id produces
+        return out / ".unsafe-job-id.out", out / ".unsafe-job-id.err"
     return out / f"{job_id}.{attempt}.out", out / f"{job_id}.{attempt}.err"
 
 
