@@ -135,6 +135,12 @@ class BoundedConnection(TcpConnection):  # type: ignore[misc]
         return message
 
 
+def _connection(poller, conf, **kw) -> BoundedConnection:
+    return BoundedConnection(poller=poller, timeout=conf.connectionTimeout,
+                             sendBufferSize=conf.sendBufferSize, recvBufferSize=conf.recvBufferSize,
+                             keepalive=conf.tcp_keepalive, **kw)
+
+
 class BoundedServer:
     """The Raft listener: the configured host, a real backlog, accept errors survived."""
 
@@ -208,12 +214,7 @@ class BoundedServer:
             try:
                 conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn_sock.setblocking(False)
-                conn = BoundedConnection(poller=self.poller, socket=conn_sock,
-                                         timeout=self.conf.connectionTimeout,
-                                         sendBufferSize=self.conf.sendBufferSize,
-                                         recvBufferSize=self.conf.recvBufferSize,
-                                         keepalive=self.conf.tcp_keepalive,
-                                         max_frame=MAX_FRAME_UNKNOWN)
+                conn = _connection(self.poller, self.conf, socket=conn_sock, max_frame=MAX_FRAME_UNKNOWN)
             except OSError:
                 conn_sock.close()
                 continue
@@ -232,10 +233,7 @@ class BoundedTransport(TCPTransport):  # type: ignore[misc]
         self._nodes.add(node)
         self._nodeAddrToNode[node.address] = node
         if self._shouldConnect(node):
-            conf = self._syncObj.conf
-            conn = BoundedConnection(poller=self._syncObj._poller, timeout=conf.connectionTimeout,
-                                     sendBufferSize=conf.sendBufferSize,
-                                     recvBufferSize=conf.recvBufferSize, keepalive=conf.tcp_keepalive)
+            conn = _connection(self._syncObj._poller, self._syncObj.conf)
             conn.encryptor = self._syncObj.encryptor
             conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
             conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
