@@ -126,7 +126,7 @@ def test_failure_marks_exactly_descendants_upstream_failed(cluster3: TestCluster
                   "cpu_millis = 100", "memory_mib = 16"]
     f = tmp_path / "wf.toml"
     f.write_text("\n".join(lines) + "\n")
-    nodes = [a for n in c.cfg.nodes for a in ("--node", c.addr(n.id))]
+    nodes = ["--config", str(c.config_path), *(a for n in c.cfg.nodes for a in ("--node", c.addr(n.id)))]
     assert cli.main([*nodes, "dag", "submit", str(f)]) == 0
     wf_id = capsys.readouterr().out.strip()
     w = wait_workflow(wclient(c), wf_id)
@@ -146,7 +146,7 @@ def test_templates_schedules_and_cancel_via_api_and_cli(cluster3: TestCluster,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     c = cluster3
     wc = wclient(c)
-    nodes = [a for n in c.cfg.nodes for a in ("--node", c.addr(n.id))]
+    nodes = ["--config", str(c.config_path), *(a for n in c.cfg.nodes for a in ("--node", c.addr(n.id)))]
     assert cli.main([*nodes, "template", "create", "hello", "--env", "A=1", "--cron", "@hourly",
                      "--tz", "Europe/Berlin", "--", "sh", "-c", "echo $A$B"]) == 0
     assert cli.main([*nodes, "template", "update", "hello", "--env", "A=2", "--", "sh", "-c", "echo $A$B"]) == 0

@@ -92,11 +92,14 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         jobs = self.replica.state.jobs
         for r in request.reports:
             job = jobs.get(r.job_id)
-            if job is None or job.node_id != request.node_id:
-                # Only the node a job is assigned to reports on it (its token alone is no proof).
+            if (job is not None and (r.attempt, r.fencing_token) == (job.attempt, job.fencing_token)
+                    and job.node_id != request.node_id):
+                # The current assignment (its token is readable by clients) belongs to another
+                # node: only that node reports on it. Anything else (stale attempts, a replica
+                # not caught up yet) the state machine decides with the fencing token.
                 self.refused_reports += 1
-                log.warning("report from a node the job is not assigned to", node=request.node_id,
-                            job=r.job_id)
+                log.warning("report refused: the attempt is assigned to another node",
+                            node=request.node_id, job=r.job_id, assigned=job.node_id)
                 continue
             if r.kind == node_pb2.STARTED:
                 started.append(StartedItem(r.job_id, r.attempt, r.fencing_token, r.isolation[:512]))
