@@ -143,6 +143,25 @@ def test_node_certificate_speaks_only_for_its_own_node(sec: TestCluster) -> None
     assert "evil" not in nodes
 
 
+def test_a_node_cannot_report_on_another_nodes_job(sec: TestCluster) -> None:
+    import time
+
+    c = sec.client()
+    jid = c.submit(jobs_pb2.JobSpec(command=["sleep", "20"]))
+    sec.wait_until(lambda: c.get(jid).state == jobs_pb2.RUNNING, what="job running")
+    j = c.get(jid)
+    other = next(n.id for n in sec.cfg.nodes if n.id != j.node_id)
+    ch, stub = agent(sec, sec.leader(), node_tls(sec, other))
+    with ch:
+        stub.ReportJobs(node_pb2.ReportJobsRequest(node_id=other, reports=[node_pb2.JobReport(
+            job_id=jid, attempt=j.attempt, fencing_token=j.fencing_token, kind=node_pb2.FINISHED,
+            has_exit_code=True, exit_code=0, stdout_tail="forged")]), timeout=5)
+    time.sleep(1.0)  # an accepted report commits within milliseconds
+    after = c.get(jid)
+    assert after.state == jobs_pb2.RUNNING and after.stdout_tail != "forged"
+    c.cancel(jid)
+
+
 def test_job_sees_only_its_env_and_its_own_scratch_dir(sec: TestCluster) -> None:
     c = sec.client()
     jid = c.submit(jobs_pb2.JobSpec(command=["sh", "-c", "env; echo cwd=$(pwd)"], env={"MINE": "1"}))
