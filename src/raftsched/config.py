@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,11 +85,13 @@ class ClusterConfig:
     aging_rate: float = 1.0 / 60  # priority points gained per second of waiting
     idempotency_retention: float = 24 * 3600.0  # seconds an idempotency key is remembered
     isolation: IsolationConfig = IsolationConfig()
-    acl: bool = True  # [cluster] acl: client calls need a token (docs/security.md)
+    tls: bool = True  # every gRPC listener speaks mutual TLS (certificates under data_dir/tls)
+    acl: bool = True  # client calls need a token (see docs/security.md)
+    insecure_i_know: bool = False  # allow a non-loopback node without TLS/ACL/strong secret
 
     def is_local(self) -> bool:
         """Every node listens on loopback: a cluster on this machine only."""
-        return all(_is_loopback(n.raft) and _is_loopback(n.grpc) for n in self.nodes)
+        return self.all_loopback()
 
     def node(self, node_id: str) -> NodeConfig:
         for n in self.nodes:
@@ -108,6 +112,9 @@ class ClusterConfig:
     def static_nodes(self) -> list[tuple[str, dict[str, str], Resources, str]]:
         """(id, labels, capacity, dedicated pool) of every node: for submit validation."""
         return [(n.id, n.labels, n.capacity, n.dedicated) for n in self.nodes]
+
+    def all_loopback(self) -> bool:
+        return all(is_loopback(a) for n in self.nodes for a in (n.raft, n.grpc))
 
     def max_capacity(self) -> Resources:
         return Resources(
@@ -182,9 +189,57 @@ def _pool(n: dict, labels: dict[str, str], where: str) -> str:
     return labels[cons.POOL_LABEL]
 
 
-def _is_loopback(addr: str) -> bool:
-    host = addr.rpartition(":")[0]
-    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+def host_of(addr: str) -> str:
+    return addr.rpartition(":")[0].strip("[]")
+
+
+def is_loopback(addr: str) -> bool:
+    """True if every address the host of `addr` resolves to is a loopback address
+    (a name like `127.evil.example` is resolved, not matched as text)."""
+    host = host_of(addr)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    ips = {info[4][0] for info in infos}
+    return bool(ips) and all(ipaddress.ip_address(ip.split("%")[0]).is_loopback for ip in ips)
+
+
+MIN_SECRET_BYTES = 32
+
+
+def weak_secret(secret: str) -> str:
+    """Why a Raft secret is too weak for a node reachable from other machines ("" if fine)."""
+    if secret == DEMO_SECRET:
+        return "it is the public demo secret"
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"it is shorter than {MIN_SECRET_BYTES} bytes"
+    if len(set(secret)) < 10:
+        return "it has fewer than 10 distinct characters"
+    return ""
+
+
+def exposure_problems(cfg: ClusterConfig, node_id: str) -> list[str]:
+    """What is unsafe about running `node_id` of `cfg` where other machines reach it:
+    empty on loopback, or with TLS, ACLs and a strong Raft secret."""
+    me = cfg.node(node_id)
+    exposed = [a for a in (me.raft, me.grpc, me.metrics) if a and not is_loopback(a)]
+    if not exposed:
+        return []
+    problems = []
+    if not cfg.tls:
+        problems.append("tls = false: anyone on the network could call the API and the node-to-node service")
+    if not cfg.acl:
+        problems.append("acl = false: any client could run any command as this node's user")
+    why = weak_secret(cfg.secret)
+    if why:
+        problems.append(f"the Raft secret is weak ({why}); use >= 32 random bytes, e.g. "
+                        "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+    return [f"node {node_id} listens on {', '.join(exposed)} (not loopback) and {p}" for p in problems]
 
 
 def load(path: str | os.PathLike[str]) -> ClusterConfig:
@@ -235,9 +290,10 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
                 dedicated=dedicated,
             )
         )
-    if secret == DEMO_SECRET:
+    insecure = _flag(c, "insecure_i_know", False, p)
+    if secret == DEMO_SECRET and not insecure:
         for n in nodes:
-            if not (_is_loopback(n.raft) and _is_loopback(n.grpc)):
+            if not (is_loopback(n.raft) and is_loopback(n.grpc)):
                 raise ConfigError(
                     f"{p}: the demo secret may only be used on loopback addresses; "
                     f"node {n.id} listens on {n.raft}/{n.grpc}. Set a real secret."
@@ -302,11 +358,14 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         aging_rate=aging_rate,
         idempotency_retention=retention,
         isolation=_isolation(raw.get("isolation", {}), p),
-        acl=_bool(c.get("acl", True), f"{p}: [cluster] acl"),
+        tls=_flag(c, "tls", True, p),
+        acl=_flag(c, "acl", True, p),
+        insecure_i_know=insecure,
     )
 
 
-def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    return value
+def _flag(c: dict, key: str, default: bool, p: Path) -> bool:
+    v = c.get(key, default)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{p}: [cluster] {key} must be true or false, got {v!r}")
+    return v

@@ -39,7 +39,7 @@ def test_sigkill_during_compaction_loses_no_acknowledged_job() -> None:
     stop = threading.Event()
 
     def submit() -> None:
-        with Client([n.grpc for n in cfg.nodes], timeout=20, token=local_token(cfg)) as c:
+        with Client([n.grpc for n in cfg.nodes], timeout=20, token=local_token(cfg), tls=cluster.tls()) as c:
             while not stop.is_set():
                 with contextlib.suppress(grpc.RpcError):  # not acknowledged: not counted
                     acked.extend(c.submit_batch([jobs_pb2.JobSpec(command=["true"])] * rng.randint(1, 4)))
@@ -48,7 +48,8 @@ def test_sigkill_during_compaction_loses_no_acknowledged_job() -> None:
     def back(addr: str) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            with contextlib.suppress(grpc.RpcError), Client([addr], timeout=2, token=local_token(cfg)) as one:
+            with contextlib.suppress(grpc.RpcError), \
+                    Client([addr], timeout=2, token=local_token(cfg), tls=cluster.tls()) as one:
                 if one.status().leader_id:
                     return
             time.sleep(0.1)
@@ -57,7 +58,7 @@ def test_sigkill_during_compaction_loses_no_acknowledged_job() -> None:
     cluster.start()
     sub = threading.Thread(target=submit, name="submitter")
     try:
-        with Client([n.grpc for n in cfg.nodes], timeout=30, token=local_token(cfg)) as c:
+        with Client([n.grpc for n in cfg.nodes], timeout=30, token=local_token(cfg), tls=cluster.tls()) as c:
             c.wait_for_leader(30)
             sub.start()
             for _ in range(KILLS):

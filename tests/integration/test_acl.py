@@ -38,7 +38,7 @@ def acl_cluster() -> Iterator[tuple[TestCluster, dict[str, str]]]:
     c = TestCluster(n_nodes=3).start()
     try:
         c.wait_ready()
-        admin = AclClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token)
+        admin = AclClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token, tls=c.tls)
         tokens = {}
         for name, role, nss in (("alice", "submitter", ["team-a"]), ("bob", "submitter", ["team-b"]),
                                 ("rita", "reader", ["team-a", "team-b"]),
@@ -69,7 +69,7 @@ def test_roles(acl_cluster) -> None:
     assert reader.list_page().total >= 0  # reading is allowed
     alice = c.client(token=t["alice"])
     assert _code(lambda: alice.purge_dead())[0] == S.PERMISSION_DENIED  # admin only
-    assert _code(lambda: AclClient([c.addr("n1")], token=t["alice"]).tokens())[0] == S.PERMISSION_DENIED
+    assert _code(lambda: AclClient([c.addr("n1")], token=t["alice"], tls=c.tls).tokens())[0] == S.PERMISSION_DENIED
 
 
 def test_namespaces_are_isolated(acl_cluster) -> None:
@@ -88,11 +88,11 @@ def test_namespaces_are_isolated(acl_cluster) -> None:
     listed = {j.id for j in alice.list_all()}
     assert mine in listed and b_job not in listed
     assert _code(lambda: alice.cancel(b_job))[0] == S.PERMISSION_DENIED
-    code, msg = _code(lambda: get_output([c.addr(follower)], b_job, token=t["alice"]))
+    code, msg = _code(lambda: get_output([c.addr(follower)], b_job, token=t["alice"], tls=c.tls))
     assert code == S.PERMISSION_DENIED and "team-b" in msg
     assert _code(lambda: alice.submit(sleeper("team-b")))[0] == S.PERMISSION_DENIED
 
-    w = JobWatcher([c.addr(n.id) for n in c.cfg.nodes], send_initial=True, token=t["alice"])
+    w = JobWatcher([c.addr(n.id) for n in c.cfg.nodes], send_initial=True, token=t["alice"], tls=c.tls)
     seen = set()
     for resp in w.responses():
         seen |= {ev.job.id for ev in resp.events}
@@ -109,7 +109,7 @@ def test_namespaces_are_isolated(acl_cluster) -> None:
 
 def test_quota_is_enforced_before_proposing(acl_cluster) -> None:
     c, t = acl_cluster
-    admin = AclClient([c.addr("n1")], token=c.token)
+    admin = AclClient([c.addr("n1")], token=c.token, tls=c.tls)
     admin.set_quota("team-a", max_cpu_millis=300)
     olga = c.client(token=t["olga"])
     ids = [olga.submit(sleeper("team-a", cpu=100)) for _ in range(3)]
@@ -128,7 +128,7 @@ def test_quota_is_enforced_before_proposing(acl_cluster) -> None:
 
 def test_revoked_token_stops_working_on_every_node(acl_cluster) -> None:
     c, _ = acl_cluster
-    admin = AclClient([c.addr("n2")], token=c.token)
+    admin = AclClient([c.addr("n2")], token=c.token, tls=c.tls)
     secret, info = admin.create_token("temp", "reader", ["*"])
     assert info.role == "reader"
     nodes = [n.id for n in c.cfg.nodes]
@@ -153,7 +153,7 @@ def test_request_ids_and_early_refusals_append_nothing(acl_cluster) -> None:
     first = stub.SubmitJob(scheduler_pb2.SubmitJobRequest(spec=spec, request_id="rid-1"), timeout=10)
     again = stub.SubmitJob(scheduler_pb2.SubmitJobRequest(spec=spec, request_id="rid-1"), timeout=10)
     assert again.job_id == first.job_id  # a retry answers with the first result
-    c.wait_until(lambda: Client([c.addr(leader)], token=c.token).get(first.job_id).state
+    c.wait_until(lambda: Client([c.addr(leader)], token=c.token, tls=c.tls).get(first.job_id).state
                  == jobs_pb2.SUCCEEDED, 30, "job done")
     time.sleep(0.5)
     admin = c.client(leader)

@@ -22,7 +22,7 @@ def test_leader_change_node_down_and_up(cluster_factory) -> None:
     old = c.leader()
     watcher_node = c.followers()[0]
     events: list[events_pb2.ClusterEvent] = []
-    watcher = ClusterWatcher([c.addr(watcher_node)], token=c.token, send_initial=True)
+    watcher = ClusterWatcher([c.addr(watcher_node)], token=c.token, tls=c.tls, send_initial=True)
 
     def run() -> None:
         try:
@@ -52,11 +52,11 @@ def test_leader_change_node_down_and_up(cluster_factory) -> None:
     ids = client.submit_batch([spec] * 3)
     done = c.wait_terminal(ids, client=client)
     on_old = next(j for j in done.values() if j.node_id == old)
-    before = get_output([c.addr(watcher_node)], on_old.id, token=c.token)
+    before = get_output([c.addr(watcher_node)], on_old.id, token=c.token, tls=c.tls)
     assert before.source == events_pb2.NODE_FILE and before.stdout == f"from-{old}\n".encode()
 
     # a job watcher connected to the leader, with the follower as its next address
-    jw = JobWatcher([c.addr(old), c.addr(watcher_node)], token=c.token)
+    jw = JobWatcher([c.addr(old), c.addr(watcher_node)], token=c.token, tls=c.tls)
     seen_jobs: list[tuple[tuple[int, int], str, int]] = []
 
     def run_jobs() -> None:
@@ -102,11 +102,11 @@ def test_leader_change_node_down_and_up(cluster_factory) -> None:
     down = seen(lambda e: e.kind == events_pb2.NODE_DOWN and e.node_id == old and not e.initial, "node down")
     assert down.raft_index > 0 and "no heartbeat" in down.reason
     # the node that ran the attempt is gone: the cluster's replicated tail answers
-    after = get_output([c.addr(watcher_node)], on_old.id, token=c.token)
+    after = get_output([c.addr(watcher_node)], on_old.id, token=c.token, tls=c.tls)
     assert after.source == events_pb2.REPLICATED_TAIL and after.truncated
     assert after.stdout == f"from-{old}\n".encode() and after.stderr == b"e\n"
     assert old in after.note
-    chunks = list(follow_output([c.addr(watcher_node)], on_old.id, token=c.token))
+    chunks = list(follow_output([c.addr(watcher_node)], on_old.id, token=c.token, tls=c.tls))
     assert len(chunks) == 1 and chunks[0].done and chunks[0].source == events_pb2.REPLICATED_TAIL
     assert chunks[0].stdout == f"from-{old}\n".encode()
     c.start_node(old)

@@ -87,7 +87,7 @@ def all_succeeded(ids):
 def test_follower_watcher_sees_every_transition_in_order(cluster3: TestCluster) -> None:
     c = cluster3
     follower = c.followers()[0]
-    w = Collector(JobWatcher([c.addr(follower)], token=c.token))
+    w = Collector(JobWatcher([c.addr(follower)], token=c.token, tls=c.tls))
     try:
         client = c.client(follower)
         ids = client.submit_batch([short_job(i) for i in range(50)])
@@ -112,8 +112,8 @@ def test_resume_on_another_node_misses_nothing(cluster3: TestCluster) -> None:
     f1, f2 = c.followers()[:2]
     leader = c.leader()
     # A reference watcher that stays connected to the leader all along.
-    ref = Collector(JobWatcher([c.addr(leader)], token=c.token))
-    first = Collector(JobWatcher([c.addr(f1)], token=c.token))
+    ref = Collector(JobWatcher([c.addr(leader)], token=c.token, tls=c.tls))
+    first = Collector(JobWatcher([c.addr(f1)], token=c.token, tls=c.tls))
     client = c.client(f2)
     try:
         ids = client.submit_batch([short_job(i, sleep=0.05 + (i % 10) * 0.05) for i in range(100)])
@@ -125,7 +125,7 @@ def test_resume_on_another_node_misses_nothing(cluster3: TestCluster) -> None:
         last = first.w.position
         assert last is not None
         time.sleep(0.5)  # changes keep being applied while nobody listens
-        second = Collector(JobWatcher([c.addr(f2)], token=c.token, resume_from=last))
+        second = Collector(JobWatcher([c.addr(f2)], token=c.token, tls=c.tls, resume_from=last))
         try:
             c.wait_terminal(ids, timeout=90, client=client)
             second.wait_for(lambda evs: all_succeeded(ids)(before + evs))
@@ -170,7 +170,7 @@ def test_initial_listing_then_live(cluster3: TestCluster) -> None:
     client = c.client()
     done_id = client.submit(short_job(0, sleep=0))
     c.wait_terminal([done_id], client=client)
-    w = JobWatcher([c.addr(c.followers()[0])], job_ids=[done_id], send_initial=True, token=c.token)
+    w = JobWatcher([c.addr(c.followers()[0])], job_ids=[done_id], send_initial=True, token=c.token, tls=c.tls)
     it = w.responses()
     first = next(it)
     w.cancel()
@@ -190,13 +190,13 @@ def test_job_output_from_any_node_and_follow(cluster3: TestCluster) -> None:
     c.wait_until(lambda: client.get(jid).state == jobs_pb2.RUNNING, 30, "job running")
     ran_on = client.get(jid).node_id
     other = next(n.id for n in c.cfg.nodes if n.id != ran_on)
-    chunks = list(follow_output([c.addr(other)], jid, token=c.token))
+    chunks = list(follow_output([c.addr(other)], jid, token=c.token, tls=c.tls))
     assert chunks[-1].done
     assert len(chunks) >= 2, "follow should stream while the attempt runs"
     out = b"".join(ch.stdout for ch in chunks).decode()
     err = b"".join(ch.stderr for ch in chunks).decode()
     assert out == "".join(f"line-{i}\n" for i in range(1, 6))
     assert err == "".join(f"err-{i}\n" for i in range(1, 6))
-    resp = get_output([c.addr(other)], jid, token=c.token)
+    resp = get_output([c.addr(other)], jid, token=c.token, tls=c.tls)
     assert resp.source == events_pb2.NODE_FILE and resp.node_id == ran_on and resp.attempt == 1
     assert resp.stdout.decode() == out

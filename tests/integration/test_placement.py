@@ -127,7 +127,7 @@ def test_explain_names_what_holds_a_pending_job(pools: TestCluster) -> None:
     assert e.summary.startswith("waiting: sequence:") and client.get(second).pending_reason == e.summary
 
     # a workflow dependency: the child waits for its parent
-    wc = WorkflowsClient([pools.addr("n1")], token=pools.token)
+    wc = WorkflowsClient([pools.addr("n1")], token=pools.token, tls=pools.tls)
     r = wc.submit_workflow("deps", [
         wpb.WorkflowJobSpec(name="parent", spec=jobs_pb2.JobSpec(command=["sleep", "60"])),
         wpb.WorkflowJobSpec(name="child", spec=jobs_pb2.JobSpec(command=["true"]), depends_on=["parent"])])

@@ -31,7 +31,7 @@ POLICIES = {"sk": wpb.MISFIRE_SKIP, "once": wpb.MISFIRE_RUN_ONCE, "all": wpb.MIS
 
 def wclient(c: TestCluster, *ids: str) -> WorkflowsClient:
     ids = ids or tuple(n.id for n in c.cfg.nodes)
-    return WorkflowsClient([c.addr(i) for i in ids], token=c.token)
+    return WorkflowsClient([c.addr(i) for i in ids], token=c.token, tls=c.tls)
 
 
 def runs_of(c: TestCluster, client_nodes: list[str]) -> dict[str, list[jobs_pb2.Job]]:

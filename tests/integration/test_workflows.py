@@ -29,7 +29,7 @@ DONE = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UPSTRE
 
 
 def wclient(c: TestCluster) -> WorkflowsClient:
-    return WorkflowsClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token)
+    return WorkflowsClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token, tls=c.tls)
 
 
 def diamond_dag(n: int, seed: int) -> dict[str, list[str]]:
@@ -90,7 +90,7 @@ def test_fifty_job_dag_runs_in_topological_order(cluster3: TestCluster) -> None:
     jobs = [wpb.WorkflowJobSpec(name=n, spec=ledger_spec(ledger, n), depends_on=ps)
             for n, ps in sorted(deps.items(), key=lambda kv: -int(kv[0][1:]))]  # any order
     follower = c.followers()[0]
-    r = WorkflowsClient([c.addr(follower)], token=c.token).submit_workflow("fifty", jobs)
+    r = WorkflowsClient([c.addr(follower)], token=c.token, tls=c.tls).submit_workflow("fifty", jobs)
     assert len(r.job_ids) == 50
     w = wait_workflow(wc, r.workflow_id)
     assert w.state == "SUCCEEDED", w.counts

@@ -15,8 +15,9 @@ from typing import Any
 
 from raftsched import config as configmod
 from raftsched.client.client import Client
-from raftsched.client.credentials import OPTIONS, open_token_channel, read_token
+from raftsched.client.credentials import OPTIONS, ClientTLS, local_files, open_token_channel, read_token
 from raftsched.dev.launcher import free_ports, write_config  # noqa: F401
+from raftsched.node import certs
 from raftsched.node.acl_bootstrap import ensure_local_token
 from raftsched.v1 import jobs_pb2
 
@@ -31,6 +32,9 @@ class TestCluster:
         self.root = Path(tempfile.mkdtemp(prefix="raftsched-test-"))
         self.config_path = write_config(self.root, n_nodes, **kw)
         self.cfg = configmod.load(self.config_path)
+        # Security stays on in tests: a CA and certificates for every node and the client.
+        certs.init(self.cfg)
+        self.tls: ClientTLS | None = local_files(self.cfg.data_dir)
         # ACLs are on: the nodes bootstrap this management token; clients use it by default
         self.token = read_token(ensure_local_token(self.cfg.data_dir)) if self.cfg.acl else None
         self.log_dir = self.root / "logs"
@@ -104,16 +108,17 @@ class TestCluster:
         """A client of the given nodes (default all) with the management token, or `token`
         (None: no token at all)."""
         ids = node_ids or tuple(n.id for n in self.cfg.nodes)
-        c = Client([self.addr(i) for i in ids], token=self.token if token == "" else token)
+        c = Client([self.addr(i) for i in ids], token=self.token if token == "" else token, tls=self.tls)
         self._clients.append(c)
         return c
 
     def channel(self, node_id: str, token: str | None = "") -> Any:
-        """A gRPC channel to one node, carrying the management token (or `token`). It does
+        """A TLS channel to one node, carrying the management token (or `token`). It does
         not share the process-wide subchannels of the clients (nor their reconnect backoff
         from before the node listened): a single-node channel does not move on."""
         opts = [*OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-        return open_token_channel(self.addr(node_id), self.token if token == "" else token, opts)
+        return open_token_channel(self.addr(node_id), self.token if token == "" else token, opts,
+                                  self.tls)
 
     def wait_ready(self, timeout: float = 30.0) -> str:
         """Wait for a leader and for every running node to be registered alive."""

@@ -16,7 +16,7 @@ ROLES = ["admin", "operator", "submitter", "reader"]
 
 
 def _acl(client: Client) -> AclClient:
-    return AclClient(client.addresses, client.timeout, token=client.token)
+    return AclClient(client.addresses, client.timeout, tls=client.tls, token=client.token)
 
 
 def _d(msg: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -13,7 +12,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from raftsched import config as configmod
-from raftsched.cli import acl, audit, dag, dlq, observe, placement, workflows
+from raftsched.cli import acl, audit, dag, dlq, observe, placement, tlscmd, workflows
 from raftsched.cli.common import (
     EXIT_CODES_HELP,
     EXIT_JOB_FAILED,
@@ -38,7 +37,7 @@ from raftsched.cli.format import (
     table,
 )
 from raftsched.client.client import Client
-from raftsched.client.credentials import TOKEN_ENV, discover_token
+from raftsched.client.credentials import TOKEN_ENV, discover, discover_token
 from raftsched.v1 import jobs_pb2
 
 # ---- commands ---------------------------------------------------------------------
@@ -106,7 +105,8 @@ def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
     tty = sys.stderr.isatty() and not quiet
     started = time.monotonic()
     last_draw = 0.0
-    w = JobWatcher(client.addresses, job_ids=ids, send_initial=True, token=client.token)
+    w = JobWatcher(client.addresses, job_ids=ids, send_initial=True, token=client.token,
+                   tls=client.tls)
     try:
         for resp in w.responses():
             for ev in resp.events:
@@ -244,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to keep retrying a call (default 20)")
     p.add_argument("--token", help=f"ACL token (default: ${TOKEN_ENV}, else the local cluster's "
                    "<data_dir>/acl/bootstrap.token)")
+    g = p.add_argument_group(
+        "TLS", "Nodes speak mutual TLS. Without these flags (or $RAFTSCHED_CA/CERT/KEY) the CLI uses\n"
+        "<data_dir>/tls/{ca,client,client-key}.pem of --config (a local cluster makes them).")
+    g.add_argument("--ca", help="cluster CA certificate (PEM)")
+    g.add_argument("--cert", help="client certificate (PEM)")
+    g.add_argument("--key", help="client private key (PEM)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sp = sub.add_parser("node", help="run one node of the cluster", formatter_class=fmt,
@@ -300,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
 
-    for module in (observe, workflows, dag, dlq, placement, acl):
+    for module in (observe, workflows, dag, dlq, placement, acl, tlscmd):
         module.register(sub, fmt)
 
     # `--json` is accepted after the subcommand too (raftsched list --json)
@@ -316,19 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _addresses(args: argparse.Namespace) -> list[str]:
-    if args.node:
-        return list(args.node)
-    cfg = configmod.load(args.config)
-    return [n.grpc for n in cfg.nodes]
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    data_dir = None
-    if not args.token and not os.environ.get(TOKEN_ENV):
-        with contextlib.suppress(configmod.ConfigError):  # --node without a config: no token file
-            data_dir = configmod.load(args.config).data_dir
-    return discover_token(args.token, data_dir)
+def connect(args: argparse.Namespace) -> Client:
+    """A client for the nodes of --node or --config, with the TLS files found by `discover`
+    and the token found by `discover_token`."""
+    cfg = None
+    try:
+        cfg = configmod.load(args.config)
+    except configmod.ConfigError:
+        if not args.node:
+            raise
+    addrs = list(args.node) if args.node else [n.grpc for n in cfg.nodes]  # type: ignore[union-attr]
+    try:
+        tls = discover(args.ca, args.cert, args.key, cfg.data_dir if cfg else None,
+                       cfg.tls if cfg else True)
+    except ValueError as e:
+        raise configmod.ConfigError(str(e)) from None
+    token = discover_token(args.token, cfg.data_dir if cfg else None)
+    return Client(addrs, timeout=args.rpc_timeout, tls=tls, token=token)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -337,8 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not args.needs_client:
             return int(args.func(args) or 0)
-        with Client(_addresses(args), timeout=args.rpc_timeout, token=_token(args)) as client:
-            return int(args.func(args, client) or 0)
+        with connect(args) as client:
+            try:
+                return int(args.func(args, client) or 0)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and client.tls is None:
+                    print("raftsched: no TLS files found (--ca/--cert/--key, $RAFTSCHED_CA..., or "
+                          "<data_dir>/tls of --config): a TLS node refuses plaintext", file=sys.stderr)
+                raise
     except configmod.ConfigError as e:
         print(f"raftsched: config: {e}", file=sys.stderr)
         return EXIT_USAGE

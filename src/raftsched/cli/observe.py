@@ -48,7 +48,7 @@ def cmd_watch(args: argparse.Namespace, client: Client) -> int:
     states = [jobs_pb2.JobState.Value(s) for s in args.state or []]
     w = JobWatcher(client.addresses, job_ids=args.job or [], workflow_id=args.workflow or "",
                    states=states, node_id=args.on_node or "", resume_from=args.resume_from,
-                   send_initial=args.initial, token=client.token)
+                   send_initial=args.initial, token=client.token, tls=client.tls)
     color = _use_color() and not args.json
     waiting = set(args.job or []) if args.until_done else set()
     seen = 0
@@ -104,7 +104,8 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
     want_err = args.stream in ("both", "stderr")
     if args.follow:
         note = ""
-        for chunk in follow_output(addrs, args.job_id, args.attempt, token=client.token):
+        for chunk in follow_output(addrs, args.job_id, args.attempt, token=client.token,
+                                   tls=client.tls):
             if args.json:
                 print(json.dumps({"stdout": chunk.stdout.decode("utf-8", "replace"),
                                   "stderr": chunk.stderr.decode("utf-8", "replace"),
@@ -122,7 +123,7 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         if note and not args.json:
             print(f"# {note} (only the cluster's tail was available)", file=sys.stderr)
         return EXIT_OK
-    resp = get_output(addrs, args.job_id, args.attempt, token=client.token)
+    resp = get_output(addrs, args.job_id, args.attempt, token=client.token, tls=client.tls)
     if args.json:
         d = MessageToDict(resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         d["stdout"] = resp.stdout.decode("utf-8", "replace")

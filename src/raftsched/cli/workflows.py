@@ -22,7 +22,7 @@ CONCURRENCY = {"allow": wpb.CONCURRENCY_ALLOW, "forbid": wpb.CONCURRENCY_FORBID,
 
 
 def workflows_client(client: Client) -> WorkflowsClient:
-    return WorkflowsClient(client.addresses, client.timeout, token=client.token)
+    return WorkflowsClient(client.addresses, client.timeout, tls=client.tls, token=client.token)
 
 
 def as_dict(msg: Any) -> dict[str, Any]:

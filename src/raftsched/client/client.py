@@ -14,7 +14,7 @@ from typing import Any, Self
 
 import grpc
 
-from raftsched.client.credentials import OPTIONS, open_token_channel
+from raftsched.client.credentials import OPTIONS, ClientTLS, open_token_channel
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -32,13 +32,14 @@ class NodesClient:
     UNAVAILABLE until its deadline. Service clients build on it."""
 
     def __init__(self, addresses: Sequence[str], timeout: float = 20.0, *,
-                 token: str | None = None) -> None:
+                 tls: ClientTLS | None = None, token: str | None = None) -> None:
         if not addresses:
             raise ValueError("no node addresses given")
         self.addresses = list(addresses)
         self.timeout = timeout
+        self.tls = tls
         self.token = token  # sent as `authorization: Bearer <token>` on every call
-        self._channels = {a: open_token_channel(a, token) for a in self.addresses}
+        self._channels = {a: open_token_channel(a, token, OPTIONS, tls) for a in self.addresses}
         self._current = 0
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from raftsched.client.credentials import OPTIONS, open_token_channel
+from raftsched.client.credentials import OPTIONS, ClientTLS, open_token_channel
 from raftsched.v1 import events_pb2, events_pb2_grpc
 
 # Each (re)connection gets a channel of its own subchannels: one shared with other
@@ -27,9 +27,11 @@ class JobWatcher:
     def __init__(self, addresses: Sequence[str], *, job_ids: Sequence[str] = (), workflow_id: str = "",
                  states: Sequence[int] = (), node_id: str = "",
                  resume_from: tuple[int, int] | None = None, send_initial: bool = False,
-                 reconnect_for: float = 20.0, token: str | None = None) -> None:
+                 reconnect_for: float = 20.0, token: str | None = None,
+                 tls: ClientTLS | None = None) -> None:
         self.addresses = list(addresses)
         self.token = token
+        self.tls = tls
         self.base = events_pb2.WatchJobsRequest(job_ids=job_ids, workflow_id=workflow_id,
                                                 states=states,  # type: ignore[arg-type]
                                                 node_id=node_id, send_initial=send_initial)
@@ -58,7 +60,7 @@ class JobWatcher:
         down_since: float | None = None
         while True:
             addr = self.addresses[self._i % len(self.addresses)]
-            with open_token_channel(addr, self.token, OWN_POOL) as ch:
+            with open_token_channel(addr, self.token, OWN_POOL, self.tls) as ch:
                 stub = events_pb2_grpc.EventsStub(ch)
                 self._call = stub.WatchJobs(self._request())
                 self.connected_to = addr
@@ -86,17 +88,19 @@ class JobWatcher:
             yield from resp.events
 
 
-def _stub(addr: str, token: str | None) -> tuple[grpc.Channel, events_pb2_grpc.EventsStub]:
-    ch = open_token_channel(addr, token, OWN_POOL)
+def _stub(addr: str, token: str | None,
+          tls: ClientTLS | None = None) -> tuple[grpc.Channel, events_pb2_grpc.EventsStub]:
+    ch = open_token_channel(addr, token, OWN_POOL, tls)
     return ch, events_pb2_grpc.EventsStub(ch)
 
 
 def get_output(addresses: Sequence[str], job_id: str, attempt: int = 0,
-               timeout: float = 20.0, token: str | None = None) -> events_pb2.JobOutputResponse:
+               timeout: float = 20.0, token: str | None = None, *,
+               tls: ClientTLS | None = None) -> events_pb2.JobOutputResponse:
     last: grpc.RpcError | None = None
     deadline = time.monotonic() + timeout
     for addr in list(addresses) * 3:
-        ch, stub = _stub(addr, token)
+        ch, stub = _stub(addr, token, tls)
         with ch:
             try:
                 return stub.GetJobOutput(events_pb2.JobOutputRequest(job_id=job_id, attempt=attempt),
@@ -110,12 +114,13 @@ def get_output(addresses: Sequence[str], job_id: str, attempt: int = 0,
 
 
 def follow_output(addresses: Sequence[str], job_id: str, attempt: int = 0,
-                  token: str | None = None) -> Iterator[events_pb2.JobOutputChunk]:
+                  token: str | None = None, *,
+                  tls: ClientTLS | None = None) -> Iterator[events_pb2.JobOutputChunk]:
     """Chunks of an attempt's output as written; resumes from the byte offsets on reconnect."""
     offs = [0, 0]
     tries = 0
     for addr in list(addresses) * 3:
-        ch, stub = _stub(addr, token)
+        ch, stub = _stub(addr, token, tls)
         with ch:
             req = events_pb2.JobOutputRequest(job_id=job_id, attempt=attempt,
                                               stdout_offset=offs[0], stderr_offset=offs[1])
@@ -139,9 +144,10 @@ class ClusterWatcher:
     """Cluster events from any node; reconnects to the next node (with a fresh initial view)."""
 
     def __init__(self, addresses: Sequence[str], send_initial: bool = True,
-                 token: str | None = None) -> None:
+                 token: str | None = None, *, tls: ClientTLS | None = None) -> None:
         self.addresses = list(addresses)
         self.token = token
+        self.tls = tls
         self.send_initial = send_initial
         self._call: Any = None
         self._cancelled = False
@@ -155,7 +161,7 @@ class ClusterWatcher:
         i = 0
         send_initial = self.send_initial
         while not self._cancelled:
-            ch, stub = _stub(self.addresses[i % len(self.addresses)], self.token)
+            ch, stub = _stub(self.addresses[i % len(self.addresses)], self.token, self.tls)
             with ch:
                 self._call = stub.WatchCluster(events_pb2.WatchClusterRequest(send_initial=send_initial))
                 try:

@@ -120,7 +120,7 @@ class Chaos:
         self._stop = threading.Event()
 
     def client(self) -> Client:
-        return Client([n.grpc for n in self.cfg.nodes], timeout=30, token=self.cluster.token)
+        return Client([n.grpc for n in self.cfg.nodes], timeout=30, tls=self.cluster.tls(), token=self.cluster.token)
 
     def leader(self, c: Client) -> str | None:
         try:

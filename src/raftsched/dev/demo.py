@@ -62,13 +62,13 @@ def run_demo(config_path: str, n_jobs: int) -> int:
         cluster.start()
         token = cluster.token
         try:
-            with Client([n.grpc for n in cfg.nodes], token=token) as c:
+            with Client([n.grpc for n in cfg.nodes], tls=cluster.tls(), token=token) as c:
                 st = c.wait_for_leader(30)
                 print(f"== leader is {st.leader_id} (term {st.term})")
                 time.sleep(1.0)  # let every node heartbeat in
                 follower = next(n for n in cfg.nodes if n.id != st.leader_id)
                 print(f"== submitting {n_jobs} jobs through follower {follower.id}")
-                with Client([follower.grpc], token=token) as fc:
+                with Client([follower.grpc], tls=cluster.tls(), token=token) as fc:
                     ids = fc.submit_batch(_workload(n_jobs))
                 t0 = time.time()
                 while True:

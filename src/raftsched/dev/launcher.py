@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from raftsched.client.credentials import read_token
+from raftsched.client.credentials import ClientTLS, local_files, read_token
 from raftsched.config import ClusterConfig
+from raftsched.node import certs
 from raftsched.node.acl_bootstrap import ensure_local_token
 
 
@@ -39,13 +41,14 @@ def free_ports(n: int) -> list[int]:
 
 def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
                  cluster_extra: str = "", labels: list[dict[str, str]] | None = None,
-                 secret: str = "test-secret-not-for-production",
+                 secret: str | None = None,
                  hosts: list[str] | None = None,
                  node_extra: list[str] | None = None) -> Path:
     """Write a cluster config under `root`: loopback with free ports, or one host per
     node (`hosts`, e.g. test network namespaces) with fixed ports. `node_extra`: more
     lines per node table (e.g. 'dedicated = true')."""
     root.mkdir(parents=True, exist_ok=True)
+    secret = secret or secrets.token_urlsafe(32)
     ports = free_ports(3 * n_nodes) if hosts is None else [7101, 7201, 9101] * n_nodes
     lines = [
         "[cluster]",
@@ -124,9 +127,14 @@ class LocalCluster:
         return local_token(self.cfg)
 
     def start(self) -> None:
+        certs.ensure_local(self.cfg)  # first start of a local cluster: its CA and certificates
         local_token(self.cfg)  # created before the nodes start; they bootstrap ACLs with it
         for n in self.cfg.nodes:
             self.start_node(n.id)
+
+    def tls(self) -> ClientTLS | None:
+        """The client certificate of this local cluster (made by `start`)."""
+        return local_files(self.cfg.data_dir) if self.cfg.tls else None
 
     def signal(self, node_id: str, sig: int) -> None:
         p = self.procs[node_id]

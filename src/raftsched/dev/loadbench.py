@@ -30,7 +30,7 @@ import grpc
 
 from raftsched import config as configmod
 from raftsched.client.client import Client
-from raftsched.client.credentials import token_metadata
+from raftsched.client.credentials import local_files, open_aio_channel, token_metadata
 from raftsched.dev.launcher import LocalCluster, write_config
 from raftsched.v1 import (
     events_pb2,
@@ -145,14 +145,14 @@ class _Background:
     async def _start(self) -> None:
         addrs = [n.grpc for n in self.cfg.nodes]
         for a in addrs:  # NODE_DOWN events, as every node observes them
-            ch = grpc.aio.insecure_channel(a)
+            ch = open_aio_channel(a, local_files(self.cfg.data_dir))
             self.channels.append(ch)
             self.tasks.append(asyncio.ensure_future(self._cluster_events(ch)))
         per_channel = 100
         for i in range(self.p.watches):
             if i % per_channel == 0:  # its own connection: stands for another client
-                ch = grpc.aio.insecure_channel(addrs[(i // per_channel) % len(addrs)],
-                                               options=[("grpc.use_local_subchannel_pool", 1)])
+                ch = open_aio_channel(addrs[(i // per_channel) % len(addrs)], local_files(self.cfg.data_dir),
+                                      [("grpc.use_local_subchannel_pool", 1)])
                 self.channels.append(ch)
             everything = self.p.unfiltered_every and i % self.p.unfiltered_every == 0
             req = events_pb2.WatchJobsRequest(
@@ -191,7 +191,7 @@ class _Background:
         addrs = [n.grpc for n in self.cfg.nodes]
 
         async def caller(i: int) -> None:
-            async with grpc.aio.insecure_channel(addrs[i % len(addrs)]) as ch:
+            async with open_aio_channel(addrs[i % len(addrs)], local_files(self.cfg.data_dir)) as ch:
                 stub = workflows_pb2_grpc.WorkflowsStub(ch)
                 while time.monotonic() < end:
                     try:
@@ -231,7 +231,7 @@ def run(root: Path, p: Params) -> Figures:
     prio = os.getpriority(os.PRIO_PROCESS, 0)
     os.setpriority(os.PRIO_PROCESS, 0, prio + p.client_nice)  # this thread and those it starts
     try:
-        with Client([n.grpc for n in cfg.nodes], timeout=60, token=lc.token) as c:
+        with Client([n.grpc for n in cfg.nodes], timeout=60, tls=lc.tls(), token=lc.token) as c:
             c.wait_for_leader(60)
             deadline = time.monotonic() + 30
             while sum(n.alive for n in c.nodes()) < 3 and time.monotonic() < deadline:

@@ -31,6 +31,7 @@ import structlog
 from raftsched.config import IsolationConfig
 from raftsched.core.model import JobSpec, ResourceLimits, Resources
 from raftsched.node.isolation import Isolation, Sandbox
+from raftsched.node.jobenv import Scratch, job_env
 from raftsched.node.lease import Lease
 from raftsched.node.output import OutputSink, Retention
 
@@ -104,8 +105,10 @@ class Executor:
         lease: Lease | None = None,
         isolation: Isolation | None = None,
         settings: IsolationConfig | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         self.node_id = node_id
+        self.scratch = scratch or Scratch(work_dir, 3600.0)
         self.out_dir = work_dir / "output"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.loop = loop
@@ -140,13 +143,13 @@ class Executor:
         self._seen[key] = None
         if len(self._seen) > SEEN_CAPACITY:
             self._seen.popitem(last=False)
-        env = dict(os.environ)
-        env.update(spec.env)
-        env["RAFTSCHED_JOB_ID"] = job_id
-        env["RAFTSCHED_ATTEMPT"] = str(attempt)
-        env["RAFTSCHED_FENCING_TOKEN"] = str(token)
-        env["RAFTSCHED_NODE_ID"] = self.node_id
-        started = self._spawn(job_id, attempt, spec, env)
+        try:
+            scratch = self.scratch.make(job_id, attempt)  # checks the job id is a safe file name
+        except (OSError, ValueError) as e:
+            started: tuple[subprocess.Popen[bytes], Sandbox, OutputSink, OutputSink] | str = str(e)
+        else:
+            env = job_env(spec.env, job_id, attempt, token, self.node_id, scratch)
+            started = self._spawn(job_id, attempt, spec, env, spec.working_dir or str(scratch))
         if isinstance(started, str):
             log.warning("job could not start", job=job_id, attempt=attempt, error=started)
             self.on_report(Report(job_id, attempt, token, ReportKind.FINISHED, time.time(),
@@ -220,7 +223,7 @@ class Executor:
 
     # ---- internals ----------------------------------------------------------------
 
-    def _spawn(self, job_id: str, attempt: int, spec: JobSpec, env: dict[str, str]
+    def _spawn(self, job_id: str, attempt: int, spec: JobSpec, env: dict[str, str], cwd: str
                ) -> tuple[subprocess.Popen[bytes], Sandbox, OutputSink, OutputSink] | str:
         """The started process with its sandbox and output, or why it could not start."""
         argv = spec.argv()
@@ -233,7 +236,7 @@ class Executor:
         try:
             wrapped = sandbox.wrap(argv)
             if wrapped is not argv:
-                missing = _missing_program(argv, env, spec.working_dir)
+                missing = _missing_program(argv, env, cwd)
                 if missing:
                     raise FileNotFoundError(missing)
             for suffix in ("out", "err"):
@@ -245,7 +248,7 @@ class Executor:
                 stdout=out.child_fd,
                 stderr=err.child_fd,
                 env=env,
-                cwd=spec.working_dir or None,
+                cwd=cwd,
                 process_group=0,
                 close_fds=True,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -17,13 +18,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from raftsched import logs
-from raftsched.config import ClusterConfig, NodeConfig
+from raftsched.config import ClusterConfig, ConfigError, NodeConfig, exposure_problems
 from raftsched.core.commands import Command
 from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
-from raftsched.node import acl_bootstrap, isolation
+from raftsched.node import acl_bootstrap, certs, isolation
 from raftsched.node.executor import Executor
+from raftsched.node.jobenv import Scratch
 from raftsched.node.lag import monitor_loop
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
@@ -37,6 +39,7 @@ from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.auth import AuthInterceptor
 from raftsched.rpc.bounds import MAX_MESSAGE_BYTES
 from raftsched.rpc.events import EventsServicer
+from raftsched.rpc.identity import NodeIdentity, node_client_tls, server_credentials
 from raftsched.rpc.limits import ReadLimiter, StreamLimiter, helper_processes
 from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
 from raftsched.rpc.public import ClusterServicer, SchedulerServicer
@@ -80,8 +83,9 @@ class NodeRuntime:
         self.watch.floor = self.watch.last_pos = (self.sm.state.applied_index, watchmod.ENTRY_END)
         logs.provide("term", self.raft.term)
         self.proposer = Proposer(self.raft.is_leader, self.sm, self.loop)
-        self.peers = PeerChannels(self.me.id, self.sm, self.raft)
-        self.writes = Writes(self.me.id, self.sm, self.raft, self.proposer, self.peers)
+        self.peers = PeerChannels(self.me.id, self.sm, self.raft, node_client_tls(cfg, node_id))
+        self.writes = Writes(self.me.id, self.sm, self.raft, self.proposer, self.peers,
+                             NodeIdentity(cfg.tls))
         self.loop_lag = LagStats()
         self.reads = ReadLimiter()
         self.streams = StreamLimiter()
@@ -94,6 +98,7 @@ class NodeRuntime:
         self.executor = Executor(
             self.me.id, self.data_dir, self.loop, self.reporter.push, cfg.kill_grace, self.lease,
             isolation.detect(self.me.id, cfg.isolation.mode), cfg.isolation,
+            scratch=Scratch(self.data_dir, cfg.job_retention),
         )
         self.leader = Leader(cfg, self.sm, self.raft, self.proposer, self.peers, self.spawn)
         self.heartbeater = Heartbeater(self.me, cfg.heartbeat_interval, self.incarnation,
@@ -126,7 +131,7 @@ class NodeRuntime:
              ClusterServicer(cfg, me, sm, self.raft, self.peers, self.leader, self.status)),
             (node_pb2_grpc.add_NodeAgentServicer_to_server,
              NodeAgentServicer(cfg, me, self.incarnation, self.raft, self.proposer, self.lease,
-                               self.executor, self.leader, self.status)),
+                               self.executor, self.leader, self.status, sm)),
             (events_rpc.add_to_server,
              EventsServicer(cfg, me, self.data_dir, sm, self.raft, self.peers, self.watch,
                             self.executor, self.reads, self.streams)),
@@ -174,7 +179,11 @@ class NodeRuntime:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, self.server)
-        if self.server.add_insecure_port(self.me.grpc) == 0:
+        if self.cfg.tls:
+            port = self.server.add_secure_port(self.me.grpc, server_credentials(self.cfg, self.me.id))
+        else:
+            port = self.server.add_insecure_port(self.me.grpc)
+        if port == 0:
             raise RuntimeError(f"cannot bind gRPC address {self.me.grpc}")
         await self.server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -220,7 +229,24 @@ class NodeRuntime:
         self.raft.destroy()
 
 
+def prepare(cfg: ClusterConfig, node_id: str) -> None:
+    """Before anything listens: refuse an exposed node without TLS, ACLs and a strong
+    secret (unless `insecure_i_know`), make new files private, and give a local
+    cluster its certificates on first start."""
+    problems = exposure_problems(cfg, node_id)
+    if problems and not cfg.insecure_i_know:
+        raise ConfigError("; ".join(problems) + ". Fix it, or set [cluster] insecure_i_know = true "
+                          "to run exposed anyway")
+    for p in problems:
+        log.warning("INSECURE: " + p + " (insecure_i_know = true)")
+    os.umask(0o077)  # journal, snapshot, output, certificates: 0600 in 0700 directories
+    certs.private_dir(cfg.data_dir)
+    certs.make_private(cfg.node_data_dir(node_id))
+    certs.ensure_local(cfg)
+
+
 async def serve(cfg: ClusterConfig, node_id: str) -> None:
+    prepare(cfg, node_id)
     rt = NodeRuntime(cfg, node_id)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -30,6 +30,7 @@ from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job
 from raftsched.core.state import ClusterState, Result
 from raftsched.replica.raftsafe import SafeSyncObj
+from raftsched.replica.rafttransport import BoundedTransport
 
 log = structlog.get_logger("raftsched.raft")
 
@@ -112,7 +113,8 @@ def make_conf(cfg: ClusterConfig, data_dir: Path) -> SyncObjConf:
 def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any:
     conf = make_conf(cfg, cfg.node_data_dir(me.id))
     others = [n.raft for n in cfg.nodes if n.id != me.id]
-    so = SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync)
+    so = SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync,
+                     transportClass=BoundedTransport)
     try:
         so.waitBinded()
     except Exception as e:

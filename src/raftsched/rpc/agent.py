@@ -13,9 +13,10 @@ from raftsched.config import ClusterConfig
 from raftsched.core.commands import FinishedItem, JobsFinished, JobsStarted, StartedItem
 from raftsched.core.model import Node, Resources
 from raftsched.node.lease import Lease
-from raftsched.ports import LeaderDuties, Propose, RaftStatus, Runner
+from raftsched.ports import LeaderDuties, Propose, RaftStatus, ReplicaView, Runner
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 from raftsched.rpc import convert
+from raftsched.rpc.identity import NodeIdentity
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
@@ -23,10 +24,15 @@ log = structlog.get_logger("raftsched.agent")
 
 
 class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
+    """Every call is checked first: the caller's certificate must be the node the request
+    names (StartJobs: the leader this node follows). Nothing is read before that."""
+
     def __init__(self, cfg: ClusterConfig, me_id: str, incarnation: str, raft: RaftStatus,
                  proposer: Propose, lease: Lease, runner: Runner, leader: LeaderDuties,
-                 status: ReplicaStatus) -> None:
+                 status: ReplicaStatus, replica: ReplicaView) -> None:
         self.cfg = cfg
+        self.identity = NodeIdentity(cfg.tls)
+        self.replica = replica
         self.me_id = me_id
         self.incarnation = incarnation
         self.raft = raft
@@ -38,6 +44,11 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         self.refused_reports = 0
 
     async def StartJobs(self, request, context):
+        await self.identity.require(context, request.leader_id)
+        lc = self.raft.leader_config()
+        if self.cfg.tls and (lc is None or lc.id != request.leader_id):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"{request.leader_id} is not the leader {self.me_id} follows")
         term = self.raft.term()
         if request.term < term:
             await context.abort(
@@ -73,11 +84,23 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         return node_pb2.StartJobsResponse(accepted=accepted)
 
     async def ReportJobs(self, request, context):
+        await self.identity.require(context, request.node_id)
         if not self.raft.is_leader():
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
         started: list[StartedItem] = []
         finished: list[FinishedItem] = []
+        jobs = self.replica.state.jobs
         for r in request.reports:
+            job = jobs.get(r.job_id)
+            if (job is not None and (r.attempt, r.fencing_token) == (job.attempt, job.fencing_token)
+                    and job.node_id != request.node_id):
+                # The current assignment (its token is readable by clients) belongs to another
+                # node: only that node reports on it. Anything else (stale attempts, a replica
+                # not caught up yet) the state machine decides with the fencing token.
+                self.refused_reports += 1
+                log.warning("report refused: the attempt is assigned to another node",
+                            node=request.node_id, job=r.job_id, assigned=job.node_id)
+                continue
             if r.kind == node_pb2.STARTED:
                 started.append(StartedItem(r.job_id, r.attempt, r.fencing_token, r.isolation[:512]))
             elif r.kind == node_pb2.FINISHED:
@@ -116,13 +139,16 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         return node_pb2.ReportJobsResponse(accepted=len(request.reports))
 
     async def Heartbeat(self, request, context):
-        if not self.raft.is_leader():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
-        if self.cfg.node_by_raft(request.raft_address) is None:
+        await self.identity.require(context, request.node_id)
+        known = {n.id: n for n in self.cfg.nodes}.get(request.node_id)
+        if known is None or (known.raft, known.grpc) != (request.raft_address, request.grpc_address):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"node {request.node_id} ({request.raft_address}) is not in the cluster config",
+                f"node {request.node_id!r} at {request.raft_address}/{request.grpc_address} "
+                "is not in the cluster config",
             )
+        if not self.raft.is_leader():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
         node = Node(
             id=request.node_id,
             grpc_address=request.grpc_address,
@@ -147,4 +173,5 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         )
 
     async def GetReplicaStatus(self, request, context):
+        await self.identity.require(context)
         return node_pb2.ReplicaStatusResponse(status=await self.status.report())

@@ -18,6 +18,7 @@ import structlog
 
 from raftsched.config import ClusterConfig
 from raftsched.core.model import TERMINAL_STATES, Job
+from raftsched.core.names import is_safe_path_component
 from raftsched.ports import Peers, RaftStatus, ReplicaView, Runner
 from raftsched.replica.watch import ENTRY_END, Change, ClusterChange, JobFilter, Pos, TooOld, WatchHub
 from raftsched.rpc import auth
@@ -61,6 +62,10 @@ def _initial(jobs: list[Job], filt: JobFilter) -> list[Job]:
 def output_paths(data_dir: Path, job_id: str, attempt: int) -> tuple[Path, Path]:
     """Where executor.py writes an attempt's output."""
     out = data_dir / "output"
+    if not is_safe_path_component(job_id):
+        # never a path built from it: the executor refuses to run such a job, so there is
+        # no file; this name (leading dot) is one no safe job id produces
+        return out / ".unsafe-job-id.out", out / ".unsafe-job-id.err"
     return out / f"{job_id}.{attempt}.out", out / f"{job_id}.{attempt}.err"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import structlog
 
+from raftsched.client.credentials import ClientTLS, open_aio_channel
 from raftsched.core.model import Job
 from raftsched.ports import RaftStatus, ReplicaView
 from raftsched.rpc import convert
@@ -38,8 +39,10 @@ SERVER_KEEPALIVE_OPTIONS = [
 
 
 class PeerChannels:
-    def __init__(self, me_id: str, replica: ReplicaView, raft: RaftStatus) -> None:
+    def __init__(self, me_id: str, replica: ReplicaView, raft: RaftStatus,
+                 tls: ClientTLS | None = None) -> None:
         self.me_id = me_id
+        self.tls = tls  # this node's certificate: peers know the caller is node `me_id`
         self.replica = replica
         self.raft = raft
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -47,7 +50,7 @@ class PeerChannels:
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS + KEEPALIVE_OPTIONS)
+            ch = self._channels[addr] = open_aio_channel(addr, self.tls, GRPC_OPTIONS + KEEPALIVE_OPTIONS)
         return ch
 
     def leader_agent_stub(self) -> node_pb2_grpc.NodeAgentStub | None:

@@ -25,11 +25,14 @@ from raftsched.core.state import Code, Result
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown, TooLarge
 from raftsched.rpc.auth import passthrough
+from raftsched.rpc.identity import NodeIdentity
 
 M = TypeVar("M", bound=Message)
 M2 = TypeVar("M2")
 
 FORWARDED = "x-raftsched-forwarded"
+# the caller's credentials travel with a forwarded write: the leader checks them again
+PASSED_ON = ("authorization",)
 APPLIED_INDEX = "x-raftsched-applied-index"
 WRITE_DEADLINE = 15.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -48,8 +51,16 @@ def fingerprint(method: str, request: Message) -> str:
     return h.hexdigest()[:32]
 
 
-def is_forwarded(context: grpc.aio.ServicerContext) -> bool:
-    return any(k == FORWARDED for k, _ in (context.invocation_metadata() or ()))
+def forwarded_by(context: grpc.aio.ServicerContext) -> str | None:
+    """The node id a write claims to be forwarded by (None: a client's own call)."""
+    for k, v in context.invocation_metadata() or ():
+        if k == FORWARDED:
+            return v if isinstance(v, str) else v.decode(errors="replace")
+    return None
+
+
+def passed_on(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in context.invocation_metadata() or () if k in PASSED_ON)
 
 
 async def abort_for(context: grpc.aio.ServicerContext, res: Result) -> None:
@@ -71,8 +82,9 @@ class Writes:
     so that the client's next read on this node sees it (read-your-writes)."""
 
     def __init__(self, me_id: str, replica: ReplicaView, raft: RaftStatus, proposer: Propose,
-                 peers: Peers) -> None:
+                 peers: Peers, identity: NodeIdentity | None = None) -> None:
         self.me_id = me_id
+        self.identity = identity or NodeIdentity(tls=True)
         self.replica = replica
         self.raft = raft
         self.proposer = proposer
@@ -117,7 +129,10 @@ class Writes:
                             local: Local[M2],
                             forward: Callable[[grpc.aio.Channel, tuple[tuple[str, str], ...]],
                                               Awaitable[M2]], fp: str = "") -> M2:
-        forwarded = is_forwarded(context)
+        by = forwarded_by(context)
+        if by is not None:  # only a node's certificate may say it forwards a client's write
+            await self.identity.require(context, by)
+        forwarded = by is not None
         deadline = time.monotonic() + WRITE_DEADLINE
         remaining = context.time_remaining()
         if remaining is not None:
