@@ -38,11 +38,12 @@ from raftsched.rpc.acl import AclServicer
 from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.auth import AuthInterceptor
 from raftsched.rpc.bounds import MAX_MESSAGE_BYTES
+from raftsched.rpc.cluster import ClusterServicer
 from raftsched.rpc.events import EventsServicer
 from raftsched.rpc.identity import NodeIdentity, node_client_tls, server_credentials
 from raftsched.rpc.limits import ReadLimiter, StreamLimiter, helper_processes
 from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
-from raftsched.rpc.public import ClusterServicer, SchedulerServicer
+from raftsched.rpc.public import SchedulerServicer
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.workflows import WorkflowsServicer
 from raftsched.rpc.writes import Writes

@@ -1,4 +1,4 @@
-"""Public gRPC services: Scheduler (jobs) and Cluster (nodes, status).
+"""Public gRPC service Scheduler (jobs); Cluster (nodes, status) is in `cluster`.
 
 Servicers translate and delegate: validation lives in `validate`, state changes
 in `fsm` (through the leader), reads come from this node's replica.
@@ -27,17 +27,12 @@ from raftsched.core.commands import (
     SubmitJobs,
 )
 from raftsched.core.model import TERMINAL_STATES, Job, JobSpec, JobState
-from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
+from raftsched.ports import ReplicaView
 from raftsched.rpc import auth, convert, explain
 from raftsched.rpc.limits import ReadLimiter
-from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
-    cluster_pb2,
-    cluster_pb2_grpc,
     jobs_pb2,
-    node_pb2,
-    node_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
@@ -360,72 +355,3 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
         return await self.writes.write(context, request, scheduler_pb2_grpc.SchedulerStub,
                                        "PurgeDeadJobs", local)
-
-
-class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, cfg: ClusterConfig, me_id: str, replica: ReplicaView, raft: RaftStatus,
-                 peers: Peers, leader: LeaderDuties, status: ReplicaStatus) -> None:
-        self.cfg = cfg
-        self.me_id = me_id
-        self.replica = replica
-        self.raft = raft
-        self.peers = peers
-        self.leader = leader
-        self.status = status
-
-    async def ListNodes(self, request, context):
-        st = self.replica.state
-        now = time.monotonic()
-        out = []
-        with self.replica.lock:
-            registered = dict(st.nodes)
-            usage = {nid: (u.as_resources(), len(u.jobs)) for nid, u in st.usage.items()}
-        leader_view = self.leader.last_seen if self.raft.is_leader() else {}
-        for nc in self.cfg.nodes:
-            n = registered.pop(nc.id, None)
-            if n is None:
-                info = cluster_pb2.NodeInfo(
-                    id=nc.id, grpc_address=nc.grpc, raft_address=nc.raft,
-                    capacity=convert.resources_to_pb(nc.capacity), alive=False,
-                    labels=nc.labels, last_heartbeat_age=-1, dedicated_pool=nc.dedicated,
-                )
-                out.append(info)
-                continue
-            alloc, running = usage.get(n.id, (convert.Resources(0, 0), 0))
-            seen = leader_view.get(n.id)
-            age = max(0.0, now - seen) if seen is not None else -1.0
-            out.append(convert.node_to_pb(n, alloc, running, age))
-        for n in registered.values():  # registered but no longer in the config
-            alloc, running = usage.get(n.id, (convert.Resources(0, 0), 0))
-            out.append(convert.node_to_pb(n, alloc, running, -1.0))
-        return cluster_pb2.ListNodesResponse(nodes=out)
-
-    async def ClusterStatus(self, request, context):
-        mine = await self.status.report(with_digest=request.include_replicas)
-        lc = self.raft.leader_config()
-        with self.replica.lock:
-            counts = {s.value: self.replica.state.counts.get(s, 0) for s in JobState}
-        resp = cluster_pb2.ClusterStatusResponse(
-            node_id=self.me_id,
-            leader_id=lc.id if lc else "",
-            leader_address=lc.grpc if lc else "",
-            term=mine.term,
-            commit_index=mine.commit_index,
-            applied_index=mine.applied_index,
-            state_digest=mine.state_digest,
-            jobs_by_state=counts,
-        )
-        if request.include_replicas:
-            resp.replicas.extend(await asyncio.gather(*(self._peer(nc) for nc in self.cfg.nodes)))
-        return resp
-
-    async def _peer(self, nc) -> cluster_pb2.ReplicaStatus:
-        if nc.id == self.me_id:
-            return await self.status.report()
-        stub = node_pb2_grpc.NodeAgentStub(self.peers.channel(nc.grpc))
-        try:
-            resp = await stub.GetReplicaStatus(node_pb2.ReplicaStatusRequest(), timeout=5.0)
-            return resp.status
-        except grpc.aio.AioRpcError as e:
-            return cluster_pb2.ReplicaStatus(node_id=nc.id, reachable=False,
-                                             error=e.details() or str(e.code()))

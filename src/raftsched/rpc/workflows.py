@@ -42,6 +42,7 @@ from raftsched.rpc.workflows_convert import (
     CONCURRENCY,
     MISFIRE,
     apply_overrides,
+    schedule_problem,
     schedule_to_pb,
     template_to_pb,
 )
@@ -207,25 +208,13 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             await context.abort(INVALID, "cron is empty: give an expression such as '*/5 * * * *' "
                                 "or @hourly")
         tzname = tzname or "UTC"
-        if pb.misfire not in MISFIRE:
-            await context.abort(INVALID, f"misfire policy {pb.misfire} unknown")
-        if pb.concurrency not in CONCURRENCY:
-            await context.abort(INVALID, f"concurrency policy {pb.concurrency} unknown")
         threshold = pb.misfire_threshold_seconds or 1.0
         deadline = pb.misfire_deadline_seconds or 3600.0
-        if not 0 < threshold <= 3600:
-            await context.abort(INVALID, "misfire_threshold_seconds must be in (0, 3600]")
-        if not threshold <= deadline <= MAX_DEADLINE_S:
-            await context.abort(INVALID, "misfire_deadline_seconds must be between "
-                                f"misfire_threshold_seconds and {MAX_DEADLINE_S:.0f}")
         start = pb.start or None
         end = pb.end or None
-        try:
-            c = cron.parse(expr)
-            tz = cron.zone(tzname)
-            cron.check_can_fire(c, tz, time.time(), start, end)
-        except cron.CronError as e:
-            await context.abort(INVALID, str(e))
+        problem = schedule_problem(pb, expr, tzname, threshold, deadline, MAX_DEADLINE_S)
+        if problem:
+            await context.abort(INVALID, problem)
         return Schedule(
             id=sid, cron=expr, spec=spec, timezone=tzname, template=pb.template, start=start,
             end=end, misfire=MISFIRE[pb.misfire], misfire_threshold_s=threshold,

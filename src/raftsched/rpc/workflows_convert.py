@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from raftsched.core import cron
@@ -70,3 +71,23 @@ def apply_overrides(spec: JobSpec, o: workflows_pb2.SpecOverrides) -> JobSpec:
     if o.HasField("name"):
         spec = replace(spec, name=o.name)
     return spec
+
+
+def schedule_problem(pb: workflows_pb2.Schedule, expr: str, tzname: str, threshold: float,
+                     deadline: float, max_deadline: float) -> str | None:
+    """Why a schedule's policies or cron expression are refused, naming the field; None if fine."""
+    if pb.misfire not in MISFIRE:
+        return f"misfire policy {pb.misfire} unknown"
+    if pb.concurrency not in CONCURRENCY:
+        return f"concurrency policy {pb.concurrency} unknown"
+    if not 0 < threshold <= 3600:
+        return "misfire_threshold_seconds must be in (0, 3600]"
+    if not threshold <= deadline <= max_deadline:
+        return ("misfire_deadline_seconds must be between misfire_threshold_seconds and "
+                f"{max_deadline:.0f}")
+    try:
+        cron.check_can_fire(cron.parse(expr), cron.zone(tzname), time.time(), pb.start or None,
+                            pb.end or None)
+    except cron.CronError as e:
+        return str(e)
+    return None
