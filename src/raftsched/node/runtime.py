@@ -164,7 +164,7 @@ class NodeRuntime:
         self.server = grpc.aio.server(
             options=[*options, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      *SERVER_KEEPALIVE_OPTIONS, ("grpc.so_reuseport", 0)],
-            interceptors=[AuthInterceptor(self.sm, self.cfg.acl)])
+            interceptors=[AuthInterceptor(self.sm, self.cfg.acl, self._caught_up)])
         for add, servicer in self._servicers():
             add(servicer, self.server)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -205,6 +205,11 @@ class NodeRuntime:
             log.info("metrics served", address=f"http://{self.me.metrics}/metrics")
         log.info("node started", grpc=self.me.grpc, raft=self.me.raft, incarnation=self.incarnation,
                  data_dir=str(self.data_dir))
+
+    def _caught_up(self) -> bool:
+        """A leader is known and this replica has applied what it knows to be committed."""
+        return (self.raft.leader_config() is not None
+                and self.sm.state.applied_index >= self.raft.commit_index())
 
     def _leader_and_term(self) -> tuple[str, int]:
         lc = self.raft.leader_config()

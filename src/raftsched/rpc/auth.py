@@ -115,9 +115,13 @@ def _deserializer(fn: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] |
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, replica: ReplicaView, enabled: bool = True) -> None:
+    def __init__(self, replica: ReplicaView, enabled: bool = True,
+                 caught_up: Callable[[], bool] | None = None) -> None:
         self.replica = replica
         self.enabled = enabled
+        # A node that restarted answers before its replica has applied the log: a token
+        # it does not know yet may exist. Then the caller should retry (elsewhere).
+        self.caught_up = caught_up or (lambda: True)
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -142,6 +146,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             with self.replica.lock:
                 found = acl.lookup(self.replica.state, secret or "")
             if found is None:
+                if not self.caught_up():
+                    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                        "this node is still catching up with the log; retry")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked token")
             assert found is not None
             if not found.may(need):
