@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import raftsched.node.isolation.kill as kill
 from raftsched.core.model import ResourceLimits as Limits
-from raftsched.node.isolation import kill
 
 # Joins the cgroups named by its first $1 arguments, then becomes the job: the job
 # is in its groups before it runs a single instruction, without a preexec_fn.

@@ -9,7 +9,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from raftsched.node.isolation import cgfs, kill
+import raftsched.node.isolation.cgfs as cgfs
+import raftsched.node.isolation.kill as kill
 from raftsched.node.isolation.base import Isolation, Limits, Sandbox, Usage, join_argv, pid_alive
 
 REQUIRED = ("memory", "pids", "freezer")

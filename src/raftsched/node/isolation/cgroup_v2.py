@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from raftsched.node.isolation import cgfs, kill
+import raftsched.node.isolation.cgfs as cgfs
+import raftsched.node.isolation.kill as kill
 from raftsched.node.isolation.base import Isolation, Limits, Sandbox, Usage, join_argv, pid_alive
 
 CONTROLLERS = ("memory", "pids", "cpu")

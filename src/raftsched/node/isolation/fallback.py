@@ -18,7 +18,7 @@ import ctypes
 import os
 from pathlib import Path
 
-from raftsched.node.isolation import kill
+import raftsched.node.isolation.kill as kill
 from raftsched.node.isolation.base import Isolation, Limits, Sandbox
 
 PR_SET_CHILD_SUBREAPER = 36
