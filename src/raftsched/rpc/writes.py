@@ -32,7 +32,6 @@ M2 = TypeVar("M2")
 
 FORWARDED = "x-raftsched-forwarded"
 # the caller's credentials travel with a forwarded write: the leader checks them again
-PASSED_ON = ("authorization",)
 APPLIED_INDEX = "x-raftsched-applied-index"
 WRITE_DEADLINE = 15.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -57,10 +56,6 @@ def forwarded_by(context: grpc.aio.ServicerContext) -> str | None:
         if k == FORWARDED:
             return v if isinstance(v, str) else v.decode(errors="replace")
     return None
-
-
-def passed_on(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
-    return tuple((k, v) for k, v in context.invocation_metadata() or () if k in PASSED_ON)
 
 
 async def abort_for(context: grpc.aio.ServicerContext, res: Result) -> None:
