@@ -34,6 +34,7 @@ import pytest
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.transport import Transport
 
+import raftsched.replica.journal as journal
 from raftsched.replica.durable import SnapshotError
 from raftsched.replica.raftsafe import SafeSyncObj
 
@@ -219,7 +220,7 @@ def test_process_killed_at_any_step_of_compaction_loses_no_acknowledged_entry(
     for every n; the directory as the page cache holds it then is restarted."""
     from pysyncobj.journal import ResizableFile
 
-    from raftsched.replica import durable, raftsafe
+    from raftsched.replica import durable
 
     budget = {"left": -1, "counted": 0, "active": 0}
 
@@ -245,8 +246,8 @@ def test_process_killed_at_any_step_of_compaction_loses_no_acknowledged_entry(
     monkeypatch.setattr(ResizableFile, "write", counting(ResizableFile.write))
     monkeypatch.setattr(os, "fsync", counting(os.fsync))
     monkeypatch.setattr(os, "replace", counting(os.replace))
-    monkeypatch.setattr(raftsafe._DurableFileJournal, "deleteEntriesTo",
-                        compaction_step(raftsafe._DurableFileJournal.deleteEntriesTo))
+    monkeypatch.setattr(journal.DurableFileJournal, "deleteEntriesTo",
+                        compaction_step(journal.DurableFileJournal.deleteEntriesTo))
     monkeypatch.setattr(durable.DurableSerializer, "serialize",
                         compaction_step(durable.DurableSerializer.serialize))
 

@@ -156,7 +156,7 @@ def test_conflict_above_commit_truncates(prefix_dup):
     assert stats["conflicts_truncated"] == 1 and stats["truncations_refused"] == 0
     assert stats["stale_entries_dropped"] == (1 if prefix_dup else 0)
     assert tr.replies()[-1] == {"type": "next_node_idx", "next_node_idx": 7,
-                                "reset": False, "success": True}
+                                "reset": False, "success": True, "term": 2}
     tr.deliver(ae(2, 6, 2, [], 6))
     obj.doTick(0)
     assert rec.applied == [2, 3, 4, 50, 60]
@@ -279,8 +279,11 @@ def test_leader_keeps_next_index_monotonic_on_success(cls):
     obj._SyncObj__onBecomeLeader()
     peer = LEADER  # here: a follower of this leader
     obj._SyncObj__raftNextIndex[peer] = 50  # entries up to 49 in flight
-    tr.deliver({"type": "next_node_idx", "next_node_idx": 10, "reset": False, "success": True})
+    term = obj.raftCurrentTerm
+    tr.deliver({"type": "next_node_idx", "next_node_idx": 10, "reset": False, "success": True,
+                "term": term})
     assert obj._SyncObj__raftMatchIndex[peer] == 9
     assert obj._SyncObj__raftNextIndex[peer] == (50 if cls is SafeSyncObj else 10)
-    tr.deliver({"type": "next_node_idx", "next_node_idx": 5, "reset": True, "success": False})
+    tr.deliver({"type": "next_node_idx", "next_node_idx": 5, "reset": True, "success": False,
+                "term": term})
     assert obj._SyncObj__raftNextIndex[peer] == 5  # reset still rewinds

@@ -30,6 +30,12 @@ SafeSyncObj rewrites each append_entries before pysyncobj sees it:
   never lowers it).
 * on the leader, a success next_node_idx no longer rewinds nextIndex below
   entries in flight (``next_index_rewinds_avoided``); "reset" replies still do.
+* replies (next_node_idx) carry the follower's term, and a leader drops every reply
+  not of its current term (``stale_replies_dropped``). pysyncobj's replies carry no
+  term: a success reply to an older term's append_entries, held in a TCP queue across
+  a partition and delivered once this node leads again, raised matchIndex over
+  entries the follower no longer held, so the leader committed and acknowledged
+  entries only it had (the lost batch of issue 20; tests/unit/test_stale_replies.py).
 
 Durability (``fsync=`` on SafeSyncObj, needs ``conf.journalFile``):
 
@@ -73,9 +79,9 @@ from pysyncobj.transport import TCPTransport
 from raftsched.replica.durable import (
     DurableSerializer,
     check_snapshot,
-    compact_journal,
     fsync_dir,
 )
+from raftsched.replica.journal import DurableFileJournal
 
 logger = logging.getLogger(__name__)
 
@@ -91,94 +97,16 @@ for _name in ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx",
 _PYSYNCOBJ_SERIALIZER = _syncobj_module.Serializer
 
 
-class _DurableFileJournal(FileJournal):
-    """FileJournal tracking dirtiness, made durable on demand (set via __class__)."""
-
-    def _rs_setup(self, mode: str, interval: float) -> None:
-        self._rs_mode = mode
-        self._rs_interval = interval
-        self._rs_dirty = True  # anything written before the swap
-        self._rs_meta_dirty = True
-        self._rs_last_sync = float("-inf")
-        self._rs_syncs = 0
-
-    def add(self, command, idx, term):
-        super().add(command, idx, term)
-        self._rs_dirty = True
-
-    def clear(self):  # deleteEntriesTo is clear() + add()
-        super().clear()
-        self._rs_dirty = True
-
-    def deleteEntriesFrom(self, entryFrom):
-        super().deleteEntriesFrom(entryFrom)
-        self._rs_dirty = True
-
-    def setRaftCommitIndex(self, raftCommitIndex):
-        if self._FileJournal__meta.get("raftCommitIndex") != raftCommitIndex:
-            super().setRaftCommitIndex(raftCommitIndex)
-            self._rs_meta_dirty = True
-
-    def deleteEntriesTo(self, entryTo):
-        # compaction: a new journal file renamed into place, never an in-place rewrite
-        compact_journal(self, entryTo, durable=self._rs_mode != "never")
-        if self._rs_mode != "never":
-            self._rs_dirty = False
-
-    def setCurrentTerm(self, term, votedForNodeId):
-        if self._rs_mode == "never":
-            return FileJournal.setCurrentTerm(self, term, votedForNodeId)
-        self._FileJournal__meta["currentTerm"] = term
-        self._FileJournal__meta["votedForNodeId"] = votedForNodeId
-        self._rs_meta_dirty = True
-        # Both modes: term/vote durable before any message that reflects them.
-        self.rs_sync(force_entries=self._rs_mode == "always")
-
-    def onOneSecondTimer(self):
-        if self._rs_mode == "never":
-            return FileJournal.onOneSecondTimer(self)
-        self.rs_sync()
-
-    def rs_sync(self, force_entries: bool = True) -> bool:
-        """Make dirty state durable; returns True if anything was written."""
-        wrote = False
-        if self._rs_dirty and force_entries:
-            rfile = self._FileJournal__journalFile
-            rfile._ResizableFile__mm.flush()
-            os.fsync(rfile._ResizableFile__f.fileno())
-            self._rs_dirty = False
-            self._rs_last_sync = time.monotonic()
-            wrote = True
-        if self._rs_meta_dirty:
-            self._rs_store_meta()
-            wrote = True
-        self._rs_syncs += wrote
-        return wrote
-
-    def rs_maybe_sync(self) -> None:
-        due = self._rs_mode == "always" or (
-            time.monotonic() - self._rs_last_sync >= self._rs_interval)
-        if due and (self._rs_dirty or self._rs_meta_dirty):
-            self.rs_sync()
-
-    def _rs_store_meta(self) -> None:
-        path = self._FileJournal__metaStorer.getPath()
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(_pickle.dumps(self._FileJournal__meta))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path)
-        self._FileJournal__metaSaved = True
-        self._rs_meta_dirty = False
-
 
 class SafeSyncObj(SyncObj):
     """SyncObj whose followers never truncate committed/applied log entries."""
 
     #: set to False (class or instance) to get plain pysyncobj behaviour
     raftsafe_enabled = True
+    #: set to False to accept next_node_idx replies of any term (pysyncobj's behaviour)
+    raftsafe_reply_terms = True
+    #: set to False to let snapshot chunks commit and acknowledge the kept log suffix
+    raftsafe_install_guard = True
     #: flush period for fsync="batch", seconds
     fsync_batch_interval = 0.05
 
@@ -195,9 +123,12 @@ class SafeSyncObj(SyncObj):
         # called with each tick's overrun beyond its wait (seconds): Raft tick lag
         self._rs_tick_observer: Callable[[float], None] | None = None
         self._rs_reply_next = None
+        self._rs_installing = False  # handling a snapshot chunk from the leader
+        self._rs_installed: int | None = None  # last index of the snapshot just installed
         self._rs_stats = dict.fromkeys(
             ("stale_entries_dropped", "conflicts_truncated", "truncations_refused",
-             "messages_rewritten", "next_index_rewinds_avoided"), 0)
+             "messages_rewritten", "next_index_rewinds_avoided", "stale_replies_dropped",
+             "install_acks_clamped"), 0)
         if conf is not None and conf.fullDumpFile and os.path.exists(conf.fullDumpFile):
             check_snapshot(conf.fullDumpFile)  # a damaged snapshot: refuse to start
         serializer = type("Serializer", (DurableSerializer,), {"durable": fsync != "never"})
@@ -214,8 +145,8 @@ class SafeSyncObj(SyncObj):
             raise TypeError(f"fsync={fsync!r} needs pysyncobj's FileJournal")
         if type(journal) is FileJournal:
             # Swap the live journal's class (same object and mmap); starts dirty.
-            _DurableFileJournal._rs_setup(journal, fsync, self.fsync_batch_interval)
-            journal.__class__ = _DurableFileJournal
+            DurableFileJournal._rs_setup(journal, fsync, self.fsync_batch_interval)
+            journal.__class__ = DurableFileJournal
             if fsync != "never":
                 self._rs_journal = journal
                 # A journal (or meta) file just created must survive a power cut with
@@ -244,10 +175,30 @@ class SafeSyncObj(SyncObj):
     def _SyncObj__sendNextNodeIdx(self, node, reset=False, nextNodeIdx=None, success=False):
         if success and self._rs_reply_next is not None:
             nextNodeIdx = self._rs_reply_next
+        if success and self._rs_installed is not None:
+            nextNodeIdx = self._rs_installed + 1  # the snapshot, not the kept suffix
+            self._rs_stats["install_acks_clamped"] += 1
         if self._rs_fsync == "always":
             self._rs_journal.rs_sync()  # entries durable before they are acknowledged
-        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=nextNodeIdx,
-                                          success=success)
+        if nextNodeIdx is None:
+            nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
+        # pysyncobj's reply carries no term; ours does (see _rs_stale_reply).
+        self._SyncObj__transport.send(node, {
+            "type": "next_node_idx", "next_node_idx": nextNodeIdx, "reset": reset,
+            "success": success, "term": self._SyncObj__raftCurrentTerm})
+
+    def _rs_stale_reply(self, message) -> bool:
+        """A next_node_idx reply that does not answer an append_entries of this leader's
+        current term. pysyncobj's replies carry no term, so a success reply sent to this
+        node while it led an older term (held up in a TCP send queue by a partition, then
+        delivered after the heal) would set matchIndex for entries the follower may no
+        longer hold, and let this leader commit and acknowledge entries of its new term
+        that only it has: an acknowledged write lost at the next leader change. It would
+        also count as fresh contact from that follower (leases, check-quorum)."""
+        if message.get("term") == self._SyncObj__raftCurrentTerm:
+            return False
+        self._rs_stats["stale_replies_dropped"] += 1
+        return True
 
     # -- snapshot install / restart: keep the log after the snapshot (Raft 7) --
     def _SyncObj__loadDumpFile(self, clearJournal):
@@ -270,9 +221,16 @@ class SafeSyncObj(SyncObj):
                     self._SyncObj__deleteEntriesTo(prev[1])
                 clearJournal = False
         SyncObj._SyncObj__loadDumpFile(self, clearJournal)
+        if self._rs_installing:
+            self._rs_installed = last[1]
 
     # -- append_entries filtering ------------------------------------------
     def _SyncObj__onMessageReceived(self, node, message):
+        if (self.raftsafe_enabled and self.raftsafe_install_guard
+                and message.get("type") == "append_entries" and "prevLogIdx" not in message
+                and message.get("serialized") is not None):
+            self._rs_snapshot_chunk(node, message)
+            return
         if (self.raftsafe_enabled and message.get("type") == "append_entries"
                 and "prevLogIdx" in message):
             message = self._rs_filter(message)
@@ -283,6 +241,9 @@ class SafeSyncObj(SyncObj):
                 SyncObj._SyncObj__onMessageReceived(self, node, message)
             finally:
                 self._rs_reply_next = None
+            return
+        if (self.raftsafe_enabled and message.get("type") == "next_node_idx"
+                and self.raftsafe_reply_terms and self._rs_stale_reply(message)):
             return
         if (self.raftsafe_enabled and message.get("type") == "next_node_idx"
                 and message.get("success") and not message.get("reset")):
@@ -296,6 +257,26 @@ class SafeSyncObj(SyncObj):
                 self._rs_stats["next_index_rewinds_avoided"] += 1
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _rs_snapshot_chunk(self, node, message):
+        """A chunk of the leader's snapshot. pysyncobj raises the commit index on every
+        chunk to min(leader commit, own last index) and, once the snapshot is loaded,
+        acknowledges its whole log (next = own last index + 1). With the log suffix kept
+        after the snapshot (Raft 7), that suffix may hold entries of an older term that
+        the leader does not have: the follower would apply entries never committed and
+        vouch for them, so the leader would count it for entries of its own term at those
+        indexes and acknowledge writes only the leader holds. So a chunk never raises the
+        commit index, and the acknowledgement covers the snapshot alone; the next
+        append_entries verifies the suffix (kept if it matches, truncated if not)."""
+        if message["term"] >= self._SyncObj__raftCurrentTerm:
+            message = dict(message)
+            message["commit_index"] = min(message["commit_index"], self._SyncObj__raftCommitIndex)
+        self._rs_installing = True
+        try:
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+        finally:
+            self._rs_installing = False
+            self._rs_installed = None
 
     def _rs_filter(self, msg):
         """Return the message to hand to pysyncobj, or None to drop it."""

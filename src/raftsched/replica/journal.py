@@ -1,0 +1,96 @@
+"""pysyncobj's FileJournal made durable on demand (the fsync modes of `raftsafe`):
+SafeSyncObj swaps the live journal's class to `DurableFileJournal` (same object and
+mmap), which tracks what is dirty and flushes it with fsync when asked."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pysyncobj import pickle as _pickle
+from pysyncobj.journal import FileJournal
+
+from raftsched.replica.durable import compact_journal, fsync_dir
+
+
+class DurableFileJournal(FileJournal):
+    """FileJournal tracking dirtiness, made durable on demand (set via __class__)."""
+
+    def _rs_setup(self, mode: str, interval: float) -> None:
+        self._rs_mode = mode
+        self._rs_interval = interval
+        self._rs_dirty = True  # anything written before the swap
+        self._rs_meta_dirty = True
+        self._rs_last_sync = float("-inf")
+        self._rs_syncs = 0
+
+    def add(self, command, idx, term):
+        super().add(command, idx, term)
+        self._rs_dirty = True
+
+    def clear(self):  # deleteEntriesTo is clear() + add()
+        super().clear()
+        self._rs_dirty = True
+
+    def deleteEntriesFrom(self, entryFrom):
+        super().deleteEntriesFrom(entryFrom)
+        self._rs_dirty = True
+
+    def setRaftCommitIndex(self, raftCommitIndex):
+        if self._FileJournal__meta.get("raftCommitIndex") != raftCommitIndex:
+            super().setRaftCommitIndex(raftCommitIndex)
+            self._rs_meta_dirty = True
+
+    def deleteEntriesTo(self, entryTo):
+        # compaction: a new journal file renamed into place, never an in-place rewrite
+        compact_journal(self, entryTo, durable=self._rs_mode != "never")
+        if self._rs_mode != "never":
+            self._rs_dirty = False
+
+    def setCurrentTerm(self, term, votedForNodeId):
+        if self._rs_mode == "never":
+            return FileJournal.setCurrentTerm(self, term, votedForNodeId)
+        self._FileJournal__meta["currentTerm"] = term
+        self._FileJournal__meta["votedForNodeId"] = votedForNodeId
+        self._rs_meta_dirty = True
+        # Both modes: term/vote durable before any message that reflects them.
+        self.rs_sync(force_entries=self._rs_mode == "always")
+
+    def onOneSecondTimer(self):
+        if self._rs_mode == "never":
+            return FileJournal.onOneSecondTimer(self)
+        self.rs_sync()
+
+    def rs_sync(self, force_entries: bool = True) -> bool:
+        """Make dirty state durable; returns True if anything was written."""
+        wrote = False
+        if self._rs_dirty and force_entries:
+            rfile = self._FileJournal__journalFile
+            rfile._ResizableFile__mm.flush()
+            os.fsync(rfile._ResizableFile__f.fileno())
+            self._rs_dirty = False
+            self._rs_last_sync = time.monotonic()
+            wrote = True
+        if self._rs_meta_dirty:
+            self._rs_store_meta()
+            wrote = True
+        self._rs_syncs += wrote
+        return wrote
+
+    def rs_maybe_sync(self) -> None:
+        due = self._rs_mode == "always" or (
+            time.monotonic() - self._rs_last_sync >= self._rs_interval)
+        if due and (self._rs_dirty or self._rs_meta_dirty):
+            self.rs_sync()
+
+    def _rs_store_meta(self) -> None:
+        path = self._FileJournal__metaStorer.getPath()
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(_pickle.dumps(self._FileJournal__meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path)
+        self._FileJournal__metaSaved = True
+        self._rs_meta_dirty = False
