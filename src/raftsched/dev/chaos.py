@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,8 @@ def job_spec(root: Path, rng: random.Random) -> jobs_pb2.JobSpec:
 class Chaos:
     def __init__(self, root: Path, seed: int, duration: float, jobs: int,
                  min_leader_kills: int = 3, min_follower_events: int = 3,
-                 log: Any = print) -> None:
+                 log: Any = print, hosts: list[str] | None = None,
+                 wrap: Callable[[str], list[str]] | None = None) -> None:
         self.root = root
         self.rng = random.Random(seed)
         self.seed = seed
@@ -112,9 +114,9 @@ class Chaos:
         (root / "locks").mkdir(parents=True, exist_ok=True)
         (root / "ledger.txt").touch()
         path = write_config(root, 3, cpu=2000, mem=2048, cluster_extra='log_level = "info"',
-                            secret="chaos-secret-" + uuid.uuid4().hex)
+                            secret="chaos-secret-" + uuid.uuid4().hex, hosts=hosts)
         self.cfg = configmod.load(path)
-        self.cluster = LocalCluster(self.cfg, log_dir=root / "logs")
+        self.cluster = LocalCluster(self.cfg, log_dir=root / "logs", wrap=wrap)
         self.report = ChaosReport(seed)
         self.acked: list[str] = []
         self._stop = threading.Event()

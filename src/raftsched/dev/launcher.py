@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -91,8 +91,10 @@ class LocalCluster:
     """Node processes of one config on this machine. Stops them on exit."""
 
     def __init__(self, cfg: ClusterConfig, log_dir: Path | None = None,
-                 echo: bool = True, extra_args: Sequence[str] = ()) -> None:
+                 echo: bool = True, extra_args: Sequence[str] = (),
+                 wrap: Callable[[str], list[str]] | None = None) -> None:
         self.cfg = cfg
+        self.wrap = wrap  # node id -> command prefix (e.g. `ip netns exec NS`)
         self.log_dir = log_dir
         self.echo = echo
         self.extra_args = list(extra_args)
@@ -100,8 +102,8 @@ class LocalCluster:
         self._threads: list[threading.Thread] = []
 
     def start_node(self, node_id: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "raftsched", "--config", str(self.cfg.path), "node",
-               "--id", node_id, *self.extra_args]
+        cmd = [*(self.wrap(node_id) if self.wrap else ()), sys.executable, "-m", "raftsched",
+               "--config", str(self.cfg.path), "node", "--id", node_id, *self.extra_args]
         out: int | IO[bytes] = subprocess.PIPE
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)

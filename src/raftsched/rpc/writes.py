@@ -115,7 +115,14 @@ class Writes:
             call = getattr(stub(ch), method)(req, metadata=md,
                                               timeout=context.time_remaining() or WRITE_DEADLINE)
             resp = await call
-            await self.wait_applied(call)
+            index = await self.wait_applied(call)
+            if index is not None:
+                # Committed (the leader said so) but not applied here: acknowledging now
+                # would let the client read its own write as missing from this node.
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"committed by the leader at index {index} but {self.me_id} has not "
+                    f"applied it yet; retry with request_id={rid} (safe: applied once)")
             return resp  # type: ignore[no-any-return]
 
         return await self._leader_write(context, rid, local, forward, fp)
@@ -169,14 +176,18 @@ class Writes:
         )
         raise AssertionError("unreachable")
 
-    async def wait_applied(self, call: Any, timeout: float = 3.0) -> None:
-        """After a write forwarded to the leader: wait until this replica has applied it."""
+    async def wait_applied(self, call: Any, timeout: float = 3.0) -> int | None:
+        """After a write forwarded to the leader: wait until this replica has applied it.
+        None once applied; else the leader's index this replica did not reach in time."""
         index = 0
         for k, v in await call.trailing_metadata() or ():
             if k == APPLIED_INDEX:
                 index = int(v)
         deadline = time.monotonic() + timeout
-        while self.replica.state.applied_index < index and time.monotonic() < deadline:
+        while self.replica.state.applied_index < index:
+            if time.monotonic() >= deadline:
+                return index
             await asyncio.sleep(0.002)
+        return None
 
 
