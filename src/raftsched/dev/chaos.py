@@ -102,7 +102,7 @@ class Chaos:
     def __init__(self, root: Path, seed: int, duration: float, jobs: int,
                  min_leader_kills: int = 3, min_follower_events: int = 3,
                  log: Any = print, hosts: list[str] | None = None,
-                 wrap: Callable[[str], list[str]] | None = None) -> None:
+                 wrap: Callable[[str], list[str]] | None = None, cluster_extra: str = "") -> None:
         self.root = root
         self.rng = random.Random(seed)
         self.seed = seed
@@ -113,7 +113,7 @@ class Chaos:
         self.log = log
         (root / "locks").mkdir(parents=True, exist_ok=True)
         (root / "ledger.txt").touch()
-        path = write_config(root, 3, cpu=2000, mem=2048, cluster_extra='log_level = "info"',
+        path = write_config(root, 3, cpu=2000, mem=2048, cluster_extra='log_level = "info"\n' + cluster_extra,
                             secret="chaos-secret-" + uuid.uuid4().hex, hosts=hosts)
         self.cfg = configmod.load(path)
         self.cluster = LocalCluster(self.cfg, log_dir=root / "logs", wrap=wrap)

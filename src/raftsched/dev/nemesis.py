@@ -19,11 +19,13 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from raftsched.dev.netns import Netns
 from raftsched.node import certs
 from raftsched.v1 import jobs_pb2
 
+COMPACT_EVERY = 150
 FAULTS = ("isolate_leader", "isolate_follower", "bridge", "leader_to_follower", "kill_cut")
 
 
@@ -55,6 +58,7 @@ class NemesisStats:
     grpc_batches: int = 0
     retries: int = 0
     refused: int = 0
+    safety: dict[str, int] = field(default_factory=dict)  # raftsafe counters, all nodes
 
     def summary(self) -> str:
         by: dict[str, list[FaultStat]] = {}
@@ -72,6 +76,8 @@ class NemesisStats:
                 + (f" ({len(fs) - len(heal)} never)" if len(heal) < len(fs) else ""))
         total = sum(f.term_growth for f in self.faults)
         lines.append(f"term growth total={total} over {len(self.faults)} faults")
+        lines.append("raft safety events (all nodes, this incarnation): " + " ".join(
+            f"{k}={v}" for k, v in sorted(self.safety.items())))
         return "\n".join(lines)
 
 
@@ -82,7 +88,9 @@ class PartitionNemesis(Chaos):
         try:
             super().__init__(root, seed, duration, jobs, min_leader_kills=0,
                              min_follower_events=0, log=log, hosts=self.net.hosts,
-                             wrap=lambda nid: self.net.wrap(int(nid[1:])))
+                             wrap=lambda nid: self.net.wrap(int(nid[1:])),
+                             # compact often, so that cut nodes catch up by snapshot install
+                             cluster_extra=f"log_compaction_entries = {COMPACT_EVERY}")
         except Exception:
             self.net.close()
             raise
@@ -95,6 +103,10 @@ class PartitionNemesis(Chaos):
             return super().run(settle)
         finally:
             self.net.close()
+
+    def _check(self) -> None:
+        super()._check()
+        self.stats.safety = safety_events([n.metrics for n in self.cfg.nodes])
 
     def node_client(self, nid: str, timeout: float = 4.0) -> Client:
         return Client([self.cfg.node(nid).grpc], timeout=timeout, tls=self.cluster.tls(),
@@ -262,3 +274,18 @@ def _ids(stdout: str) -> list[str]:
     if "job_ids" in data:
         return list(data["job_ids"])
     return [data["job_id"]] if "job_id" in data else []
+
+
+def safety_events(metrics_addrs: list[str]) -> dict[str, int]:
+    """Sum of raftsched_raft_safety_events over the nodes' /metrics (unreachable: skipped)."""
+    total: dict[str, int] = {}
+    for addr in metrics_addrs:
+        try:
+            with urllib.request.urlopen(f"http://{addr}/metrics", timeout=3) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for m in re.finditer(r'^raftsched_raft_safety_events_total\{event="(\w+)"\} (\S+)$',
+                             text, re.M):
+            total[m.group(1)] = total.get(m.group(1), 0) + int(float(m.group(2)))
+    return total

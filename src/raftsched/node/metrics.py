@@ -128,6 +128,12 @@ class RuntimeCollector(Collector):
                                 value=rt.raft.commit_index())
         yield GaugeMetricFamily("raftsched_raft_applied_index", "Last Raft index applied to the state",
                                 value=applied)
+        safety = CounterMetricFamily("raftsched_raft_safety_events",
+                                     "Raft-safety layer interventions (docs/raft-safety.md)",
+                                     labels=["event"])
+        for event, n in sorted(rt.raft.safety_stats().items()):
+            safety.add_metric([event], n)
+        yield safety
         yield CounterMetricFamily("raftsched_raft_leader_changes", "Leader changes observed by this node",
                                   value=rt.leader_changes())
 

@@ -175,5 +175,10 @@ class RaftNode:
         acks = 1 + sum(1 for t in seen if t > horizon)
         return acks > len(cfg.nodes) / 2
 
+    def safety_stats(self) -> dict[str, int]:
+        """Counters of the Raft-safety layer (replica/raftsafe.py): messages rewritten,
+        stale replies dropped, truncations refused, fsyncs, ..."""
+        return dict(self.syncobj.raftsafe_stats())
+
     def destroy(self) -> None:
         self.syncobj.destroy()
