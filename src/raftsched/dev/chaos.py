@@ -201,7 +201,7 @@ class Chaos:
         self.cluster.start()
         try:
             with self.client() as c:
-                c.wait_for_leader(30)
+                c.wait_for_leader(120)  # node start is slow on a loaded machine
                 deadline = time.monotonic() + 30
                 while sum(n.alive for n in c.nodes()) < 3 and time.monotonic() < deadline:
                     time.sleep(0.1)
