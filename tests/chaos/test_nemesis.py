@@ -35,6 +35,7 @@ def test_partitions_lose_nothing_acknowledged(capsys: pytest.CaptureFixture[str]
         assert {f.kind for f in nem.stats.faults} == set(FAULTS), text
         assert report.acknowledged >= 150, text
         assert not report.lost, text
+        assert not report.unfinished, text
         assert not report.succeeded_twice, text
         assert not report.overlaps, text
         assert not report.token_regressions, text

@@ -39,7 +39,8 @@ class ChaosReport:
     seed: int
     acknowledged: int = 0
     terminal: int = 0
-    lost: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # acknowledged, in no replica's state
+    unfinished: list[str] = field(default_factory=list)  # acknowledged, not terminal in time
     succeeded: int = 0
     failed: int = 0
     succeeded_twice: list[str] = field(default_factory=list)
@@ -60,7 +61,7 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
-        return (not self.lost and not self.succeeded_twice and not self.overlaps
+        return (not self.lost and not self.unfinished and not self.succeeded_twice and not self.overlaps
                 and not self.token_regressions and not self.success_without_run
                 and self.replicas_identical and self.terminal == self.acknowledged
                 and self.audit_ok)
@@ -72,7 +73,7 @@ class ChaosReport:
             f"failed={self.failed} attempts started={self.attempts_started}",
             f"faults: leader SIGKILL={self.leader_kills} leader SIGSTOP={self.leader_stops} "
             f"follower SIGKILL={self.follower_kills} follower SIGSTOP={self.follower_stops}",
-            f"lost={len(self.lost)} succeeded_twice={len(self.succeeded_twice)} "
+            f"lost={len(self.lost)} unfinished={len(self.unfinished)} succeeded_twice={len(self.succeeded_twice)} "
             f"overlapping_attempts={len(self.overlaps)} token_regressions={len(self.token_regressions)} "
             f"success_without_run={len(self.success_without_run)} "
             f"fenced_completions={self.fenced_completions}",
@@ -80,7 +81,7 @@ class ChaosReport:
             + f" -> identical={self.replicas_identical}",
             *(f"audit: {a}" for a in self.audits),
         ]
-        for name in ("lost", "succeeded_twice", "overlaps", "token_regressions", "success_without_run"):
+        for name in ("lost", "unfinished", "succeeded_twice", "overlaps", "token_regressions", "success_without_run"):
             items = getattr(self, name)
             if items:
                 lines.append(f"{name}: {items[:10]}")
@@ -253,10 +254,11 @@ class Chaos:
         r.replicas_identical = bool(reps) and all(x.reachable for x in reps) and len(
             {(x.applied_index, x.state_digest) for x in reps}) == 1
         r.acknowledged = len(self.acked)
+        (self.root / "acked.txt").write_text("".join(f"{j}\n" for j in self.acked))
         for jid in self.acked:
             j = jobs.get(jid)
             if j is None or j.state not in TERMINAL:
-                r.lost.append(jid)
+                (r.lost if j is None else r.unfinished).append(jid)
                 continue
             r.terminal += 1
             r.succeeded += j.state == jobs_pb2.SUCCEEDED
