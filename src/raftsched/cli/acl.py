@@ -16,7 +16,8 @@ ROLES = ["admin", "operator", "submitter", "reader"]
 
 
 def _acl(client: Client) -> AclClient:
-    return AclClient(client.addresses, client.timeout, tls=client.tls, token=client.token)
+    return AclClient(client.addresses, client.timeout, tls=client.tls, token=client.token,
+                     fail_fast=client.fail_fast)
 
 
 def _d(msg: Any) -> dict[str, Any]:

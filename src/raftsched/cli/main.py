@@ -12,19 +12,19 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from raftsched import config as configmod
-from raftsched.cli import acl, audit, dag, dlq, observe, placement, tlscmd, workflows
+from raftsched.cli import acl, audit, dag, dlq, globalflags, observe, placement, tlscmd, workflows
 from raftsched.cli.common import (
+    EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
     EXIT_JOB_FAILED,
-    EXIT_NOT_FOUND,
     EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_TOO_OLD,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     STATES,
+    UsageError,
     add_policy_flags,
     add_spec_flags,
+    exit_code_of,
     spec_from_args,
 )
 from raftsched.cli.format import (
@@ -36,7 +36,7 @@ from raftsched.cli.format import (
     render_status,
     table,
 )
-from raftsched.client.client import Client
+from raftsched.client.client import Client, NoNodeReachable
 from raftsched.client.credentials import TOKEN_ENV, discover, discover_token
 from raftsched.v1 import jobs_pb2
 
@@ -76,8 +76,10 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     spec = spec_from_args(args)
     key = getattr(args, "idempotency_key", None)
+    if args.count < 1:
+        raise UsageError(f"--count {args.count}: must be at least 1")
     if key and args.count != 1:
-        raise SystemExit("raftsched: --idempotency-key needs --count 1")
+        raise UsageError("--idempotency-key needs --count 1 (a batch has no single key)")
     ids = ([client.submit(spec, idempotency_key=key)] if args.count == 1
            else client.submit_batch([spec] * args.count))
     if not args.wait:
@@ -231,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="raftsched: a Raft-replicated distributed job scheduler.\n\n"
         "Client commands talk to any node: reads are answered from that node's replica,\n"
         "writes are forwarded to the leader. By default the nodes of --config are tried\n"
-        "in turn; --node HOST:PORT picks one.",
+        "in turn; --node HOST:PORT picks one.\n\n" + globalflags.GLOBAL_NOTE,
         epilog=EXIT_CODES_HELP,
         formatter_class=fmt,
     )
@@ -277,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true", help="wait until the job(s) finish; exit 1 "
                     "unless all succeeded")
     add_policy_flags(sp)
-    sp.set_defaults(func=cmd_submit, needs_client=True)
+    sp.set_defaults(func=cmd_submit, needs_client=True, needs_command=True)
 
     sp = sub.add_parser("status", help="show one job", epilog=EXIT_CODES_HELP,
                         formatter_class=fmt)
@@ -309,16 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (observe, workflows, dag, dlq, placement, acl, tlscmd):
         module.register(sub, fmt)
 
-    # `--json` is accepted after the subcommand too (raftsched list --json)
-    for sp in set(sub.choices.values()):
-        if sp.get_default("needs_client"):
-            sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                            help="print machine-readable JSON")
-
     audit.register(sub, fmt)
     sp = sub.add_parser("demo", help="start the local cluster, run a workload, stop")
     sp.add_argument("--jobs", type=int, default=60, help="number of jobs (default 60)")
     sp.set_defaults(func=cmd_demo, needs_client=False)
+    globalflags.propagate(p)  # global flags before or after the subcommand
     return p
 
 
@@ -338,10 +335,22 @@ def connect(args: argparse.Namespace) -> Client:
     except ValueError as e:
         raise configmod.ConfigError(str(e)) from None
     token = discover_token(args.token, cfg.data_dir if cfg else None)
-    return Client(addrs, timeout=args.rpc_timeout, tls=tls, token=token)
+    return Client(addrs, timeout=args.rpc_timeout, tls=tls, token=token, fail_fast=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away (`raftsched list | head`): no traceback, and no second
+        # error when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -355,20 +364,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print("raftsched: no TLS files found (--ca/--cert/--key, $RAFTSCHED_CA..., or "
                           "<data_dir>/tls of --config): a TLS node refuses plaintext", file=sys.stderr)
                 raise
+    except UsageError as e:
+        getattr(args, "usage_parser", parser).error(str(e))  # exits 2 with the command's usage line
     except configmod.ConfigError as e:
         print(f"raftsched: config: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except grpc.RpcError as e:
-        code = e.code()
-        print(f"raftsched: {code.name}: {e.details()}", file=sys.stderr)
-        if code == grpc.StatusCode.NOT_FOUND:
-            return EXIT_NOT_FOUND
-        if code == grpc.StatusCode.OUT_OF_RANGE:
-            return EXIT_TOO_OLD
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-                    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED):
-            return EXIT_REFUSED
+    except NoNodeReachable as e:
+        print(f"raftsched: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except grpc.RpcError as e:
+        print(f"raftsched: {e.code().name}: {e.details()}", file=sys.stderr)
+        return exit_code_of(e)
     except KeyboardInterrupt:
         return 130
+    return EXIT_USAGE

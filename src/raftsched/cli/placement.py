@@ -51,8 +51,6 @@ def cmd_explain(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_plan(args: argparse.Namespace, client: Client) -> int:
     args = reparse(args)
-    if not args.command:
-        raise SystemExit("raftsched plan: give the command to plan after --")
     return _show(args, client.plan(spec_from_args(args)))
 
 
@@ -78,4 +76,5 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     g.add_argument("--constraint", action="append", metavar="EXPR",
                    help="node label constraint (repeatable), e.g. size=big")
     g.add_argument("--sequence-key", metavar="KEY", help="as for submit")
-    p.set_defaults(func=cmd_plan, needs_client=True, own_parser=p, max_attempts=0)
+    p.set_defaults(func=cmd_plan, needs_client=True, own_parser=p, max_attempts=0,
+                   needs_command=True)

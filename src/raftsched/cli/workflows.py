@@ -22,7 +22,8 @@ CONCURRENCY = {"allow": wpb.CONCURRENCY_ALLOW, "forbid": wpb.CONCURRENCY_FORBID,
 
 
 def workflows_client(client: Client) -> WorkflowsClient:
-    return WorkflowsClient(client.addresses, client.timeout, tls=client.tls, token=client.token)
+    return WorkflowsClient(client.addresses, client.timeout, tls=client.tls, token=client.token,
+                           fail_fast=client.fail_fast)
 
 
 def as_dict(msg: Any) -> dict[str, Any]:
