@@ -7,12 +7,23 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from raftsched import config as configmod
-from raftsched.cli import acl, audit, dag, dlq, globalflags, observe, placement, tlscmd, workflows
+from raftsched.cli import (
+    acl,
+    audit,
+    dag,
+    dlq,
+    globalflags,
+    listing,
+    observe,
+    placement,
+    tlscmd,
+    workflows,
+)
 from raftsched.cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
@@ -20,7 +31,6 @@ from raftsched.cli.common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
-    STATES,
     UsageError,
     add_policy_flags,
     add_spec_flags,
@@ -31,7 +41,7 @@ from raftsched.cli.format import (
     TERMINAL,
     dump_json,
     job_dict,
-    print_jobs,
+    message_dict,
     progress,
     render_status,
     table,
@@ -80,20 +90,26 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
         raise UsageError(f"--count {args.count}: must be at least 1")
     if key and args.count != 1:
         raise UsageError("--idempotency-key needs --count 1 (a batch has no single key)")
-    ids = ([client.submit(spec, idempotency_key=key)] if args.count == 1
-           else client.submit_batch([spec] * args.count))
+    existing = False
+    if args.count == 1:
+        resp = client.submit_ex(spec, idempotency_key=key)
+        ids, existing = [resp.job_id], resp.existing
+    else:
+        ids = client.submit_batch([spec] * args.count)
+    if existing and not args.json:
+        print(f"# the idempotency key matched job {ids[0]}, submitted before", file=sys.stderr)
     if not args.wait:
         if args.json:
-            dump_json({"job_ids": ids})
+            dump_json({"job_ids": ids, "existing": existing})
         else:
             for i in ids:
                 print(i)
         return EXIT_OK
     jobs = _wait(client, ids, quiet=args.json)
     if args.json:
-        dump_json({"jobs": [job_dict(j) for j in jobs]})
+        dump_json({"jobs": [job_dict(j) for j in jobs], "existing": existing})
     else:
-        print_jobs(jobs)
+        listing.print_wait_result(jobs)
     ok = all(j.state == jobs_pb2.SUCCEEDED for j in jobs)
     return EXIT_OK if ok else EXIT_JOB_FAILED
 
@@ -137,25 +153,6 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def cmd_list(args: argparse.Namespace, client: Client) -> int:
-    states = [jobs_pb2.JobState.Value(s.upper()) for s in args.state or []]
-    if args.all:
-        jobs = list(client.list_all(states, args.on_node or "", args.namespace or ""))
-        total = len(jobs)
-    else:
-        resp = client.list_page(states, args.on_node or "", args.limit, args.page_token or "",
-                                args.namespace or "")
-        jobs, total = list(resp.jobs), resp.total
-        if resp.next_page_token and not args.json:
-            print(f"# {len(jobs)} of {total}; next page: --page-token {resp.next_page_token}",
-                  file=sys.stderr)
-    if args.json:
-        dump_json({"jobs": [job_dict(j) for j in jobs], "total": total})
-    else:
-        print_jobs(jobs)
-    return EXIT_OK
-
-
 def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
     j = client.cancel(args.job_id)
     if args.json:
@@ -169,6 +166,18 @@ def _lag(p99: float, top: float) -> str:
     return f"{p99 * 1000:.0f}/{top * 1000:.0f}ms"
 
 
+# fields where the API says -1 for "not known here" (a follower has no heartbeat view;
+# cgroups usage not measurable): JSON says null instead
+UNKNOWN_IS_MINUS_ONE = ("last_heartbeat_age", "cpu_millis_used", "memory_mib_used")
+
+
+def _unknown_as_null(d: dict[str, Any]) -> dict[str, Any]:
+    for k in UNKNOWN_IS_MINUS_ONE:
+        if d.get(k, 0) < 0:
+            d[k] = None
+    return d
+
+
 def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
     nodes = client.nodes()
     st = client.status(include_replicas=True)
@@ -176,8 +185,8 @@ def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         dump_json({
             "leader": st.leader_id,
-            "nodes": [MessageToDict(n, preserving_proto_field_name=True) for n in nodes],
-            "replicas": [MessageToDict(r, preserving_proto_field_name=True) for r in st.replicas],
+            "nodes": [_unknown_as_null(message_dict(n)) for n in nodes],
+            "replicas": [_unknown_as_null(message_dict(r)) for r in st.replicas],
         })
         return EXIT_OK
     rows = []
@@ -286,17 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("job_id")
     sp.set_defaults(func=cmd_status, needs_client=True)
 
-    sp = sub.add_parser("list", help="list jobs", epilog=EXIT_CODES_HELP, formatter_class=fmt,
-                        description="List jobs in submission order, one page at a time.")
-    sp.add_argument("--state", action="append", type=str.upper, choices=STATES,
-                    help="only jobs in this state (repeatable)")
-    sp.add_argument("--on-node", metavar="NODE_ID", help="only jobs on this node")
-    sp.add_argument("--limit", type=int, default=50, help="page size (default 50, max 1000)")
-    sp.add_argument("--page-token", help="continue from a previous page")
-    sp.add_argument("--all", action="store_true", help="fetch every page")
-    sp.add_argument("--namespace", help="only jobs of this namespace (default: every one you may read)")
-    sp.set_defaults(func=cmd_list, needs_client=True)
-
     sp = sub.add_parser("cancel", help="cancel a job (a running one is killed: SIGTERM, grace, SIGKILL)",
                         epilog=EXIT_CODES_HELP, formatter_class=fmt)
     sp.add_argument("job_id")
@@ -308,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
 
-    for module in (observe, workflows, dag, dlq, placement, acl, tlscmd):
+    for module in (listing, observe, workflows, dag, dlq, placement, acl, tlscmd):
         module.register(sub, fmt)
 
     audit.register(sub, fmt)
@@ -370,7 +368,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"raftsched: config: {e}", file=sys.stderr)
         return EXIT_USAGE
     except NoNodeReachable as e:
-        print(f"raftsched: {e}", file=sys.stderr)
+        print(f"raftsched: UNAVAILABLE: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except grpc.RpcError as e:
         print(f"raftsched: {e.code().name}: {e.details()}", file=sys.stderr)

@@ -145,6 +145,22 @@ class Client(NodesClient):
                 return
             token = resp.next_page_token
 
+    def list_jobs(self, request: scheduler_pb2.ListJobsRequest) -> scheduler_pb2.ListJobsResponse:
+        """One page of any ListJobsRequest (every filter and order of the API)."""
+        return self._call("scheduler", "ListJobs", request)
+
+    def list_jobs_all(self, request: scheduler_pb2.ListJobsRequest) -> Iterator[jobs_pb2.Job]:
+        """Every job of `request` (its page_size and page_token are managed here)."""
+        req = scheduler_pb2.ListJobsRequest()
+        req.CopyFrom(request)
+        req.page_size, req.page_token = 1000, ""
+        while True:
+            resp = self.list_jobs(req)
+            yield from resp.jobs
+            if not resp.next_page_token:
+                return
+            req.page_token = resp.next_page_token
+
     def cancel(self, job_id: str, request_id: str | None = None) -> jobs_pb2.Job:
         req = scheduler_pb2.CancelJobRequest(job_id=job_id, request_id=request_id or uuid.uuid4().hex)
         return self._call("scheduler", "CancelJob", req).job
