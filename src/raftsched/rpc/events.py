@@ -257,8 +257,11 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         assert job is not None  # abort raises
         await auth.require_ns(context, job.spec.namespace, f"job {job.id}")
         attempt = request.attempt or job.attempt
-        if request.attempt < 0 or attempt > job.attempt:
+        if request.attempt < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"attempt is {request.attempt}; it must be >= 0 (0: the latest)")
+        if attempt > job.attempt:  # a well-formed request for something that does not exist
+            await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"attempt {request.attempt}: job {job.id} has attempts 1..{job.attempt}")
         if attempt == 0:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
