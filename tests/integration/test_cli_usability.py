@@ -154,3 +154,35 @@ def test_watch_ends_and_resumes_without_gaps(cluster3: TestCluster) -> None:
     # a position this cluster never reached
     r = cli(c, "watch", "--from", f"{base + 10_000_000}.0", timeout=30)
     assert r.returncode == 4 and "ahead of this node's applied index" in r.stderr
+
+
+def test_bulk_cancel_by_filter_and_dlq_retry_all(cluster3: TestCluster) -> None:
+    c = cluster3
+    client = c.client()
+    slow = client.submit_batch([jobs_pb2.JobSpec(command=["sleep", "300"], name="bulk-slow")] * 3)
+    keep = client.submit(jobs_pb2.JobSpec(command=["sleep", "300"], name="keep-me"))
+    assert cli(c, "cancel").returncode == 2
+    assert cli(c, "cancel", slow[0], "--name", "x").returncode == 2
+    # without --yes: shows what matches, changes nothing
+    r = cli(c, "cancel", "--name", "bulk-*")
+    assert r.returncode == 2 and "3 job(s) match" in r.stderr
+    assert all(client.get(j).state not in (jobs_pb2.CANCELLING, jobs_pb2.CANCELLED) for j in slow)
+    out = ok(cli(c, "cancel", "--name", "bulk-*", "--yes"))
+    assert sorted(ln.split()[0] for ln in out.splitlines()) == sorted(slow)
+    c.wait_terminal(slow)
+    assert {client.get(j).state for j in slow} == {jobs_pb2.CANCELLED}
+    assert client.get(keep).state not in (jobs_pb2.CANCELLING, jobs_pb2.CANCELLED)
+    # ids, one of them already finished: the others are cancelled, exit 4 names it
+    r = cli(c, "cancel", slow[0], keep)
+    assert r.returncode == 4 and slow[0] in r.stderr and "FAILED_PRECONDITION" in r.stderr
+    assert client.get(keep).state in (jobs_pb2.CANCELLING, jobs_pb2.CANCELLED)
+
+    dead = client.submit_batch([jobs_pb2.JobSpec(command=["false"], name="bulk-dead", retry=
+                                                 jobs_pb2.RetryPolicy(max_attempts=1))] * 2)
+    c.wait_terminal(dead)
+    assert cli(c, "dlq", "retry").returncode == 2
+    r = cli(c, "dlq", "retry", "--all", "--json")
+    d = json.loads(ok(r))
+    assert set(dead) <= {j["id"] for j in d["jobs"]} and d["refused"] == []
+    for jid in dead:  # put back: a new attempt (which fails and dies again)
+        c.wait_until(lambda jid=jid: client.get(jid).attempt >= 2, 30, "a retried dead job")

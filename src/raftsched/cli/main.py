@@ -15,6 +15,7 @@ from raftsched import config as configmod
 from raftsched.cli import (
     acl,
     audit,
+    bulk,
     dag,
     dlq,
     globalflags,
@@ -153,15 +154,6 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
-    j = client.cancel(args.job_id)
-    if args.json:
-        dump_json(job_dict(j))
-    else:
-        print(f"{j.id} {jobs_pb2.JobState.Name(j.state)}")
-    return EXIT_OK
-
-
 def _lag(p99: float, top: float) -> str:
     return f"{p99 * 1000:.0f}/{top * 1000:.0f}ms"
 
@@ -295,18 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("job_id")
     sp.set_defaults(func=cmd_status, needs_client=True)
 
-    sp = sub.add_parser("cancel", help="cancel a job (a running one is killed: SIGTERM, grace, SIGKILL)",
-                        epilog=EXIT_CODES_HELP, formatter_class=fmt)
-    sp.add_argument("job_id")
-    sp.set_defaults(func=cmd_cancel, needs_client=True)
-
     sp = sub.add_parser("nodes", help="nodes: health, Raft role, load, applied index, digest")
     sp.set_defaults(func=cmd_nodes, needs_client=True)
 
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
 
-    for module in (listing, observe, workflows, dag, dlq, placement, acl, tlscmd):
+    for module in (bulk, listing, observe, workflows, dag, dlq, placement, acl, tlscmd):
         module.register(sub, fmt)
 
     audit.register(sub, fmt)
