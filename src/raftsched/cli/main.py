@@ -29,7 +29,10 @@ from raftsched.cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
     EXIT_JOB_FAILED,
+    EXIT_NOT_FOUND,  # noqa: F401  (re-exported: callers of main() compare with them)
     EXIT_OK,
+    EXIT_REFUSED,  # noqa: F401
+    EXIT_TOO_OLD,  # noqa: F401
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     UsageError,
