@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
 from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK
-from raftsched.cli.format import dump_json, fmt_ts, table
+from raftsched.cli.format import dump_json, fmt_ts, message_dict, table
 from raftsched.client.acl_client import AclClient
 from raftsched.client.client import Client
 
@@ -16,11 +14,12 @@ ROLES = ["admin", "operator", "submitter", "reader"]
 
 
 def _acl(client: Client) -> AclClient:
-    return AclClient(client.addresses, client.timeout, tls=client.tls, token=client.token)
+    return AclClient(client.addresses, client.timeout, tls=client.tls, token=client.token,
+                     fail_fast=client.fail_fast)
 
 
 def _d(msg: Any) -> dict[str, Any]:
-    return MessageToDict(msg, preserving_proto_field_name=True)
+    return message_dict(msg)
 
 
 def _print_token(args: argparse.Namespace, secret: str, info: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import grpc
+
 from raftsched.core import constraints as cons
 from raftsched.v1 import jobs_pb2
 
@@ -14,6 +16,11 @@ EXIT_NOT_FOUND = 3
 EXIT_REFUSED = 4
 EXIT_UNAVAILABLE = 5
 EXIT_TOO_OLD = 6
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as for a tool killed by it
+
+
+class UsageError(Exception):
+    """A flag combination the CLI refuses before calling anything: exit 2 with usage."""
 
 EXIT_CODES_HELP = """exit codes:
   0  success
@@ -24,7 +31,22 @@ EXIT_CODES_HELP = """exit codes:
      or not possible in the job's state)
   5  cluster unavailable (no node reachable, no leader)
   6  watch position too old for the node's buffer (re-list with `watch --initial`)
+  141 the output was closed early (e.g. `| head`); nothing is printed about it
 """
+
+
+def exit_code_of(e: grpc.RpcError) -> int:
+    """The exit code for a gRPC status (see EXIT_CODES_HELP)."""
+    code = e.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return EXIT_NOT_FOUND
+    if code == grpc.StatusCode.OUT_OF_RANGE:
+        return EXIT_TOO_OLD
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return EXIT_REFUSED
+    return EXIT_UNAVAILABLE
 
 STATES = [s for s in jobs_pb2.JobState.keys() if s != "JOB_STATE_UNSPECIFIED"]  # noqa: SIM118
 
@@ -80,7 +102,7 @@ def spec_from_args(args: argparse.Namespace) -> jobs_pb2.JobSpec:
     env = {}
     for kv in args.env or []:
         if "=" not in kv:
-            raise SystemExit(f"raftsched: --env {kv!r}: expected NAME=VALUE")
+            raise UsageError(f"--env {kv!r}: expected NAME=VALUE")
         k, v = kv.split("=", 1)
         env[k] = v
     spec = jobs_pb2.JobSpec(
@@ -99,6 +121,8 @@ def spec_from_args(args: argparse.Namespace) -> jobs_pb2.JobSpec:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    if not command and getattr(args, "needs_command", False):
+        raise UsageError("no command given: put the program and its arguments after --")
     if args.shell:
         spec.use_shell = True
         spec.shell = " ".join(command)
@@ -122,6 +146,8 @@ def _policy_from_args(args: argparse.Namespace, spec: jobs_pb2.JobSpec) -> None:
         spec.retry.CopyFrom(r)
     for text in args.constraint or []:
         c = cons.parse(text)
+        if not c.key:
+            raise UsageError(f"--constraint {text!r}: no label name; e.g. pool=heavy")
         spec.constraints.append(jobs_pb2.Constraint(key=c.key, op=c.op, value=c.value))
     if args.sequence_key:
         spec.sequence_key = args.sequence_key

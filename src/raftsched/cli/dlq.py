@@ -7,7 +7,8 @@ import argparse
 import sys
 from typing import Any
 
-from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE
+from raftsched.cli import bulk
+from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, UsageError
 from raftsched.cli.format import command_line, dump_json, fmt_ts, job_dict, table
 from raftsched.client.client import Client
 from raftsched.v1 import jobs_pb2
@@ -25,6 +26,15 @@ def cmd_dlq_list(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_dlq_retry(args: argparse.Namespace, client: Client) -> int:
+    if args.job_ids and (args.all or bulk.filtered(args)):
+        raise UsageError("give job ids, or --all / filters, not both")
+    if not args.job_ids:
+        if not (args.all or bulk.filtered(args)):
+            raise UsageError("give job ids, or --all (every DEAD job) or filters with --yes")
+        jobs = bulk.select(client, args, ["DEAD"])
+        if not args.all and not bulk.confirm(args, jobs, "retry"):
+            return EXIT_USAGE
+        return bulk.apply_each(args, [j.id for j in jobs], client.retry_dead, "retried")
     for jid in args.job_ids:
         j = client.retry_dead(jid)
         if args.json:
@@ -55,8 +65,11 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     dsub = dp.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
     p = dsub.add_parser("list", help="list DEAD jobs with their reason")
     p.set_defaults(func=cmd_dlq_list, needs_client=True)
-    p = dsub.add_parser("retry", help="put DEAD jobs back to PENDING with a fresh retry budget")
-    p.add_argument("job_ids", nargs="+", metavar="JOB")
+    p = dsub.add_parser("retry", help="put DEAD jobs back to PENDING with a fresh retry budget "
+                        "(the given ones, --all, or filters with --yes)")
+    p.add_argument("job_ids", nargs="*", metavar="JOB")
+    p.add_argument("--all", action="store_true", help="every DEAD job (of --namespace, if given)")
+    bulk.add_filter_flags(p, states=False)
     p.set_defaults(func=cmd_dlq_retry, needs_client=True)
     p = dsub.add_parser("purge", help="delete DEAD jobs (the given ones, or all with --yes)")
     p.add_argument("job_ids", nargs="*", metavar="JOB")

@@ -9,7 +9,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from raftsched.core.model import Constraint
 from raftsched.v1 import jobs_pb2
@@ -64,8 +66,54 @@ def dump_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
 
 
+_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+          FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+
+
+def message_dict(msg: Message) -> dict[str, Any]:
+    """The one JSON form of a message in the CLI: proto field names, every field present
+    (0, "", false, [] included), enums by name, and 64-bit integers as JSON numbers
+    (json_format writes them as strings, which no other output of the CLI does)."""
+    d = MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return _numbers(msg.DESCRIPTOR, d)
+
+
+def _numbers(desc: Descriptor, d: dict[str, Any]) -> dict[str, Any]:
+    for f in desc.fields:
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        mt = f.message_type
+        if mt is not None and mt.full_name.startswith("google.protobuf."):
+            continue
+        if mt is not None and mt.GetOptions().map_entry:
+            vf = mt.fields_by_name["value"]
+            if vf.message_type is not None:
+                d[f.name] = {k: _numbers(vf.message_type, x) for k, x in v.items()}
+            elif vf.type in _INT64:
+                d[f.name] = {k: int(x) for k, x in v.items()}
+        elif mt is not None:
+            d[f.name] = [_numbers(mt, x) for x in v] if isinstance(v, list) else _numbers(mt, v)
+        elif f.type in _INT64:
+            d[f.name] = [int(x) for x in v] if isinstance(v, list) else int(v)
+    return d
+
+
 def job_dict(j: jobs_pb2.Job) -> dict[str, Any]:
-    return MessageToDict(j, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return message_dict(j)
+
+
+def job_summary(j: jobs_pb2.Job) -> dict[str, Any]:
+    """A job in a listing: what a row shows, without spec details, history or output
+    (`list --json --full` and `status --json` give everything)."""
+    return {
+        "id": j.id, "name": j.spec.name, "namespace": j.spec.namespace,
+        "state": jobs_pb2.JobState.Name(j.state), "node_id": j.node_id, "attempt": j.attempt,
+        "priority": j.spec.priority, "exit_code": j.exit_code if j.has_exit_code else None,
+        "submitted_at": j.submitted_at, "finished_at": j.finished_at or None,
+        "reason": j.reason, "command": (j.spec.shell if j.spec.use_shell else list(j.spec.command)),
+        "workflow_id": j.workflow_id, "seq": j.seq,
+    }
 
 
 def progress(ids: list[str], latest: dict[str, jobs_pb2.Job], elapsed: float, width: int = 30) -> str:
@@ -85,12 +133,13 @@ def progress(ids: list[str], latest: dict[str, jobs_pb2.Job], elapsed: float, wi
 
 def print_jobs(jobs: Sequence[jobs_pb2.Job]) -> None:
     rows = [
-        [j.id, jobs_pb2.JobState.Name(j.state), j.node_id or "-", str(j.attempt),
-         str(j.spec.priority),
+        [j.id, j.spec.name or "-", jobs_pb2.JobState.Name(j.state), j.node_id or "-",
+         str(j.attempt), str(j.spec.priority),
          str(j.exit_code) if j.has_exit_code else "-", command_line(j.spec), j.reason]
         for j in jobs
     ]
-    print(table(rows, ["ID", "STATE", "NODE", "ATTEMPT", "PRIO", "EXIT", "COMMAND", "REASON"]))
+    print(table(rows, ["ID", "NAME", "STATE", "NODE", "ATTEMPT", "PRIO", "EXIT", "COMMAND",
+                       "REASON"]))
 
 
 def render_status(j: jobs_pb2.Job) -> str:

@@ -7,36 +7,50 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from raftsched import config as configmod
-from raftsched.cli import acl, audit, dag, dlq, observe, placement, tlscmd, workflows
+from raftsched.cli import (
+    acl,
+    audit,
+    bulk,
+    dag,
+    dlq,
+    globalflags,
+    listing,
+    observe,
+    placement,
+    tlscmd,
+    workflows,
+)
 from raftsched.cli.common import (
+    EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
     EXIT_JOB_FAILED,
-    EXIT_NOT_FOUND,
+    EXIT_NOT_FOUND,  # noqa: F401  (re-exported: callers of main() compare with them)
     EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_TOO_OLD,
+    EXIT_REFUSED,  # noqa: F401
+    EXIT_TOO_OLD,  # noqa: F401
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
-    STATES,
+    UsageError,
     add_policy_flags,
     add_spec_flags,
+    exit_code_of,
     spec_from_args,
 )
 from raftsched.cli.format import (
     TERMINAL,
     dump_json,
     job_dict,
-    print_jobs,
+    message_dict,
     progress,
     render_status,
     table,
 )
-from raftsched.client.client import Client
+from raftsched.client.client import Client, NoNodeReachable
 from raftsched.client.credentials import TOKEN_ENV, discover, discover_token
 from raftsched.v1 import jobs_pb2
 
@@ -76,22 +90,30 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     spec = spec_from_args(args)
     key = getattr(args, "idempotency_key", None)
+    if args.count < 1:
+        raise UsageError(f"--count {args.count}: must be at least 1")
     if key and args.count != 1:
-        raise SystemExit("raftsched: --idempotency-key needs --count 1")
-    ids = ([client.submit(spec, idempotency_key=key)] if args.count == 1
-           else client.submit_batch([spec] * args.count))
+        raise UsageError("--idempotency-key needs --count 1 (a batch has no single key)")
+    existing = False
+    if args.count == 1:
+        resp = client.submit_ex(spec, idempotency_key=key)
+        ids, existing = [resp.job_id], resp.existing
+    else:
+        ids = client.submit_batch([spec] * args.count)
+    if existing and not args.json:
+        print(f"# the idempotency key matched job {ids[0]}, submitted before", file=sys.stderr)
     if not args.wait:
         if args.json:
-            dump_json({"job_ids": ids})
+            dump_json({"job_ids": ids, "existing": existing})
         else:
             for i in ids:
                 print(i)
         return EXIT_OK
     jobs = _wait(client, ids, quiet=args.json)
     if args.json:
-        dump_json({"jobs": [job_dict(j) for j in jobs]})
+        dump_json({"jobs": [job_dict(j) for j in jobs], "existing": existing})
     else:
-        print_jobs(jobs)
+        listing.print_wait_result(jobs)
     ok = all(j.state == jobs_pb2.SUCCEEDED for j in jobs)
     return EXIT_OK if ok else EXIT_JOB_FAILED
 
@@ -135,36 +157,20 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def cmd_list(args: argparse.Namespace, client: Client) -> int:
-    states = [jobs_pb2.JobState.Value(s.upper()) for s in args.state or []]
-    if args.all:
-        jobs = list(client.list_all(states, args.on_node or "", args.namespace or ""))
-        total = len(jobs)
-    else:
-        resp = client.list_page(states, args.on_node or "", args.limit, args.page_token or "",
-                                args.namespace or "")
-        jobs, total = list(resp.jobs), resp.total
-        if resp.next_page_token and not args.json:
-            print(f"# {len(jobs)} of {total}; next page: --page-token {resp.next_page_token}",
-                  file=sys.stderr)
-    if args.json:
-        dump_json({"jobs": [job_dict(j) for j in jobs], "total": total})
-    else:
-        print_jobs(jobs)
-    return EXIT_OK
-
-
-def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
-    j = client.cancel(args.job_id)
-    if args.json:
-        dump_json(job_dict(j))
-    else:
-        print(f"{j.id} {jobs_pb2.JobState.Name(j.state)}")
-    return EXIT_OK
-
-
 def _lag(p99: float, top: float) -> str:
     return f"{p99 * 1000:.0f}/{top * 1000:.0f}ms"
+
+
+# fields where the API says -1 for "not known here" (a follower has no heartbeat view;
+# cgroups usage not measurable): JSON says null instead
+UNKNOWN_IS_MINUS_ONE = ("last_heartbeat_age", "cpu_millis_used", "memory_mib_used")
+
+
+def _unknown_as_null(d: dict[str, Any]) -> dict[str, Any]:
+    for k in UNKNOWN_IS_MINUS_ONE:
+        if d.get(k, 0) < 0:
+            d[k] = None
+    return d
 
 
 def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
@@ -174,8 +180,8 @@ def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         dump_json({
             "leader": st.leader_id,
-            "nodes": [MessageToDict(n, preserving_proto_field_name=True) for n in nodes],
-            "replicas": [MessageToDict(r, preserving_proto_field_name=True) for r in st.replicas],
+            "nodes": [_unknown_as_null(message_dict(n)) for n in nodes],
+            "replicas": [_unknown_as_null(message_dict(r)) for r in st.replicas],
         })
         return EXIT_OK
     rows = []
@@ -231,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="raftsched: a Raft-replicated distributed job scheduler.\n\n"
         "Client commands talk to any node: reads are answered from that node's replica,\n"
         "writes are forwarded to the leader. By default the nodes of --config are tried\n"
-        "in turn; --node HOST:PORT picks one.",
+        "in turn; --node HOST:PORT picks one.\n\n" + globalflags.GLOBAL_NOTE,
         epilog=EXIT_CODES_HELP,
         formatter_class=fmt,
     )
@@ -277,28 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true", help="wait until the job(s) finish; exit 1 "
                     "unless all succeeded")
     add_policy_flags(sp)
-    sp.set_defaults(func=cmd_submit, needs_client=True)
+    sp.set_defaults(func=cmd_submit, needs_client=True, needs_command=True)
 
     sp = sub.add_parser("status", help="show one job", epilog=EXIT_CODES_HELP,
                         formatter_class=fmt)
     sp.add_argument("job_id")
     sp.set_defaults(func=cmd_status, needs_client=True)
-
-    sp = sub.add_parser("list", help="list jobs", epilog=EXIT_CODES_HELP, formatter_class=fmt,
-                        description="List jobs in submission order, one page at a time.")
-    sp.add_argument("--state", action="append", type=str.upper, choices=STATES,
-                    help="only jobs in this state (repeatable)")
-    sp.add_argument("--on-node", metavar="NODE_ID", help="only jobs on this node")
-    sp.add_argument("--limit", type=int, default=50, help="page size (default 50, max 1000)")
-    sp.add_argument("--page-token", help="continue from a previous page")
-    sp.add_argument("--all", action="store_true", help="fetch every page")
-    sp.add_argument("--namespace", help="only jobs of this namespace (default: every one you may read)")
-    sp.set_defaults(func=cmd_list, needs_client=True)
-
-    sp = sub.add_parser("cancel", help="cancel a job (a running one is killed: SIGTERM, grace, SIGKILL)",
-                        epilog=EXIT_CODES_HELP, formatter_class=fmt)
-    sp.add_argument("job_id")
-    sp.set_defaults(func=cmd_cancel, needs_client=True)
 
     sp = sub.add_parser("nodes", help="nodes: health, Raft role, load, applied index, digest")
     sp.set_defaults(func=cmd_nodes, needs_client=True)
@@ -306,19 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
 
-    for module in (observe, workflows, dag, dlq, placement, acl, tlscmd):
+    for module in (bulk, listing, observe, workflows, dag, dlq, placement, acl, tlscmd):
         module.register(sub, fmt)
-
-    # `--json` is accepted after the subcommand too (raftsched list --json)
-    for sp in set(sub.choices.values()):
-        if sp.get_default("needs_client"):
-            sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                            help="print machine-readable JSON")
 
     audit.register(sub, fmt)
     sp = sub.add_parser("demo", help="start the local cluster, run a workload, stop")
     sp.add_argument("--jobs", type=int, default=60, help="number of jobs (default 60)")
     sp.set_defaults(func=cmd_demo, needs_client=False)
+    globalflags.propagate(p)  # global flags before or after the subcommand
     return p
 
 
@@ -338,10 +323,22 @@ def connect(args: argparse.Namespace) -> Client:
     except ValueError as e:
         raise configmod.ConfigError(str(e)) from None
     token = discover_token(args.token, cfg.data_dir if cfg else None)
-    return Client(addrs, timeout=args.rpc_timeout, tls=tls, token=token)
+    return Client(addrs, timeout=args.rpc_timeout, tls=tls, token=token, fail_fast=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away (`raftsched list | head`): no traceback, and no second
+        # error when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -355,20 +352,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print("raftsched: no TLS files found (--ca/--cert/--key, $RAFTSCHED_CA..., or "
                           "<data_dir>/tls of --config): a TLS node refuses plaintext", file=sys.stderr)
                 raise
+    except UsageError as e:
+        getattr(args, "usage_parser", parser).error(str(e))  # exits 2 with the command's usage line
     except configmod.ConfigError as e:
         print(f"raftsched: config: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except grpc.RpcError as e:
-        code = e.code()
-        print(f"raftsched: {code.name}: {e.details()}", file=sys.stderr)
-        if code == grpc.StatusCode.NOT_FOUND:
-            return EXIT_NOT_FOUND
-        if code == grpc.StatusCode.OUT_OF_RANGE:
-            return EXIT_TOO_OLD
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-                    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED):
-            return EXIT_REFUSED
+    except NoNodeReachable as e:
+        print(f"raftsched: UNAVAILABLE: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except grpc.RpcError as e:
+        print(f"raftsched: {e.code().name}: {e.details()}", file=sys.stderr)
+        return exit_code_of(e)
     except KeyboardInterrupt:
         return 130
+    return EXIT_USAGE

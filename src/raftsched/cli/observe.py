@@ -12,15 +12,13 @@ import time
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
-from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, STATES
-from raftsched.cli.format import STATE_COLORS, command_line, dump_json, fmt_ts
+from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, STATES, UsageError
+from raftsched.cli.format import STATE_COLORS, TERMINAL, command_line, dump_json, fmt_ts, message_dict
 from raftsched.client.client import Client
 from raftsched.client.observe_client import JobWatcher, follow_output, get_output
 from raftsched.v1 import events_pb2, jobs_pb2
 
-TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED}
 TOP_RECENT_FAILURES = 5
 TOP_RUNNING = 15
 
@@ -44,50 +42,75 @@ def _parse_position(s: str) -> tuple[int, int]:
 # ---- watch ---------------------------------------------------------------------------
 
 
+def _print_event(ev: events_pb2.JobEvent, as_json: bool, color: bool) -> None:
+    j = ev.job
+    state = jobs_pb2.JobState.Name(j.state)
+    at = j.history[-1].at if j.history else j.submitted_at
+    pos = f"{ev.position.index}.{ev.position.ordinal}"
+    if as_json:
+        print(json.dumps({
+            "position": pos, "job_id": j.id, "name": j.spec.name, "state": state,
+            "previous_state": jobs_pb2.JobState.Name(ev.previous_state),
+            "node_id": j.node_id, "attempt": j.attempt, "fencing_token": j.fencing_token,
+            "reason": j.reason, "initial": ev.initial, "at": at,
+        }), flush=True)
+        return
+    prev = jobs_pb2.JobState.Name(ev.previous_state) if ev.previous_state else "-"
+    tag = " (current)" if ev.initial else ""
+    print(f"{pos:<10} {fmt_ts(at)} {j.id}  "
+          f"{prev:>9} -> {_colorize(state, STATE_COLORS.get(state, '0'), color):9}"
+          f" node {j.node_id or '-'} attempt {j.attempt}"
+          f"{'  ' + j.reason if j.reason else ''}{tag}", flush=True)
+
+
 def cmd_watch(args: argparse.Namespace, client: Client) -> int:
+    if args.until_done and not args.job:
+        raise UsageError("--until-done needs --job JOB_ID (repeatable): it ends when those jobs "
+                         "are finished")
+    if args.count < 0:
+        raise UsageError(f"--count {args.count}: must be >= 0")
+    waiting: set[str] = set()
+    # after --from, a job already finished may have nothing left to send: it is done
+    # once the stream has caught up with the index its state was read at
+    finished_at_start: set[str] = set()
+    caught_up = client.status().commit_index  # and no node reachable: exit 5 now
+    if args.until_done:
+        for jid in dict.fromkeys(args.job):
+            j = client.get(jid)  # NOT_FOUND: exit 3 instead of waiting for a job that is not there
+            waiting.add(jid)
+            if args.resume_from is not None and j.state in TERMINAL:
+                finished_at_start.add(jid)
     states = [jobs_pb2.JobState.Value(s) for s in args.state or []]
+    # --until-done without --from starts with the jobs' current state, so a job that is
+    # already finished ends the watch at once
+    initial = args.initial or (args.until_done and args.resume_from is None)
     w = JobWatcher(client.addresses, job_ids=args.job or [], workflow_id=args.workflow or "",
                    states=states, node_id=args.on_node or "", resume_from=args.resume_from,
-                   send_initial=args.initial, token=client.token, tls=client.tls)
+                   send_initial=initial, token=client.token, tls=client.tls)
     color = _use_color() and not args.json
-    waiting = set(args.job or []) if args.until_done else set()
     seen = 0
+    last = args.resume_from  # position after the last change printed: resuming there skips none
     try:
-        for ev in w.events():
-            j = ev.job
-            state = jobs_pb2.JobState.Name(j.state)
-            if args.json:
-                print(json.dumps({
-                    "position": f"{ev.position.index}.{ev.position.ordinal}",
-                    "job_id": j.id, "state": state,
-                    "previous_state": jobs_pb2.JobState.Name(ev.previous_state),
-                    "node_id": j.node_id, "attempt": j.attempt, "fencing_token": j.fencing_token,
-                    "reason": j.reason, "initial": ev.initial,
-                    "at": j.history[-1].at if j.history else j.submitted_at,
-                }), flush=True)
-            else:
-                prev = jobs_pb2.JobState.Name(ev.previous_state) if ev.previous_state else "-"
-                at = j.history[-1].at if j.history else j.submitted_at
-                tag = " (current)" if ev.initial else ""
-                pos = f"{ev.position.index}.{ev.position.ordinal}"
-                line = (f"{pos:<10} {fmt_ts(at)} {j.id}  "
-                        f"{prev:>9} -> {_colorize(state, STATE_COLORS.get(state, '0'), color):9}"
-                        f" node {j.node_id or '-'} attempt {j.attempt}"
-                        f"{'  ' + j.reason if j.reason else ''}{tag}")
-                print(line, flush=True)
-            seen += 1
-            if waiting and j.state in TERMINAL:
-                waiting.discard(j.id)
+        for n, resp in enumerate(w.responses()):
+            for ev in resp.events:
+                _print_event(ev, args.json, color)
+                last = (ev.position.index, ev.position.ordinal)
+                seen += 1
+                if ev.job.state in TERMINAL:
+                    waiting.discard(ev.job.id)
+                if (args.until_done and not waiting) or (args.count and seen >= args.count):
+                    return EXIT_OK
+            last = (resp.position.index, resp.position.ordinal)
+            if finished_at_start and (n > 0 or last[0] >= caught_up):
+                waiting -= finished_at_start
                 if not waiting:
-                    break
-            if args.count and seen >= args.count:
-                break
+                    return EXIT_OK
     except KeyboardInterrupt:
         pass
     finally:
         w.cancel()
-        if w.position is not None and not args.json:
-            print(f"# resume with: raftsched watch --from {w.position[0]}.{w.position[1]}", file=sys.stderr)
+        if last is not None and not args.json:
+            print(f"# resume with: raftsched watch --from {last[0]}.{last[1]}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -125,7 +148,7 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         return EXIT_OK
     resp = get_output(addrs, args.job_id, args.attempt, token=client.token, tls=client.tls)
     if args.json:
-        d = MessageToDict(resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        d = message_dict(resp)
         d["stdout"] = resp.stdout.decode("utf-8", "replace")
         d["stderr"] = resp.stderr.decode("utf-8", "replace")
         dump_json(d)
@@ -265,7 +288,10 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         description="Stream job state changes as the cluster applies them. Each line starts with\n"
         "its position (RAFT_INDEX.ORDINAL), the same on every node: pass the last one to\n"
         "--from to continue after a disconnect, from any node, without missing a change.\n"
-        "Exit code 6: the position is older than the node's buffer; re-list with --initial.")
+        "Exit code 6: the position is older than the node's buffer; re-list with --initial.\n"
+        "--until-done needs --job: it ends when every listed job is finished (an unknown\n"
+        "job id exits 3). --count N stops after N changes; the resume hint it prints\n"
+        "continues with the change after the last one printed.")
     sp.add_argument("--job", action="append", metavar="JOB_ID", help="only this job (repeatable)")
     sp.add_argument("--state", action="append", type=str.upper, choices=STATES,
                     help="only changes into this state (repeatable)")
@@ -276,7 +302,8 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     sp.add_argument("--initial", action="store_true", help="first print the current matching jobs")
     sp.add_argument("--count", type=int, default=0, help="stop after N events")
     sp.add_argument("--until-done", action="store_true",
-                    help="with --job: stop when every listed job is terminal")
+                    help="with --job: stop when every listed job is finished (SUCCEEDED, FAILED, "
+                    "TIMED_OUT, CANCELLED, DEAD, UPSTREAM_FAILED)")
     sp.set_defaults(func=cmd_watch, needs_client=True)
 
     sp = sub.add_parser(

@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
 from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, add_spec_flags, reparse, spec_from_args
-from raftsched.cli.format import color, dump_json, table
+from raftsched.cli.format import color, dump_json, message_dict, table
 from raftsched.client.client import Client
 from raftsched.v1 import jobs_pb2
 
@@ -39,7 +37,7 @@ def render(e: jobs_pb2.PlacementExplanation) -> str:
 
 def _show(args: argparse.Namespace, e: jobs_pb2.PlacementExplanation) -> int:
     if args.json:
-        dump_json(MessageToDict(e, preserving_proto_field_name=True))
+        dump_json(message_dict(e))
     else:
         print(render(e))
     return EXIT_OK
@@ -51,8 +49,6 @@ def cmd_explain(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_plan(args: argparse.Namespace, client: Client) -> int:
     args = reparse(args)
-    if not args.command:
-        raise SystemExit("raftsched plan: give the command to plan after --")
     return _show(args, client.plan(spec_from_args(args)))
 
 
@@ -78,4 +74,5 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     g.add_argument("--constraint", action="append", metavar="EXPR",
                    help="node label constraint (repeatable), e.g. size=big")
     g.add_argument("--sequence-key", metavar="KEY", help="as for submit")
-    p.set_defaults(func=cmd_plan, needs_client=True, own_parser=p, max_attempts=0)
+    p.set_defaults(func=cmd_plan, needs_client=True, own_parser=p, max_attempts=0,
+                   needs_command=True)

@@ -7,10 +7,8 @@ import sys
 import time
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
 from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, add_spec_flags, reparse, spec_from_args
-from raftsched.cli.format import dump_json, table
+from raftsched.cli.format import dump_json, message_dict, table
 from raftsched.client.client import Client
 from raftsched.client.workflows_client import WorkflowsClient
 from raftsched.core import cron as cronmod
@@ -22,11 +20,12 @@ CONCURRENCY = {"allow": wpb.CONCURRENCY_ALLOW, "forbid": wpb.CONCURRENCY_FORBID,
 
 
 def workflows_client(client: Client) -> WorkflowsClient:
-    return WorkflowsClient(client.addresses, client.timeout, tls=client.tls, token=client.token)
+    return WorkflowsClient(client.addresses, client.timeout, tls=client.tls, token=client.token,
+                           fail_fast=client.fail_fast)
 
 
 def as_dict(msg: Any) -> dict[str, Any]:
-    return MessageToDict(msg, preserving_proto_field_name=True)
+    return message_dict(msg)
 
 
 def _when(t: float, tz: str = "") -> str:

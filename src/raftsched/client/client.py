@@ -24,15 +24,37 @@ from raftsched.v1 import (
 )
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-__all__ = ["OPTIONS", "Client", "NodesClient"]
+__all__ = ["OPTIONS", "Client", "NoNodeReachable", "NodesClient"]
+# gRPC's wording when the channel could not open a connection at all (refused, no route,
+# DNS, TLS handshake): the node never saw the call.
+UNREACHABLE_MARK = "failed to connect to all addresses"
+
+
+class NoNodeReachable(Exception):
+    """Every node refused the connection (nothing listens there, or TLS failed)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("no node answered: " + "; ".join(
+            f"{a}: {d.rsplit(': ', 1)[-1]}" for a, d in errors.items()))
+
+
+def unreachable(e: grpc.RpcError) -> bool:
+    """True when the call failed to connect (as opposed to UNAVAILABLE from a live node)."""
+    return e.code() == grpc.StatusCode.UNAVAILABLE and UNREACHABLE_MARK in (e.details() or "")
 
 
 class NodesClient:
     """Channels to every given node, and a call that moves to the next node on
-    UNAVAILABLE until its deadline. Service clients build on it."""
+    UNAVAILABLE until its deadline. Service clients build on it.
+
+    `fail_fast`: raise `NoNodeReachable` at once when every address refused the
+    connection (the CLI: no point in 20 s of silence); UNAVAILABLE from a node that
+    answered (no leader yet) is still retried until the deadline."""
 
     def __init__(self, addresses: Sequence[str], timeout: float = 20.0, *,
-                 tls: ClientTLS | None = None, token: str | None = None) -> None:
+                 tls: ClientTLS | None = None, token: str | None = None,
+                 fail_fast: bool = False) -> None:
         if not addresses:
             raise ValueError("no node addresses given")
         self.addresses = list(addresses)
@@ -41,6 +63,7 @@ class NodesClient:
         self.token = token  # sent as `authorization: Bearer <token>` on every call
         self._channels = {a: open_token_channel(a, token, OPTIONS, tls) for a in self.addresses}
         self._current = 0
+        self.fail_fast = fail_fast
 
     def close(self) -> None:
         for ch in self._channels.values():
@@ -55,6 +78,7 @@ class NodesClient:
     def _invoke(self, stub_class: Any, method: str, request: Any, timeout: float | None = None) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
         last: grpc.RpcError | None = None
+        refused: dict[str, str] = {}
         while True:
             addr = self.addresses[self._current % len(self.addresses)]
             stub = stub_class(self._channels[addr])
@@ -68,6 +92,12 @@ class NodesClient:
                 if e.code() not in RETRYABLE:
                     raise
                 last = e
+                if unreachable(e):
+                    refused[addr] = e.details() or ""
+                    if self.fail_fast and len(refused) == len(self._channels):
+                        raise NoNodeReachable(refused) from e
+                else:
+                    refused.clear()
                 self._current += 1
                 time.sleep(0.05)
 
@@ -114,6 +144,22 @@ class Client(NodesClient):
             if not resp.next_page_token:
                 return
             token = resp.next_page_token
+
+    def list_jobs(self, request: scheduler_pb2.ListJobsRequest) -> scheduler_pb2.ListJobsResponse:
+        """One page of any ListJobsRequest (every filter and order of the API)."""
+        return self._call("scheduler", "ListJobs", request)
+
+    def list_jobs_all(self, request: scheduler_pb2.ListJobsRequest) -> Iterator[jobs_pb2.Job]:
+        """Every job of `request` (its page_size and page_token are managed here)."""
+        req = scheduler_pb2.ListJobsRequest()
+        req.CopyFrom(request)
+        req.page_size, req.page_token = 1000, ""
+        while True:
+            resp = self.list_jobs(req)
+            yield from resp.jobs
+            if not resp.next_page_token:
+                return
+            req.page_token = resp.next_page_token
 
     def cancel(self, job_id: str, request_id: str | None = None) -> jobs_pb2.Job:
         req = scheduler_pb2.CancelJobRequest(job_id=job_id, request_id=request_id or uuid.uuid4().hex)

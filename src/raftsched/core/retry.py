@@ -37,14 +37,14 @@ def validate_policy(p: RetryPolicy) -> str | None:
     if not 0 <= p.max_attempts <= 1000:
         return f"retry.max_attempts is {p.max_attempts}; it must be between 0 (no retries) and 1000"
     if not 0 <= p.initial_delay_s <= 86400 or p.initial_delay_s != p.initial_delay_s:
-        return f"retry.initial_delay_s is {p.initial_delay_s}; it must be between 0 and 86400 seconds"
+        return f"retry.initial_delay_seconds is {p.initial_delay_s}; it must be between 0 and 86400 seconds"
     if not 1.0 <= p.multiplier <= 100.0:
         return f"retry.multiplier is {p.multiplier}; it must be between 1 and 100"
     if not 0 <= p.max_delay_s <= 7 * 86400 or p.max_delay_s != p.max_delay_s:
-        return f"retry.max_delay_s is {p.max_delay_s}; it must be between 0 and 604800 seconds"
+        return f"retry.max_delay_seconds is {p.max_delay_s}; it must be between 0 and 604800 seconds"
     if p.max_attempts and p.max_delay_s < p.initial_delay_s:
-        return (f"retry.max_delay_s ({p.max_delay_s:g}) is below retry.initial_delay_s "
-                f"({p.initial_delay_s:g}); raise max_delay_s")
+        return (f"retry.max_delay_seconds ({p.max_delay_s:g}) is below "
+                f"retry.initial_delay_seconds ({p.initial_delay_s:g}); raise max_delay_seconds")
     if not 0.0 <= p.jitter <= 1.0:
         return f"retry.jitter is {p.jitter}; it must be a fraction between 0 and 1"
     return None

@@ -38,6 +38,9 @@ FORWARD_TIMEOUT = 5.0
 # carries many entries' changes (fewer wake-ups of every stream per second).
 COALESCE_FROM = 50  # open streams
 COALESCE = 0.2
+# A resume position beyond this node's applied index: wait this long for a lagging
+# replica to catch up before refusing it as a position this cluster never reached.
+AHEAD_WAIT = 2.0
 
 KIND = {
     "LEADER_CHANGED": events_pb2.LEADER_CHANGED,
@@ -129,6 +132,18 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         return JobFilter(set(request.job_ids), request.workflow_id, states, request.node_id,
                          None if auth.ALL_NAMESPACES in who.namespaces else who.sees)
 
+    async def _reached(self, pos: Pos, context) -> None:
+        """Refuse a resume position this node's replica has not reached within AHEAD_WAIT."""
+        deadline = time.monotonic() + AHEAD_WAIT
+        while self.replica.state.applied_index < pos[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        applied = self.replica.state.applied_index
+        if applied < pos[0]:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"resume_from {pos[0]}.{pos[1]} is ahead of this node's applied index {applied}: "
+                "not a position of this cluster (use one printed by a watch of it)")
+
     async def WatchJobs(self, request, context):
         async with self.streams.hold(context, "WatchJobs"):
             async for msg in self._watch_jobs(request, context):
@@ -140,6 +155,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         gen = hub.generation
         if request.has_resume_from:
             after: Pos = (request.resume_from.index, request.resume_from.ordinal)
+            await self._reached(after, context)
             try:
                 cursor = hub.cursor_after(after)
             except TooOld as e:
@@ -241,8 +257,11 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         assert job is not None  # abort raises
         await auth.require_ns(context, job.spec.namespace, f"job {job.id}")
         attempt = request.attempt or job.attempt
-        if request.attempt < 0 or attempt > job.attempt:
+        if request.attempt < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"attempt is {request.attempt}; it must be >= 0 (0: the latest)")
+        if attempt > job.attempt:  # a well-formed request for something that does not exist
+            await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"attempt {request.attempt}: job {job.id} has attempts 1..{job.attempt}")
         if attempt == 0:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,

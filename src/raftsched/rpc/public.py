@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import fnmatch
+import functools
 import itertools
 import time
 import uuid
@@ -39,6 +41,7 @@ from raftsched.v1 import (
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+NEWEST = "d"  # page tokens of a newest-first listing: "d<seq>"
 
 
 def _new_job_ids(n: int) -> list[str]:
@@ -48,18 +51,28 @@ def _new_job_ids(n: int) -> list[str]:
 
 
 def list_page(jobs: list[Job], states: set[JobState], node: str, after: int, size: int,
-              total: int | None, ns: str = "",
-              sees: Callable[[str], bool] | None = None) -> scheduler_pb2.ListJobsResponse:
-    """One page of ListJobs (worker thread). `jobs` is in submission (seq) order, as the
-    replica's job table is; `total` is the number of matching jobs when the caller
-    knows it from the state's counters (else it is counted here). `ns`: only that
-    namespace; `sees`: only namespaces the caller's token covers (None: all)."""
+              total: int | None = None, ns: str = "",
+              sees: Callable[[str], bool] | None = None, *, newest: bool = False,
+              name: str = "", since: float = 0.0) -> scheduler_pb2.ListJobsResponse:
+    """One page of ListJobs (worker thread). `jobs` is in the order walked: submission
+    (seq) order as the replica's job table is, or its reverse when `newest`; `after`
+    is the seq of the last job of the previous page (0: first page). `total` is the
+    number of matching jobs when the caller knows it from the state's counters (else it
+    is counted here). `ns`: only that namespace; `sees`: only namespaces the caller's
+    token covers (None: all); `name`: a name or glob; `since`: submitted at or after."""
 
     def match(j: Job) -> bool:
         return ((not states or j.state in states) and (not node or j.node_id == node)
-                and (not ns or j.spec.namespace == ns) and (sees is None or sees(j.spec.namespace)))
+                and (not ns or j.spec.namespace == ns) and (sees is None or sees(j.spec.namespace))
+                and (not name or j.spec.name == name or fnmatch.fnmatchcase(j.spec.name, name))
+                and j.submitted_at >= since)
 
-    i = bisect.bisect_right(jobs, after, key=lambda j: j.seq)
+    if not after:
+        i = 0
+    elif newest:
+        i = bisect.bisect_right(jobs, -after, key=lambda j: -j.seq)
+    else:
+        i = bisect.bisect_right(jobs, after, key=lambda j: j.seq)
     page: list[Job] = []
     more = False
     for j in jobs[i:] if i else jobs:
@@ -72,7 +85,7 @@ def list_page(jobs: list[Job], states: set[JobState], node: str, after: int, siz
         total = sum(1 for j in jobs if match(j))
     return scheduler_pb2.ListJobsResponse(
         jobs=[convert.job_to_pb(j) for j in page],
-        next_page_token=str(page[-1].seq) if more else "",
+        next_page_token=f"{NEWEST if newest else ''}{page[-1].seq}" if more else "",
         total=total,
     )
 
@@ -100,11 +113,13 @@ def _convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, batch: bool,
 FIRST_PAGE_SCAN = 20_000
 
 
-def _first_page(table: dict[str, Job], states: set[JobState], size: int) -> list[Job] | None:
+def _first_page(table: dict[str, Job], states: set[JobState], size: int,
+                newest: bool = False) -> list[Job] | None:
     """The first page's jobs (and one more, if any) without copying the whole table:
     None when that would mean scanning more than FIRST_PAGE_SCAN jobs."""
     head: list[Job] = []
-    for j in itertools.islice(table.values(), FIRST_PAGE_SCAN):
+    for j in itertools.islice(reversed(table.values()) if newest else table.values(),
+                              FIRST_PAGE_SCAN):
         if not states or j.state in states:
             head.append(j)
             if len(head) > size:
@@ -282,24 +297,33 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if request.page_size < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        newest, name, since = request.newest_first, request.name, request.submitted_since
         after = 0
         if request.page_token:
+            token = request.page_token
+            if token.startswith(NEWEST) != newest:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "page_token belongs to a listing in the other order "
+                                    "(newest_first must be as on the first page)")
             try:
-                after = int(request.page_token)
+                after = int(token.removeprefix(NEWEST))
             except ValueError:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"page_token {request.page_token!r} is not one this server made")
+        if len(name) > 256:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name: at most 256 characters")
         node, ns, who = request.node_id, request.namespace, auth.principal()
         unrestricted = not ns and who.sees(acl.ALL_NAMESPACES)
+        simple = not node and unrestricted and not name and not since
         with self.replica.lock:  # jobs are immutable: copy the references, page outside
             st = self.replica.state
-            total = None if node or not unrestricted else (
+            total = None if not simple else (
                 sum(st.counts.get(s, 0) for s in states) if states else len(st.jobs))
-            jobs = _first_page(st.jobs, states, size) if not after and not node and unrestricted \
-                else None
+            jobs = _first_page(st.jobs, states, size, newest) if not after and simple else None
             if jobs is None:
-                jobs = list(st.jobs.values())
-        return await self.reads.run(context, "ListJobs", list_page, jobs, states, node, after,
+                jobs = list(reversed(st.jobs.values())) if newest else list(st.jobs.values())
+        page = functools.partial(list_page, newest=newest, name=name, since=since)
+        return await self.reads.run(context, "ListJobs", page, jobs, states, node, after,
                                     size, total, ns, None if unrestricted else who.sees)
 
     async def CancelJob(self, request, context):

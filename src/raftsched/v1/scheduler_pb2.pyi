@@ -60,18 +60,24 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("states", "node_id", "page_size", "page_token", "namespace")
+    __slots__ = ("states", "node_id", "page_size", "page_token", "namespace", "newest_first", "name", "submitted_since")
     STATES_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_SINCE_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[_jobs_pb2.JobState]
     node_id: str
     page_size: int
     page_token: str
     namespace: str
-    def __init__(self, states: _Optional[_Iterable[_Union[_jobs_pb2.JobState, str]]] = ..., node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+    newest_first: bool
+    name: str
+    submitted_since: float
+    def __init__(self, states: _Optional[_Iterable[_Union[_jobs_pb2.JobState, str]]] = ..., node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., namespace: _Optional[str] = ..., newest_first: _Optional[bool] = ..., name: _Optional[str] = ..., submitted_since: _Optional[float] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token", "total")

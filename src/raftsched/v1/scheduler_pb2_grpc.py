@@ -28,7 +28,9 @@ if _version_not_supported:
 
 class SchedulerStub:
     """Public job API. Served by every node: reads come from the node's local
-    replica, writes are forwarded to the Raft leader.
+    replica, writes are forwarded to the Raft leader. Every call carries the metadata
+    `authorization: Bearer <token>`; a write is answered once the answering node has
+    applied it. Defaults, metadata, error codes: docs/api.md.
     """
 
     def __init__(self, channel):
@@ -86,7 +88,9 @@ class SchedulerStub:
 
 class SchedulerServicer:
     """Public job API. Served by every node: reads come from the node's local
-    replica, writes are forwarded to the Raft leader.
+    replica, writes are forwarded to the Raft leader. Every call carries the metadata
+    `authorization: Bearer <token>`; a write is answered once the answering node has
+    applied it. Defaults, metadata, error codes: docs/api.md.
     """
 
     def SubmitJob(self, request, context):
@@ -210,7 +214,9 @@ def add_SchedulerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Scheduler:
     """Public job API. Served by every node: reads come from the node's local
-    replica, writes are forwarded to the Raft leader.
+    replica, writes are forwarded to the Raft leader. Every call carries the metadata
+    `authorization: Bearer <token>`; a write is answered once the answering node has
+    applied it. Defaults, metadata, error codes: docs/api.md.
     """
 
     @staticmethod
