@@ -133,6 +133,11 @@ class Harness:
         self.tasks.append(t)
         return t
 
+    async def place(self) -> None:
+        """One placement round of the leader, and the starts it sends."""
+        await self.leader._place()
+        await self.settle()
+
     async def settle(self) -> None:
         while any(not t.done() for t in self.tasks):
             await asyncio.gather(*self.tasks)
@@ -160,38 +165,24 @@ def submit(h: Harness, jid: str) -> None:
     h.replica.commit(SubmitJobs, ((jid, SPEC),))
 
 
-def test_start_of_attempt_lost_to_a_restart_is_not_sent_under_the_new_incarnation(tmp_path: Path) -> None:
-    """Assign commits, then (before the leader dispatches) a heartbeat from the restarted
-    node commits NodeUp with its new incarnation: the attempt is lost. The leader must
-    not send it to the new process, whose fence (incarnation, generation) would pass."""
+RESTART = [(NodeUp, (node("n1", "new"),))]  # a heartbeat from the restarted process
+DOWN_UP = [(NodeDown, ("n1", "no heartbeat")), (NodeUp, (node("n1", "old"),))]  # thawed: g -> g+2
+
+
+@pytest.mark.parametrize("between", [RESTART, DOWN_UP], ids=["restart", "down-up"])
+def test_start_of_an_attempt_lost_before_dispatch_is_not_sent(
+        tmp_path: Path, between: list[tuple[type, tuple[Any, ...]]]) -> None:
+    """Assign commits, then (before the leader dispatches) NodeUp for the restarted node,
+    or NodeDown and NodeUp, commit: the attempt is lost. The leader must not send it
+    under the node's new generation, which the node would accept."""
     h = Harness(tmp_path)
     h.replica.commit(NodeUp, node("n1", "old"))
     submit(h, "j1")
-    h.proposer.after_assign = [(NodeUp, (node("n1", "new"),))]
+    h.proposer.after_assign = list(between)
 
-    async def go() -> None:
-        await h.leader._place()
-        await h.settle()
-
-    asyncio.run(go())
+    asyncio.run(h.place())
     job = h.replica.state.jobs["j1"]
-    assert job.state is JobState.PENDING and job.attempt == 1  # lost to the restart
-    h.check_sent()
-    assert not any(sj.job_id == "j1" for req in h.peers.sent for sj in req.jobs)
-
-
-def test_start_of_attempt_lost_to_node_down_and_up_is_not_sent(tmp_path: Path) -> None:
-    """Same with NodeDown then NodeUp (same process, thawed): generation g -> g+2."""
-    h = Harness(tmp_path)
-    h.replica.commit(NodeUp, node("n1", "i1"))
-    submit(h, "j1")
-    h.proposer.after_assign = [(NodeDown, ("n1", "no heartbeat")), (NodeUp, (node("n1", "i1"),))]
-
-    async def go() -> None:
-        await h.leader._place()
-        await h.settle()
-
-    asyncio.run(go())
+    assert job.state is JobState.PENDING and job.attempt == 1  # lost before its start was sent
     h.check_sent()
     assert not any(sj.job_id == "j1" for req in h.peers.sent for sj in req.jobs)
 
@@ -226,11 +217,7 @@ def test_current_assignments_are_still_sent(tmp_path: Path) -> None:
     for i in range(4):
         submit(h, f"j{i}")
 
-    async def go() -> None:
-        await h.leader._place()
-        await h.settle()
-
-    asyncio.run(go())
+    asyncio.run(h.place())
     h.check_sent()
     assert sorted(sj.job_id for req in h.peers.sent for sj in req.jobs) == ["j0", "j1", "j2", "j3"]
 
