@@ -69,11 +69,15 @@ class PeerChannels:
             return
         with self.replica.lock:  # the node and the jobs as of one applied index
             node, current = reconcile.startable(self.replica.state, node_id, jobs)
-        if len(current) < len(jobs):
-            kept = {j.id for j in current}
-            log.info("starts withheld: attempts no longer assigned to the node", node=node_id,
-                     generation=node.generation if node else None,
-                     withheld=[(j.id, j.attempt, j.fencing_token) for j in jobs if j.id not in kept][:20])
+            if len(current) < len(jobs):
+                # (job, attempt, token) as read -> (state, attempt, node) now
+                kept, now = {j.id for j in current}, self.replica.state.jobs
+                withheld = [((j.id, j.attempt, j.fencing_token),
+                             (now[j.id].state.value, now[j.id].attempt, now[j.id].node_id) if j.id in now else None)
+                            for j in jobs if j.id not in kept][:20]
+                log.info("starts withheld: attempts no longer assigned to the node", node=node_id,
+                         incarnation=node.incarnation if node else None,
+                         generation=node.generation if node else None, withheld=withheld)
         if node is None or not current:
             return
         jobs = current
