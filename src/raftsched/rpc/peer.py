@@ -67,6 +67,7 @@ class PeerChannels:
             # A leader that cannot hear from a majority may be stale (e.g. just thawed
             # from SIGSTOP): its view of assignments must not start anything.
             return
+        withheld: list[tuple[tuple[str, int, int], tuple[str, int, str] | None]] = []
         with self.replica.lock:  # the node and the jobs as of one applied index
             node, current = reconcile.startable(self.replica.state, node_id, jobs)
             if len(current) < len(jobs):
@@ -75,9 +76,10 @@ class PeerChannels:
                 withheld = [((j.id, j.attempt, j.fencing_token),
                              (now[j.id].state.value, now[j.id].attempt, now[j.id].node_id) if j.id in now else None)
                             for j in jobs if j.id not in kept][:20]
-                log.info("starts withheld: attempts no longer assigned to the node", node=node_id,
-                         incarnation=node.incarnation if node else None,
-                         generation=node.generation if node else None, withheld=withheld)
+        if withheld:
+            log.info("starts withheld: attempts no longer assigned to the node", node=node_id,
+                     incarnation=node.incarnation if node else None,
+                     generation=node.generation if node else None, withheld=withheld)
         if node is None or not current:
             return
         jobs = current
