@@ -58,8 +58,9 @@ class ChaosReport:
     audits: list[str] = field(default_factory=list)  # `raftsched audit` of each node's files
     audit_ok: bool = False
     events: list[str] = field(default_factory=list)
-    # The ledger lines of the jobs with a finding: which attempt (node, token) held the
-    # lock, and when (the test dirs are usually gone when a CI log is read).
+    # The ledger lines and attempt records of (up to 5) jobs with a finding: e.g. which
+    # attempt (node, token) held the lock, and when (the test dir is usually gone when
+    # a CI log is read).
     details: list[str] = field(default_factory=list)
 
     @property
@@ -298,7 +299,8 @@ class Chaos:
             if j.fencing_token not in done_tokens:
                 r.success_without_run.append(jid)
             r.fenced_completions += sum(1 for t in done_tokens if t != j.fencing_token)
-        flagged = [x.split()[0].rstrip(":") for x in r.overlaps + r.token_regressions]
+        flagged = [x.split()[0].rstrip(":") for x in (*r.overlaps, *r.token_regressions, *r.succeeded_twice,
+                                                      *r.success_without_run, *r.lost, *r.unfinished)]
         for jid in list(dict.fromkeys(flagged))[:5]:
             r.details += by_job[jid]
             j = jobs.get(jid)
