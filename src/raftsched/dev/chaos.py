@@ -301,14 +301,22 @@ class Chaos:
             r.fenced_completions += sum(1 for t in done_tokens if t != j.fencing_token)
         flagged = [x.split()[0].rstrip(":") for x in (*r.overlaps, *r.token_regressions, *r.succeeded_twice,
                                                       *r.success_without_run, *r.lost, *r.unfinished)]
-        for jid in list(dict.fromkeys(flagged))[:5]:
-            r.details += by_job[jid]
-            j = jobs.get(jid)
-            if j is not None:
-                r.details.append(f"{jid} final: {jobs_pb2.JobState.Name(j.state)} attempt {j.attempt} "
-                                 f"token {j.fencing_token} node {j.node_id}")
-                r.details += (f"{jid} attempt {a.attempt} node {a.node_id} token {a.fencing_token} "
-                              f"{a.outcome}: {a.reason}" for a in j.attempts)
+        r.details = finding_details(flagged, by_job, jobs)
+
+
+def finding_details(flagged: list[str], ledger: dict[str, list[str]], jobs: dict[str, Any],
+                    most: int = 5) -> list[str]:
+    """For the first `most` flagged job ids: their ledger lines, final state and attempts."""
+    out: list[str] = []
+    for jid in list(dict.fromkeys(flagged))[:most]:
+        out += ledger.get(jid, [])
+        j = jobs.get(jid)
+        if j is not None:
+            out.append(f"{jid} final: {jobs_pb2.JobState.Name(j.state)} attempt {j.attempt} "
+                       f"token {j.fencing_token} node {j.node_id}")
+            out += (f"{jid} attempt {a.attempt} node {a.node_id} token {a.fencing_token} "
+                    f"{a.outcome}: {a.reason}" for a in j.attempts)
+    return out
 
 
 def wait_identical(c: Client, timeout: float) -> list[Any]:
