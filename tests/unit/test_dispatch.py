@@ -245,3 +245,73 @@ def test_startable_keeps_only_current_assignments_with_the_node_read_alongside()
     assert reconcile.startable(st, "n2", [replace(j3, attempt=0)]) == (st.nodes["n2"], [])
     assert reconcile.startable(st, "n2", [j3]) == (st.nodes["n2"], [j3])
     assert reconcile.startable(st, "n7", [j3]) == (None, [])
+
+
+# ---- the worker's second line: its own replica -------------------------------------------
+
+
+def test_stale_start_by_the_workers_own_replica() -> None:
+    r = Replica()
+    r.commit(NodeUp, node("n1", "a"))
+    r.commit(NodeUp, node("n2", "b"))
+    for jid in ("j1", "j2"):
+        r.commit(SubmitJobs, ((jid, SPEC),))
+    r.commit(Assign, (AssignItem("j1", "n1", 0), AssignItem("j2", "n2", 0)))
+    st = r.state
+    assert reconcile.stale_start(st, "n1", "j1", 1, 1) == ""  # current
+    assert reconcile.stale_start(st, "n1", "j1", 2, 9) == ""  # not applied here yet: cannot tell
+    assert reconcile.stale_start(st, "n1", "nope", 1, 1) == ""
+    assert "token" in reconcile.stale_start(st, "n1", "j1", 1, 7)
+    assert "assigned to n2" in reconcile.stale_start(st, "n1", "j2", 1, 2)
+    r.commit(NodeUp, node("n1", "restarted"))  # j1's attempt 1 is lost
+    assert "PENDING" in reconcile.stale_start(st, "n1", "j1", 1, 1)
+    r.commit(Assign, (AssignItem("j1", "n2", 1),))
+    assert "attempt 2" in reconcile.stale_start(st, "n1", "j1", 1, 1)
+    assert reconcile.stale_start(st, "n2", "j1", 2, 3) == ""
+
+
+class Lease:
+    generation = 4
+
+    def valid(self) -> bool:
+        return True
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.started: list[tuple[str, int, int]] = []
+
+    def start(self, job_id: str, attempt: int, token: int, spec: Any) -> bool:
+        self.started.append((job_id, attempt, token))
+        return True
+
+
+class Context:
+    async def abort(self, code: Any, details: str) -> None:
+        raise AssertionError(f"aborted: {code} {details}")
+
+
+def test_agent_refuses_a_start_its_replica_knows_is_over(tmp_path: Path) -> None:
+    """A start that passed the incarnation/generation fence (as the stale starts of the
+    chaos finding did) is still refused when the node's own replica has applied the
+    attempt's end; a start its replica has not caught up with yet is accepted."""
+    from raftsched.rpc.agent import NodeAgentServicer
+    from raftsched.rpc.convert import spec_to_pb
+
+    cfg = replace(configmod.load(write_config(tmp_path, 3, secret="x" * 40)), tls=False)
+    r = Replica()
+    r.commit(NodeUp, node("n1", "old"))
+    for jid in ("j1", "j2"):
+        r.commit(SubmitJobs, ((jid, SPEC),))
+    r.commit(Assign, (AssignItem("j1", "n1", 0),))
+    r.commit(NodeUp, node("n1", "new"))  # j1 attempt 1 (token 1) lost to the restart
+    r.commit(Assign, (AssignItem("j2", "n1", 0),))  # j2 attempt 1, token 2, in the new generation
+    runner = Runner()
+    agent = NodeAgentServicer(cfg, "n1", "new", Raft(), None, Lease(), runner, None, None, r)  # type: ignore[arg-type]
+    req = node_pb2.StartJobsRequest(
+        leader_id="n2", term=3, incarnation="new", generation=4,
+        jobs=[node_pb2.StartJob(job_id=j, attempt=a, fencing_token=t, spec=spec_to_pb(SPEC))
+              for j, a, t in (("j1", 1, 1), ("j2", 1, 2), ("j3", 1, 3))])
+    resp = asyncio.run(agent.StartJobs(req, Context()))
+    assert runner.started == [("j2", 1, 2), ("j3", 1, 3)]  # j3: not in this replica yet
+    assert resp.accepted == 2

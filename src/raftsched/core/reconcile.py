@@ -4,6 +4,8 @@
 - starts to re-send for ASSIGNED attempts their node has not confirmed,
 - which of the attempts read earlier may still be sent to their node, and under
   which incarnation and generation (`startable`),
+- on the worker: whether a start it receives is already stale in its own replica
+  (`stale_start`),
 - CANCELLING attempts to end because their node no longer runs them,
 - schedule instants that are due (`ScheduleClock`).
 
@@ -90,6 +92,26 @@ def startable(state: ClusterState, node_id: str, jobs: Iterable[Job]) -> tuple[N
                 and (cur.attempt, cur.fencing_token) == (j.attempt, j.fencing_token)):
             out.append(cur)
     return node, out
+
+
+def stale_start(state: ClusterState, node_id: str, job_id: str, attempt: int, token: int) -> str:
+    """Why a start received by a node is stale as far as the node's own replica (a prefix
+    of the leader's log) already knows, or "" if it may be current. Attempts only grow
+    (Assign makes attempt+1) and an attempt that left ASSIGNED/RUNNING never returns, so
+    an attempt this replica has seen end or superseded cannot be current at the leader.
+    A replica that has not applied the job or its Assign yet cannot tell: "" then."""
+    job = state.jobs.get(job_id)
+    if job is None or job.attempt < attempt:
+        return ""
+    if job.attempt > attempt:
+        return f"attempt {job.attempt} of the job exists"
+    if job.fencing_token != token:
+        return f"attempt {attempt} has token {job.fencing_token}, not {token}"
+    if job.state not in (JobState.ASSIGNED, JobState.RUNNING):
+        return f"attempt {attempt} is over: the job is {job.state.value}"
+    if job.node_id != node_id:
+        return f"attempt {attempt} is assigned to {job.node_id}"
+    return ""
 
 
 def cancelled_gone(state: ClusterState, reported: Reported, heard_at: Mapping[str, float],
