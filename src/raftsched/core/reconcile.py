@@ -2,6 +2,10 @@
 
 - retry times stamped into failed attempts' reports (backoff with jitter),
 - starts to re-send for ASSIGNED attempts their node has not confirmed,
+- which of the attempts read earlier may still be sent to their node, and under
+  which incarnation and generation (`startable`),
+- on the worker: whether a start it receives is already stale in its own replica
+  (`stale_start`),
 - CANCELLING attempts to end because their node no longer runs them,
 - schedule instants that are due (`ScheduleClock`).
 
@@ -10,13 +14,13 @@ The leader loop (node/leader.py) turns these into commands and gRPC calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import replace
 
 from raftsched.core import cron, retry
 from raftsched.core.commands import FinishedItem, FireSchedule
 from raftsched.core.jobs import attempt_outcome
-from raftsched.core.model import Job, JobState
+from raftsched.core.model import Job, JobState, Node
 from raftsched.core.state import ClusterState
 from raftsched.core.workflow_types import Misfire, Schedule, plan_misfires
 from raftsched.core.workflows import MAX_FIRES_PER_COMMAND, schedules
@@ -63,6 +67,51 @@ def unconfirmed_starts(state: ClusterState, reported: Reported, now: float,
         and now - j.assigned_at > resend_after
         and (j.id, j.attempt) not in reported.get(j.node_id, ())
     ]
+
+
+def startable(state: ClusterState, node_id: str, jobs: Iterable[Job]) -> tuple[Node | None, list[Job]]:
+    """The node to send starts to, as the state has it now, and those of `jobs` (records
+    read earlier) still ASSIGNED there at the same attempt and fencing token; (None, [])
+    if the node is unknown or down. Caller holds the state lock.
+
+    The worker fences a start by the incarnation and generation the request names. Every
+    command that moves a node's generation (NodeDown, NodeUp of a restarted or returning
+    node) returns its live attempts to PENDING in the same apply, and Assign refuses a
+    down node: so an attempt still ASSIGNED to the node now was assigned in the node's
+    current generation, and the request names the generation its attempts belong to.
+    A record read before such a command (a job dispatched after its Assign, re-sent, or
+    re-sent by a new leader) may name an attempt lost since: sent under the new
+    generation, the restarted node would run it beside the attempt that replaces it."""
+    node = state.nodes.get(node_id)
+    if node is None or not node.alive:
+        return None, []
+    out = []
+    for j in jobs:
+        cur = state.jobs.get(j.id)
+        if (cur is not None and cur.state is JobState.ASSIGNED and cur.node_id == node_id
+                and (cur.attempt, cur.fencing_token) == (j.attempt, j.fencing_token)):
+            out.append(cur)
+    return node, out
+
+
+def stale_start(state: ClusterState, node_id: str, job_id: str, attempt: int, token: int) -> str:
+    """Why a start received by a node is stale as far as the node's own replica (a prefix
+    of the leader's log) already knows, or "" if it may be current. Attempts only grow
+    (Assign makes attempt+1) and an attempt that left ASSIGNED/RUNNING never returns, so
+    an attempt this replica has seen end or superseded cannot be current at the leader.
+    A replica that has not applied the job or its Assign yet cannot tell: "" then."""
+    job = state.jobs.get(job_id)
+    if job is None or job.attempt < attempt:
+        return ""
+    if job.attempt > attempt:
+        return f"attempt {job.attempt} of the job exists"
+    if job.fencing_token != token:
+        return f"attempt {attempt} has token {job.fencing_token}, not {token}"
+    if job.state not in (JobState.ASSIGNED, JobState.RUNNING):
+        return f"attempt {attempt} is over: the job is {job.state.value}"
+    if job.node_id != node_id:
+        return f"attempt {attempt} is assigned to {job.node_id}"
+    return ""
 
 
 def cancelled_gone(state: ClusterState, reported: Reported, heard_at: Mapping[str, float],

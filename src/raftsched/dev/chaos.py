@@ -58,6 +58,10 @@ class ChaosReport:
     audits: list[str] = field(default_factory=list)  # `raftsched audit` of each node's files
     audit_ok: bool = False
     events: list[str] = field(default_factory=list)
+    # The ledger lines and attempt records of (up to 5) jobs with a finding: e.g. which
+    # attempt (node, token) held the lock, and when (the test dir is usually gone when
+    # a CI log is read).
+    details: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -85,6 +89,7 @@ class ChaosReport:
             items = getattr(self, name)
             if items:
                 lines.append(f"{name}: {items[:10]}")
+        lines += (f"ledger: {d}" for d in self.details[:40])
         return "\n".join(lines)
 
 
@@ -267,10 +272,12 @@ class Chaos:
                 r.succeeded_twice.append(jid)
         starts: dict[str, list[tuple[float, int, int]]] = collections.defaultdict(list)
         ends: dict[str, list[int]] = collections.defaultdict(list)
+        by_job: dict[str, list[str]] = collections.defaultdict(list)
         for line in (self.root / "ledger.txt").read_text().splitlines():
             parts = line.split()
             if len(parts) != 6:
                 continue
+            by_job[parts[1]].append(line)
             kind, jid, attempt, token, _node, ts = parts
             if kind == "OVERLAP":
                 r.overlaps.append(f"{jid} attempt {attempt} token {token} found another attempt alive")
@@ -292,6 +299,24 @@ class Chaos:
             if j.fencing_token not in done_tokens:
                 r.success_without_run.append(jid)
             r.fenced_completions += sum(1 for t in done_tokens if t != j.fencing_token)
+        flagged = [x.split()[0].rstrip(":") for x in (*r.overlaps, *r.token_regressions, *r.succeeded_twice,
+                                                      *r.success_without_run, *r.lost, *r.unfinished)]
+        r.details = finding_details(flagged, by_job, jobs)
+
+
+def finding_details(flagged: list[str], ledger: dict[str, list[str]], jobs: dict[str, Any],
+                    most: int = 5) -> list[str]:
+    """For the first `most` flagged job ids: their ledger lines, final state and attempts."""
+    out: list[str] = []
+    for jid in list(dict.fromkeys(flagged))[:most]:
+        out += ledger.get(jid, [])
+        j = jobs.get(jid)
+        if j is not None:
+            out.append(f"{jid} final: {jobs_pb2.JobState.Name(j.state)} attempt {j.attempt} "
+                       f"token {j.fencing_token} node {j.node_id}")
+            out += (f"{jid} attempt {a.attempt} node {a.node_id} token {a.fencing_token} "
+                    f"{a.outcome}: {a.reason}" for a in j.attempts)
+    return out
 
 
 def wait_identical(c: Client, timeout: float) -> list[Any]:

@@ -9,7 +9,8 @@ tail of each is reported. Exit is noticed through a pidfd registered with the
 event loop (no thread per child). A timeout or cancel sends SIGTERM to every
 process of the attempt, then SIGKILL after the grace period; when the job's
 main process ends, whatever it left behind is killed. Starting the same (job,
-attempt) twice is a no-op.
+attempt) twice is a no-op, and so is starting an attempt of a job older than one
+already started here (attempts only grow: the older one is a late start).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class Executor:
         self.isolation = isolation or Isolation(node_id)
         self.settings = settings or IsolationConfig()
         self.running: dict[tuple[str, int], Attempt] = {}
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._seen: OrderedDict[str, int] = OrderedDict()  # job -> highest attempt started here
         self._retention = Retention(self.settings.output_retention_bytes, KEEP_OUTPUT_FILES)
         self._sweeping: asyncio.TimerHandle | None = None
         self.started_total = 0
@@ -136,11 +137,19 @@ class Executor:
             lim.pids or self.settings.pids_limit))
 
     def start(self, job_id: str, attempt: int, token: int, spec: JobSpec) -> bool:
-        """Start an attempt. False if this (job, attempt) was already started here."""
+        """Start an attempt. False if this attempt, or a later one of the job, was
+        already started here."""
         key = (job_id, attempt)
-        if key in self._seen:
+        latest = self._seen.get(job_id)
+        if latest is not None and attempt <= latest:
+            if attempt < latest:
+                log.warning("late start refused: a later attempt of the job was started here",
+                            job=job_id, attempt=attempt, token=token, started_attempt=latest)
+            else:
+                log.debug("repeated start ignored", job=job_id, attempt=attempt, token=token)
             return False
-        self._seen[key] = None
+        self._seen[job_id] = attempt
+        self._seen.move_to_end(job_id)
         if len(self._seen) > SEEN_CAPACITY:
             self._seen.popitem(last=False)
         try:

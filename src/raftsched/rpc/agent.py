@@ -10,6 +10,7 @@ import grpc
 import structlog
 
 from raftsched.config import ClusterConfig
+from raftsched.core import reconcile
 from raftsched.core.commands import FinishedItem, JobsFinished, JobsStarted, StartedItem
 from raftsched.core.model import Node, Resources
 from raftsched.node.lease import Lease
@@ -78,6 +79,12 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                 await asyncio.sleep(0)
                 if not self.lease.valid():
                     break  # the lease ran out meanwhile: the rest is refused (re-sent later)
+            with self.replica.lock:
+                stale = reconcile.stale_start(self.replica.state, self.me_id, sj.job_id, sj.attempt, sj.fencing_token)
+            if stale:  # the leader's fence should have kept it back: a second line of defence
+                log.warning("stale start refused", job=sj.job_id, attempt=sj.attempt,
+                            token=sj.fencing_token, leader=request.leader_id, why=stale)
+                continue
             spec = convert.spec_from_pb(sj.spec)
             if self.runner.start(sj.job_id, sj.attempt, sj.fencing_token, spec):
                 accepted += 1

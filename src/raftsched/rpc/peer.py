@@ -6,6 +6,7 @@ import grpc
 import structlog
 
 from raftsched.client.credentials import ClientTLS, open_aio_channel
+from raftsched.core import reconcile
 from raftsched.core.model import Job
 from raftsched.ports import RaftStatus, ReplicaView
 from raftsched.rpc import convert
@@ -60,11 +61,30 @@ class PeerChannels:
         return node_pb2_grpc.NodeAgentStub(self.channel(lc.grpc))
 
     async def send_starts(self, node_id: str, jobs: list[Job]) -> None:
-        node = self.replica.state.nodes.get(node_id)
-        if node is None or not self.raft.leader_confirmed():
+        """Send the starts of `jobs` (records read earlier) that are still assigned to
+        `node_id`, under the incarnation and generation they were assigned in."""
+        if not self.raft.leader_confirmed():
             # A leader that cannot hear from a majority may be stale (e.g. just thawed
             # from SIGSTOP): its view of assignments must not start anything.
             return
+        withheld: list[tuple[tuple[str, int, int], tuple[str, int, str] | None]] = []
+        with self.replica.lock:  # the node and the jobs as of one applied index
+            node, current = reconcile.startable(self.replica.state, node_id, jobs)
+            if len(current) < len(jobs):
+                # (job, attempt, token) as read -> (state, attempt, node) now
+                kept, now = {j.id for j in current}, self.replica.state.jobs
+                withheld = [((j.id, j.attempt, j.fencing_token),
+                             (now[j.id].state.value, now[j.id].attempt, now[j.id].node_id) if j.id in now else None)
+                            for j in jobs if j.id not in kept][:20]
+        if withheld:
+            log.info("starts withheld: attempts no longer assigned to the node", node=node_id,
+                     incarnation=node.incarnation if node else None,
+                     generation=node.generation if node else None, withheld=withheld)
+        if node is None or not current:
+            return
+        jobs = current
+        log.debug("sending starts", node=node_id, incarnation=node.incarnation,
+                  generation=node.generation, starts=[(j.id, j.attempt, j.fencing_token) for j in jobs][:20])
         req = node_pb2.StartJobsRequest(
             leader_id=self.me_id,
             term=self.raft.term(),
