@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from raftsched.dev.elections import LeaderLog, leaders, max_term, raft_views, role
+from raftsched.dev.elections import LeaderLog, max_term, raft_views, role, wait_settled
 from tests.support.netns import NetnsCluster, netns_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -22,20 +22,8 @@ why = netns_available()
 EMAX = 0.6  # the test cluster's election_timeout_max (the default)
 
 
-def settled(c: NetnsCluster, leader: str, timeout: float = 30.0) -> dict[str, dict[str, float]]:
-    """Wait until every node answers and follows `leader`'s commit; return their views."""
-    views: dict[str, dict[str, float]] = {}
-
-    def ok() -> bool:
-        nonlocal views
-        views = raft_views(c.cfg)
-        if len(views) != len(c.cfg.nodes) or leaders(views) != [leader]:
-            return False
-        commit = views[leader]["commit_index"]
-        return all(v["commit_index"] >= commit for v in views.values())
-
-    c.wait_until(ok, timeout, f"all nodes following {leader}")
-    return views
+def settled(c: NetnsCluster, leader: str) -> dict[str, dict[str, float]]:
+    return wait_settled(c.cfg, 30, leader)[1]
 
 
 @pytest.mark.skipif(why is not None, reason=why or "")

@@ -65,6 +65,24 @@ def leaders(views: dict[str, dict[str, float]]) -> list[str]:
     return sorted(nid for nid, v in views.items() if role(v) == "leader")
 
 
+def wait_settled(cfg: ClusterConfig, timeout: float = 30.0, leader: str | None = None,
+                 period: float = 0.1) -> tuple[str, dict[str, dict[str, float]]]:
+    """Wait until every node answers, exactly one (or `leader`) says it leads, and every
+    node has its commit index; return that leader and the views."""
+    deadline = time.monotonic() + timeout
+    views: dict[str, dict[str, float]] = {}
+    while time.monotonic() < deadline:
+        views = raft_views(cfg)
+        found = leaders(views)
+        if len(views) == len(cfg.nodes) and len(found) == 1 and leader in (None, found[0]):
+            commit = views[found[0]]["commit_index"]
+            if all(v["commit_index"] >= commit for v in views.values()):
+                return found[0], views
+        time.sleep(period)
+    raise TimeoutError(f"no settled leader{' ' + leader if leader else ''} within {timeout:g}s: "
+                       f"{ {n: (role(v), v.get('term')) for n, v in views.items()} }")
+
+
 @dataclass
 class LeaderLog:
     """Leaders (by the nodes' own role gauges) seen by a background sampler."""
