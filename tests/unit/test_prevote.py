@@ -11,8 +11,10 @@ from collections.abc import Iterator
 import pytest
 from pysyncobj.syncobj import _RAFT_STATE
 
+from raftsched.config import ConfigError
 from raftsched.replica import prevote
 from tests.unit.raft_sim import MAX_TIMEOUT, MIN_TIMEOUT, SimNet
+from tests.unit.test_security_config import cfg_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -218,3 +220,18 @@ def test_malformed_prevote_messages_are_dropped(make_net):
         net.transports[leader].receive(follower, msg)
     net.run(2.0)
     assert net.stable_leader() == leader and net.terms() == terms
+
+
+def test_pre_vote_is_a_cluster_switch_on_by_default(tmp_path):
+    assert cfg_for(tmp_path).pre_vote is True
+    assert cfg_for(tmp_path, extra="pre_vote = false").pre_vote is False
+    with pytest.raises(ConfigError, match="pre_vote must be true or false"):
+        cfg_for(tmp_path, extra='pre_vote = "off"')
+
+
+def test_counters_exist_only_with_pre_vote(make_net):
+    on, off = make_net(), make_net(pre_vote=False)
+    on.run(0.1)
+    off.run(0.1)
+    assert set(prevote.STAT_NAMES) <= set(on.stats("n1"))
+    assert not set(prevote.STAT_NAMES) & set(off.stats("n1"))
