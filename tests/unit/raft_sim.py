@@ -15,12 +15,13 @@ from collections import deque
 from typing import Any
 
 import pytest
-from pysyncobj import SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import SyncObjConf
 from pysyncobj import pickle as ps_pickle
 from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.transport import Transport
 
 from raftsched.replica.raftsafe import SafeSyncObj
+from tests.unit.test_raftsafe import Recorder
 
 MIN_TIMEOUT, MAX_TIMEOUT = 0.3, 0.6
 STEP = 0.01  # simulated seconds per round of ticks
@@ -32,16 +33,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
-
-
-class Recorder(SyncObjConsumer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.applied: list[int] = []
-
-    @replicated
-    def record(self, x: int) -> None:
-        self.applied.append(x)
 
 
 class SimNet:
