@@ -45,16 +45,16 @@ class NetnsCluster(TestCluster):
         self.net.heal(int(node_id[1:]))
 
     def split(self, a: str, b: str) -> None:
-        """Cut only the link between nodes `a` and `b` (a bridge split when a third node
-        still sees both): each namespace blackholes the other's address."""
-        ia, ib = int(a[1:]) - 1, int(b[1:]) - 1
-        _ip("-n", self.ns[ia], "route", "add", "blackhole", f"{self.hosts[ib]}/32")
-        _ip("-n", self.ns[ib], "route", "add", "blackhole", f"{self.hosts[ia]}/32")
+        """Cut only the link between nodes `a` and `b`, both ways (a bridge split when a
+        third node still sees both)."""
+        ia, ib = int(a[1:]), int(b[1:])
+        self.net.block(ia, ib)
+        self.net.block(ib, ia)
 
     def unsplit(self, a: str, b: str) -> None:
-        ia, ib = int(a[1:]) - 1, int(b[1:]) - 1
-        _ip("-n", self.ns[ia], "route", "del", "blackhole", f"{self.hosts[ib]}/32", check=False)
-        _ip("-n", self.ns[ib], "route", "del", "blackhole", f"{self.hosts[ia]}/32", check=False)
+        ia, ib = int(a[1:]), int(b[1:])
+        self.net.unblock(ia, ib)
+        self.net.unblock(ib, ia)
 
     def close(self) -> None:
         try:

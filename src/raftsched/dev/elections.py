@@ -17,8 +17,9 @@ PREFIX = "raftsched_raft_"
 
 
 def scrape_raft(metrics_addr: str, timeout: float = 1.0) -> dict[str, float] | None:
-    """The node's raftsched_raft_* samples (role as role_<name>, counters without the
-    _total suffix), or None if it does not answer."""
+    """The node's raftsched_raft_* samples (role as role_<name>, safety and pre-vote
+    events by their event name, counters without the _total suffix), or None if it
+    does not answer."""
     try:
         with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=timeout) as r:
             text = r.read().decode()
@@ -32,6 +33,8 @@ def scrape_raft(metrics_addr: str, timeout: float = 1.0) -> dict[str, float] | N
         key = name[len(PREFIX):]
         if key.startswith("role{"):
             key = "role_" + key.split('"')[1]
+        elif key.startswith("safety_events_total{"):
+            key = key.split('"')[1]  # the Raft-safety and pre-vote counters by event name
         elif "{" in key or key.endswith(("_bucket", "_created", "_count", "_sum")):
             continue
         out[key.removesuffix("_total")] = float(value)
