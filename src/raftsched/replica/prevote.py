@@ -34,13 +34,15 @@ All of it runs on pysyncobj's tick thread (the hooks are called from SafeSyncObj
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pysyncobj.syncobj as _ps
+import structlog
 from pysyncobj.syncobj import _RAFT_STATE
 
-logger = logging.getLogger(__name__)
+# Elections are rare and worth a line each (a won round, a granted pre-vote, a vote
+# refused by stickiness, a term adopted); a lost round (every timeout while cut off) is not.
+log = structlog.get_logger("raftsched.prevote")
 
 PRE_REQUEST = "pre_request_vote"
 PRE_RESPONSE = "pre_response_vote"
@@ -187,7 +189,7 @@ class PreVote:
                 else:
                     self.transfer_from = (node, int(message["term"]))
             except (KeyError, TypeError, ValueError):
-                logger.warning("prevote: malformed %s message from %s dropped", kind, node)
+                log.warning("malformed pre-vote message dropped", kind=kind, peer=str(node))
             return True
         if kind == "append_entries":
             self._on_append_entries(node, message)
@@ -223,6 +225,8 @@ class PreVote:
         if transfer is not None and transfer == (node, message.get("term")):
             return False  # a leadership transfer announced by its target
         self.stats["votes_refused_sticky"] += 1
+        log.info("vote refused: this node still hears its leader", candidate=str(node),
+                 candidate_term=message.get("term"), leader=str(so._SyncObj__raftLeader))
         return True
 
     def _on_pre_request(self, node: Any, message: dict[str, Any]) -> None:
@@ -236,6 +240,8 @@ class PreVote:
             and self._log_ok(int(message["last_log_index"]), int(message["last_log_term"]))
         )
         self.stats["prevotes_granted" if granted else "prevotes_refused"] += 1
+        if granted:
+            log.info("pre-vote granted", candidate=str(node), candidate_term=asked)
         so._SyncObj__transport.send(node, {"type": PRE_RESPONSE, "term": term,
                                            "round": message["round"], "granted": granted})
 
@@ -245,11 +251,15 @@ class PreVote:
             return  # a reply to an older round
         if int(message["term"]) > so._SyncObj__raftCurrentTerm and not message["granted"]:
             # The voter is in a later term than we would campaign in: catch up first.
+            log.info("pre-vote reply from a later term; adopting it", peer=str(node),
+                     its_term=message["term"])
             self._close_round(False)
             self._adopt(int(message["term"]))
             return
         (self.grants if message["granted"] else self.refusals).add(node)
         if self._majority(len(self.grants)):
+            log.info("pre-vote won; starting an election", election_term=self.round_term,
+                     grants=sorted(str(n) for n in self.grants))
             self._close_round(True)
             self.approved = (self.round_term, _now())
             so._SyncObj__raftElectionDeadline = 0  # the next tick starts the election
@@ -260,6 +270,6 @@ class PreVote:
         so = self.so
         term = int(message["term"])
         if so._SyncObj__raftState == _RAFT_STATE.LEADER and term > so._SyncObj__raftCurrentTerm:
-            logger.warning("prevote: a node is at term %d above ours (%d); stepping down",
-                           term, so._SyncObj__raftCurrentTerm)
+            log.warning("a node is in a later term; leader steps down", its_term=term,
+                        our_term=so._SyncObj__raftCurrentTerm)
             self._adopt(term)
