@@ -235,3 +235,18 @@ def test_counters_exist_only_with_pre_vote(make_net):
     off.run(0.1)
     assert set(prevote.STAT_NAMES) <= set(on.stats("n1"))
     assert not set(prevote.STAT_NAMES) & set(off.stats("n1"))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_a_stall_of_every_node_does_not_start_an_election(make_net, seed):
+    """All three processes descheduled for a second (a loaded machine): when they run
+    again every follower's deadline has passed, but the leader's heartbeat is on its way;
+    nobody grants or starts an election before reading it."""
+    net = make_net(seed=seed)
+    leader = elected(net)
+    terms = net.terms()
+    for _ in range(3):
+        net.clock.t += 1.0
+        net.run(1.0)
+        assert net.terms() == terms and net.stable_leader() == leader
+    assert all(net.stats(n)["prevote_rounds_started"] == 0 for n in net.ids if n != leader)

@@ -95,6 +95,10 @@ class PreVote:
         self.approved: tuple[int, float] | None = None  # (term, when) of a won round
         self.transfer_from: tuple[Any, int] | None = None  # (node, term) announced by pv_transfer
         self.notice_sent: dict[Any, float] = {}
+        self.last_tick: float | None = None
+        # This tick follows a stall (no tick for half the minimum election timeout): the
+        # leader's heartbeats may be waiting unread behind the messages handled first.
+        self.suspect = False
 
     # -- helpers ---------------------------------------------------------
     def _majority(self, votes: int) -> bool:
@@ -135,11 +139,13 @@ class PreVote:
         """Runs before pysyncobj's tick: turn an expired election deadline into a pre-vote
         round, unless a won round (or a leadership transfer) lets the election go ahead."""
         so = self.so
+        now = _now()
+        last, self.last_tick = self.last_tick, now
+        self.suspect = last is not None and now - last > self._min_timeout() / 2
         if so._SyncObj__raftState == _RAFT_STATE.LEADER or so._SyncObj__selfNode is None:
             self._close_round(False)
             self.approved = None
             return
-        now = _now()
         if so._SyncObj__raftElectionDeadline >= now or not so._SyncObj__connectedToAnyone():
             return
         term = so._SyncObj__raftCurrentTerm
@@ -147,6 +153,12 @@ class PreVote:
             # TimeoutNow from our leader: campaign at once, and tell the followers so that
             # stickiness lets this one election through.
             self._send_all({"type": TRANSFER, "term": term + 1})
+            return
+        if self.suspect or self.in_contact():
+            # After a stall, read what arrived before deciding the leader is gone (pysyncobj
+            # checks the deadline before it polls); and a leader heard from recently (a
+            # message raftsafe dropped did not re-arm pysyncobj's deadline) is not gone.
+            so._SyncObj__raftElectionDeadline = now + self._min_timeout() / 3
             return
         approved, self.approved = self.approved, None
         if approved is not None and approved[0] == term + 1 and now - approved[1] < self._min_timeout():
@@ -235,6 +247,7 @@ class PreVote:
         asked = int(message["term"])
         granted = (
             so._SyncObj__raftState != _RAFT_STATE.LEADER
+            and not self.suspect  # just back from a stall: we cannot tell yet
             and not self.in_contact()
             and (asked > term or (asked == term and so._SyncObj__votedForNodeId in (None, node.id)))
             and self._log_ok(int(message["last_log_index"]), int(message["last_log_term"]))
