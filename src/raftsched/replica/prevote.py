@@ -21,6 +21,11 @@ perfectly healthy leader. `PreVote` puts two rules in front of that:
   target skips the pre-vote and announces the transfer first (``pv_transfer``), so
   the followers let that one election through.
 
+* **Stalls.** pysyncobj checks the election deadline before it reads the messages that
+  arrived. In the first tick after a stall (no tick for half the minimum election
+  timeout) the leader's heartbeats may still be unread, so the node neither starts a
+  round (it re-arms its deadline briefly and reads first) nor grants a pre-vote.
+
 Two more messages keep a node that did raise its term (it won a pre-vote, then lost
 the election) from being shut out for good: a pre-vote reply carries the voter's term
 and a candidate behind it adopts that term; and a node that receives append_entries
