@@ -88,6 +88,7 @@ class ClusterConfig:
     tls: bool = True  # every gRPC listener speaks mutual TLS (certificates under data_dir/tls)
     acl: bool = True  # client calls need a token (see docs/security.md)
     insecure_i_know: bool = False  # allow a non-loopback node without TLS/ACL/strong secret
+    pre_vote: bool = True  # Raft pre-vote + leader stickiness (replica/prevote.py)
 
     def is_local(self) -> bool:
         """Every node listens on loopback: a cluster on this machine only."""
@@ -361,6 +362,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         tls=_flag(c, "tls", True, p),
         acl=_flag(c, "acl", True, p),
         insecure_i_know=insecure,
+        pre_vote=_flag(c, "pre_vote", True, p),
     )
 
 

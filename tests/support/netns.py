@@ -44,6 +44,18 @@ class NetnsCluster(TestCluster):
     def heal(self, node_id: str) -> None:
         self.net.heal(int(node_id[1:]))
 
+    def split(self, a: str, b: str) -> None:
+        """Cut only the link between nodes `a` and `b`, both ways (a bridge split when a
+        third node still sees both)."""
+        ia, ib = int(a[1:]), int(b[1:])
+        self.net.block(ia, ib)
+        self.net.block(ib, ia)
+
+    def unsplit(self, a: str, b: str) -> None:
+        ia, ib = int(a[1:]), int(b[1:])
+        self.net.unblock(ia, ib)
+        self.net.unblock(ib, ia)
+
     def close(self) -> None:
         try:
             super().close()

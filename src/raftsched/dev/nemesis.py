@@ -83,14 +83,15 @@ class NemesisStats:
 
 class PartitionNemesis(Chaos):
     def __init__(self, root: Path, seed: int, duration: float, jobs: int,
-                 log: Any = print) -> None:
+                 log: Any = print, cluster_extra: str = "") -> None:
         self.net = Netns(3)
         try:
             super().__init__(root, seed, duration, jobs, min_leader_kills=0,
                              min_follower_events=0, log=log, hosts=self.net.hosts,
                              wrap=lambda nid: self.net.wrap(int(nid[1:])),
                              # compact often, so that cut nodes catch up by snapshot install
-                             cluster_extra=f"log_compaction_entries = {COMPACT_EVERY}")
+                             cluster_extra=f"log_compaction_entries = {COMPACT_EVERY}\n"
+                             + cluster_extra)
         except Exception:
             self.net.close()
             raise

@@ -114,7 +114,7 @@ def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any
     conf = make_conf(cfg, cfg.node_data_dir(me.id))
     others = [n.raft for n in cfg.nodes if n.id != me.id]
     so = SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync,
-                     transportClass=BoundedTransport)
+                     transportClass=BoundedTransport, pre_vote=cfg.pre_vote)
     try:
         so.waitBinded()
     except Exception as e:
@@ -177,7 +177,8 @@ class RaftNode:
 
     def safety_stats(self) -> dict[str, int]:
         """Counters of the Raft-safety layer (replica/raftsafe.py): messages rewritten,
-        stale replies dropped, truncations refused, fsyncs, ..."""
+        stale replies dropped, truncations refused, fsyncs, ..., and of pre-vote
+        (replica/prevote.py): rounds started/won/lost, votes refused by stickiness, ..."""
         return dict(self.syncobj.raftsafe_stats())
 
     def destroy(self) -> None:

@@ -82,6 +82,7 @@ from raftsched.replica.durable import (
     fsync_dir,
 )
 from raftsched.replica.journal import DurableFileJournal
+from raftsched.replica.prevote import PreVote
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class SafeSyncObj(SyncObj):
     fsync_batch_interval = 0.05
 
     def __init__(self, selfNode, otherNodes, conf=None, consumers=None, nodeClass=TCPNode,
-                 transport=None, transportClass=TCPTransport, *, fsync: str = "never"):
+                 transport=None, transportClass=TCPTransport, *, fsync: str = "never",
+                 pre_vote: bool = True):
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, got {fsync!r}")
         if fsync != "never" and (conf is None or conf.journalFile is None):
@@ -125,6 +127,9 @@ class SafeSyncObj(SyncObj):
         self._rs_reply_next = None
         self._rs_installing = False  # handling a snapshot chunk from the leader
         self._rs_installed: int | None = None  # last index of the snapshot just installed
+        # pre-vote and leader stickiness (see `prevote`); set before the tick thread starts
+        self._rs_prevote: PreVote | None = None
+        self._rs_want_prevote = pre_vote
         self._rs_stats = dict.fromkeys(
             ("stale_entries_dropped", "conflicts_truncated", "truncations_refused",
              "messages_rewritten", "next_index_rewinds_avoided", "stale_replies_dropped",
@@ -157,6 +162,9 @@ class SafeSyncObj(SyncObj):
     def raftsafe_stats(self) -> dict[str, int]:
         stats = dict(self._rs_stats)
         stats["fsyncs"] = self._rs_journal._rs_syncs if self._rs_journal is not None else 0
+        prevote = self._rs_prevote
+        if prevote is not None:
+            stats.update(prevote.stats)
         return stats
 
     # -- durability hooks -------------------------------------------------
@@ -166,6 +174,12 @@ class SafeSyncObj(SyncObj):
             # "always": the leader's own entries are durable before it counts
             # itself in the commit computation at the start of the tick.
             journal.rs_maybe_sync()
+        prevote = self._rs_prevote
+        if prevote is None and self._rs_want_prevote:
+            # made on the tick thread's first tick: SyncObj's internals exist by then
+            prevote = self._rs_prevote = PreVote(self)
+        if prevote is not None:
+            prevote.before_tick()
         started = time.monotonic()
         super()._onTick(timeToWait)
         observer = self._rs_tick_observer
@@ -226,6 +240,9 @@ class SafeSyncObj(SyncObj):
 
     # -- append_entries filtering ------------------------------------------
     def _SyncObj__onMessageReceived(self, node, message):
+        prevote = self._rs_prevote
+        if prevote is not None and isinstance(message, dict) and prevote.on_message(node, message):
+            return
         if (self.raftsafe_enabled and self.raftsafe_install_guard
                 and message.get("type") == "append_entries" and "prevLogIdx" not in message
                 and message.get("serialized") is not None):
