@@ -290,6 +290,9 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         if cpu <= 0 or mem <= 0:
             raise ConfigError(f"{where}: cpu_millis and memory_mib must be positive (after the reserve)")
         labels = {str(k): str(v) for k, v in n.get("labels", {}).items()}
+        if len(labels) > 256 or any(len(k) > 256 or len(v) > 256 for k, v in labels.items()):
+            raise ConfigError(f"{where}.labels: at most 256, each key and value at most 256 "
+                              "characters (heartbeats are bounded)")
         dedicated = _pool(n, labels, where)
         nodes.append(
             NodeConfig(

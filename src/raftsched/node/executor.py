@@ -112,7 +112,7 @@ class Executor:
     ) -> None:
         self.node_id = node_id
         self.scratch = scratch or Scratch(work_dir, 3600.0)
-        self.run_as = RunAs(node_id, allowed_run_as, self.scratch.retention)
+        self.run_as = RunAs(node_id, allowed_run_as, self.scratch.retention, work_dir)
         self.out_dir = work_dir / "output"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.loop = loop

@@ -18,6 +18,7 @@ are still written by the node.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -71,11 +72,12 @@ def setpriv_path() -> str | None:
     return shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
-def shared_scratch_root(node_id: str, base: Path | None = None) -> Path:
-    """The root of run_as scratch directories: `<tmp>/raftsched-scratch-<node>-<uid>`,
-    owned by the node's user, mode 0711. Refuses (OSError) a path someone else made
-    or a symlink, so another local user cannot plant it."""
-    root = (base or Path(tempfile.gettempdir())) / f"raftsched-scratch-{node_id}-{os.getuid()}"
+def shared_scratch_root(node_id: str, data_dir: Path, base: Path | None = None) -> Path:
+    """The root of run_as scratch directories, `<tmp>/raftsched-scratch-<node>-<hash of its
+    data dir>`, owned by the node's user, mode 0711. Refuses (OSError) a path someone else
+    made, or a symlink, so another local user cannot plant it."""
+    tag = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    root = (base or Path(tempfile.gettempdir())) / f"raftsched-scratch-{node_id}-{tag}"
     with contextlib.suppress(FileExistsError):
         root.mkdir(mode=0o711)
     st = os.lstat(root)
@@ -88,8 +90,10 @@ def shared_scratch_root(node_id: str, base: Path | None = None) -> Path:
 class RunAs:
     """The executor's view: this node's allow list, identities, and the run_as scratch root."""
 
-    def __init__(self, node_id: str, allowed: tuple[str, ...], retention: float) -> None:
+    def __init__(self, node_id: str, allowed: tuple[str, ...], retention: float,
+                 data_dir: Path) -> None:
         self.node_id = node_id
+        self.data_dir = data_dir
         self.allowed = allowed
         self.retention = retention
         self._scratch: Scratch | None = None
@@ -99,7 +103,7 @@ class RunAs:
 
     def scratch(self) -> Scratch:
         if self._scratch is None:
-            root = shared_scratch_root(self.node_id)
+            root = shared_scratch_root(self.node_id, self.data_dir)
             self._scratch = Scratch(root, self.retention, root=root, mode=0o711)
         return self._scratch
 
