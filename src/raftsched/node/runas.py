@@ -72,12 +72,17 @@ def setpriv_path() -> str | None:
     return shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
-def shared_scratch_root(node_id: str, data_dir: Path, base: Path | None = None) -> Path:
-    """The root of run_as scratch directories, `<tmp>/raftsched-scratch-<node>-<hash of its
-    data dir>`, owned by the node's user, mode 0711. Refuses (OSError) a path someone else
-    made, or a symlink, so another local user cannot plant it."""
+def scratch_root_path(node_id: str, data_dir: Path, base: Path | None = None) -> Path:
+    """`<tmp>/raftsched-scratch-<node>-<hash of its data dir>`."""
     tag = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
-    root = (base or Path(tempfile.gettempdir())) / f"raftsched-scratch-{node_id}-{tag}"
+    return (base or Path(tempfile.gettempdir())) / f"raftsched-scratch-{node_id}-{tag}"
+
+
+def shared_scratch_root(node_id: str, data_dir: Path, base: Path | None = None) -> Path:
+    """The root of run_as scratch directories (`scratch_root_path`), owned by the node's
+    user, mode 0711. Refuses (OSError) a path someone else made, or a symlink, so another
+    local user cannot plant it."""
+    root = scratch_root_path(node_id, data_dir, base)
     with contextlib.suppress(FileExistsError):
         root.mkdir(mode=0o711)
     st = os.lstat(root)
