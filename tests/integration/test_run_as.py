@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -65,18 +64,6 @@ def spec(run_as: str, where: str, ns: str = "", argv: tuple[str, ...] = ("id", "
                             resources=jobs_pb2.Resources(cpu_millis=100, memory_mib=16))
 
 
-def _quiet_replicas(c: TestCluster) -> set[tuple[int, str]]:
-    """Wait until the log stops growing; the replicas' (applied index, digest)."""
-    cl = c.client()
-    last, since = -1, time.monotonic()
-    while time.monotonic() - since < 1.5:
-        idx = cl.status().commit_index
-        if idx != last:
-            last, since = idx, time.monotonic()
-        time.sleep(0.1)
-    return {(r.applied_index, r.state_digest) for r in c.replicas_identical()}
-
-
 def test_job_runs_as_the_user(ra: RunAsCluster) -> None:
     c, pw = ra.c, ra.user
     r = ra.cli("acl", "namespace", "set", "default", "--run-as", pw.pw_name, "--run-as", ra.ghost)
@@ -104,7 +91,7 @@ def test_namespace_without_the_permission_is_denied_before_proposing(ra: RunAsCl
     admin = AclClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token, tls=c.tls)
     admin.set_namespace_policy("default", [pw.pw_name, ra.ghost])
     admin.close()
-    before = _quiet_replicas(c)
+    before = c.quiet_replicas()
     for nid in (c.leader(), c.followers()[0]):
         cl = c.client(nid)
         code, msg = _code(lambda cl=cl: cl.submit(spec(pw.pw_name, "yes", ns="other")))
@@ -125,7 +112,7 @@ def test_namespace_without_the_permission_is_denied_before_proposing(ra: RunAsCl
     # an invalid user name is INVALID_ARGUMENT naming the field
     code, msg = _code(lambda: c.client().submit(spec("-rf", "yes")))
     assert code == S.INVALID_ARGUMENT and "run_as" in msg
-    assert _quiet_replicas(c) == before  # nothing reached the log, no replica changed
+    assert c.quiet_replicas() == before  # nothing reached the log, no replica changed
 
 
 def test_node_not_allowing_or_not_having_the_user_fails_the_attempt(ra: RunAsCluster) -> None:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -114,17 +113,6 @@ def test_node_agent_fields_are_bounded(sec: TestCluster) -> None:
     assert all(n.alive for n in cl.nodes())
 
 
-def _quiet_replicas(c: TestCluster) -> set[tuple[int, str]]:
-    cl = c.client()
-    last, since = -1, time.monotonic()
-    while time.monotonic() - since < 1.5:
-        idx = cl.status().commit_index
-        if idx != last:
-            last, since = idx, time.monotonic()
-        time.sleep(0.1)
-    return {(r.applied_index, r.state_digest) for r in c.replicas_identical()}
-
-
 def test_template_workflow_and_run_now_quota_refused_before_proposing(sec: TestCluster) -> None:
     c = sec
     admin = AclClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token, tls=c.tls)
@@ -139,7 +127,7 @@ def test_template_workflow_and_run_now_quota_refused_before_proposing(sec: TestC
         template=workflows_pb2.Template(name="big", spec=big())), timeout=10)
     wf.AddSchedule(workflows_pb2.AddScheduleRequest(schedule=workflows_pb2.Schedule(
         id="big-yearly", cron="0 0 1 1 *", spec=big(), paused=True)), timeout=10)
-    before = _quiet_replicas(c)
+    before = c.quiet_replicas()
     for nid in (c.leader(), c.followers()[0]):
         stub = workflows_pb2_grpc.WorkflowsStub(c.channel(nid))
         code, msg = _code(lambda stub=stub: stub.SubmitFromTemplate(
@@ -153,7 +141,7 @@ def test_template_workflow_and_run_now_quota_refused_before_proposing(sec: TestC
         code, msg = _code(lambda stub=stub: stub.RunScheduleNow(
             workflows_pb2.ScheduleRef(id="big-yearly"), timeout=10))
         assert code == S.RESOURCE_EXHAUSTED and "quota exceeded" in msg, (code, msg)
-    assert _quiet_replicas(c) == before  # nothing reached the log, no replica changed
+    assert c.quiet_replicas() == before  # nothing reached the log, no replica changed
 
     # within the quota the same calls succeed
     ok = wf.SubmitFromTemplate(workflows_pb2.SubmitFromTemplateRequest(

@@ -186,6 +186,18 @@ class TestCluster:
             time.sleep(0.3)
         raise AssertionError(f"replicas differ: {reps}")
 
+    def quiet_replicas(self, quiet_for: float = 1.5) -> set[tuple[int, str]]:
+        """Wait until the log stops growing for `quiet_for` seconds; then the replicas'
+        (applied index, digest), all equal: compare before and after refused requests."""
+        cl = self.client()
+        last, since = -1, time.monotonic()
+        while time.monotonic() - since < quiet_for:
+            idx = cl.status().commit_index
+            if idx != last:
+                last, since = idx, time.monotonic()
+            time.sleep(0.1)
+        return {(r.applied_index, r.state_digest) for r in self.replicas_identical()}
+
     def logs(self) -> str:
         return "\n".join(
             f"==== {p.name}\n{p.read_text(errors='replace')[-5000:]}"
