@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -17,19 +17,11 @@ from raftsched.client.acl_client import AclClient
 from raftsched.node.runas import scratch_root_path
 from raftsched.v1 import jobs_pb2, workflows_pb2, workflows_pb2_grpc
 from tests.support import users
-from tests.support.cluster import TestCluster
+from tests.support.cluster import TestCluster, status_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
 S = grpc.StatusCode
-
-
-def _code(fn: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
-    try:
-        fn()
-    except grpc.RpcError as e:
-        return e.code(), e.details() or ""
-    return S.OK, ""
 
 
 class RunAsCluster:
@@ -51,6 +43,8 @@ def ra() -> Iterator[RunAsCluster]:
                         node_extra=[allow, allow, ""]).start()
         try:
             c.wait_ready()
+            with AclClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token, tls=c.tls) as admin:
+                admin.set_namespace_policy("default", [pw.pw_name, ghost])
             yield RunAsCluster(c, pw, ghost)
         finally:
             c.close()
@@ -88,38 +82,32 @@ def test_job_runs_as_the_user(ra: RunAsCluster) -> None:
 
 def test_namespace_without_the_permission_is_denied_before_proposing(ra: RunAsCluster) -> None:
     c, pw = ra.c, ra.user
-    admin = AclClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token, tls=c.tls)
-    admin.set_namespace_policy("default", [pw.pw_name, ra.ghost])
-    admin.close()
     before = c.quiet_replicas()
     for nid in (c.leader(), c.followers()[0]):
         cl = c.client(nid)
-        code, msg = _code(lambda cl=cl: cl.submit(spec(pw.pw_name, "yes", ns="other")))
+        code, msg = status_of(lambda cl=cl: cl.submit(spec(pw.pw_name, "yes", ns="other")))
         assert code == S.PERMISSION_DENIED, (code, msg)
         assert "run_as" in msg and "'other' does not allow" in msg
-        code, msg = _code(lambda cl=cl: cl.submit_batch([spec("", "yes"),
+        code, msg = status_of(lambda cl=cl: cl.submit_batch([spec("", "yes"),
                                                          spec(pw.pw_name, "yes", ns="other")]))
         assert code == S.PERMISSION_DENIED and "run_as" in msg
         wf = workflows_pb2_grpc.WorkflowsStub(c.channel(nid))
         t = workflows_pb2.Template(name="as-user", spec=spec(pw.pw_name, "yes", ns="other"))
-        code, msg = _code(lambda wf=wf, t=t: wf.CreateTemplate(
+        code, msg = status_of(lambda wf=wf, t=t: wf.CreateTemplate(
             workflows_pb2.PutTemplateRequest(template=t), timeout=10))
         assert code == S.PERMISSION_DENIED and "run_as" in msg
         job = workflows_pb2.WorkflowJobSpec(name="a", spec=spec(pw.pw_name, "yes", ns="other"))
-        code, msg = _code(lambda wf=wf, job=job: wf.SubmitWorkflow(
+        code, msg = status_of(lambda wf=wf, job=job: wf.SubmitWorkflow(
             workflows_pb2.SubmitWorkflowRequest(name="w", jobs=[job]), timeout=10))
         assert code == S.PERMISSION_DENIED and "run_as" in msg
     # an invalid user name is INVALID_ARGUMENT naming the field
-    code, msg = _code(lambda: c.client().submit(spec("-rf", "yes")))
+    code, msg = status_of(lambda: c.client().submit(spec("-rf", "yes")))
     assert code == S.INVALID_ARGUMENT and "run_as" in msg
     assert c.quiet_replicas() == before  # nothing reached the log, no replica changed
 
 
 def test_node_not_allowing_or_not_having_the_user_fails_the_attempt(ra: RunAsCluster) -> None:
     c, pw = ra.c, ra.user
-    admin = AclClient([c.addr(n.id) for n in c.cfg.nodes], token=c.token, tls=c.tls)
-    admin.set_namespace_policy("default", [pw.pw_name, ra.ghost])
-    admin.close()
     cl = c.client()
     refused = cl.submit(spec(pw.pw_name, "no"))  # n3 does not allow the user
     unknown = cl.submit(spec(ra.ghost, "yes"))  # n1/n2 allow it, but it does not exist

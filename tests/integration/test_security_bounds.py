@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -15,7 +15,7 @@ import pytest
 from raftsched.client.acl_client import AclClient
 from raftsched.client.credentials import ClientTLS, open_channel
 from raftsched.v1 import jobs_pb2, node_pb2, node_pb2_grpc, workflows_pb2, workflows_pb2_grpc
-from tests.support.cluster import TestCluster
+from tests.support.cluster import TestCluster, status_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
@@ -30,14 +30,6 @@ def sec() -> Iterator[TestCluster]:
         yield c
     finally:
         c.close()
-
-
-def _code(fn: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
-    try:
-        fn()
-    except grpc.RpcError as e:
-        return e.code(), e.details() or ""
-    return S.OK, ""
 
 
 def agent(c: TestCluster, target: str, as_node: str | None) -> node_pb2_grpc.NodeAgentStub:
@@ -61,12 +53,12 @@ def test_node_agent_fields_are_bounded(sec: TestCluster) -> None:
     to_leader = agent(c, leader, f1)  # a valid node certificate, speaking for itself
 
     many_labels = {f"k{i}": "v" for i in range(300)}
-    code, msg = _code(lambda: to_leader.Heartbeat(heartbeat(c, f1, labels=many_labels), timeout=10))
+    code, msg = status_of(lambda: to_leader.Heartbeat(heartbeat(c, f1, labels=many_labels), timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("labels: 300 entries; at most 256"), msg
-    code, msg = _code(lambda: to_leader.Heartbeat(heartbeat(c, f1, incarnation="i" * 5000), timeout=10))
+    code, msg = status_of(lambda: to_leader.Heartbeat(heartbeat(c, f1, incarnation="i" * 5000), timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("incarnation: 5000 characters"), msg
     running = [node_pb2.RunningAttempt(job_id="x" * 300, attempt=1)]
-    code, msg = _code(lambda: to_leader.Heartbeat(heartbeat(c, f1, running=running), timeout=10))
+    code, msg = status_of(lambda: to_leader.Heartbeat(heartbeat(c, f1, running=running), timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("running[0].job_id: 300 characters"), msg
 
     def report(**kw: Any) -> node_pb2.JobReport:
@@ -74,16 +66,16 @@ def test_node_agent_fields_are_bounded(sec: TestCluster) -> None:
         return node_pb2.JobReport(job_id="nope", attempt=1, fencing_token=1, **kw)
 
     big = node_pb2.ReportJobsRequest(node_id=f1, reports=[report(stdout_tail="o" * 100_000)])
-    code, msg = _code(lambda: to_leader.ReportJobs(big, timeout=10))
+    code, msg = status_of(lambda: to_leader.ReportJobs(big, timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("reports[0].stdout_tail: 100000 characters; "
                                                          "at most 8192"), msg
-    code, msg = _code(lambda: to_leader.ReportJobs(node_pb2.ReportJobsRequest(
+    code, msg = status_of(lambda: to_leader.ReportJobs(node_pb2.ReportJobsRequest(
         node_id=f1, reports=[report(error="e" * 10_000)]), timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("reports[0].error: 10000 characters"), msg
-    code, msg = _code(lambda: to_leader.ReportJobs(node_pb2.ReportJobsRequest(
+    code, msg = status_of(lambda: to_leader.ReportJobs(node_pb2.ReportJobsRequest(
         node_id=f1, reports=[report()] * 10_001), timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("reports: 10001 entries; at most 10000"), msg
-    code, msg = _code(lambda: to_leader.ReportJobs(node_pb2.ReportJobsRequest(
+    code, msg = status_of(lambda: to_leader.ReportJobs(node_pb2.ReportJobsRequest(
         node_id=f1, reports=[report(kind=7)]), timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("reports[0].kind: unknown value 7"), msg
 
@@ -94,17 +86,17 @@ def test_node_agent_fields_are_bounded(sec: TestCluster) -> None:
         return node_pb2.StartJobsRequest(leader_id=leader, term=10**6, jobs=[job])
 
     huge_env = jobs_pb2.JobSpec(command=["true"], env={"A": "v" * 100_000})
-    code, msg = _code(lambda: to_f1.StartJobs(starts(node_pb2.StartJob(job_id="j", spec=huge_env)),
+    code, msg = status_of(lambda: to_f1.StartJobs(starts(node_pb2.StartJob(job_id="j", spec=huge_env)),
                                               timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("jobs[0].spec.env['A']: 100000 characters"), msg
-    code, msg = _code(lambda: to_f1.StartJobs(starts(node_pb2.StartJob(job_id="j" * 1000)), timeout=10))
+    code, msg = status_of(lambda: to_f1.StartJobs(starts(node_pb2.StartJob(job_id="j" * 1000)), timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("jobs[0].job_id: 1000 characters"), msg
     nan = jobs_pb2.JobSpec(command=["true"], timeout_seconds=float("nan"))
-    code, msg = _code(lambda: to_f1.StartJobs(starts(node_pb2.StartJob(job_id="j", spec=nan)), timeout=10))
+    code, msg = status_of(lambda: to_f1.StartJobs(starts(node_pb2.StartJob(job_id="j", spec=nan)), timeout=10))
     assert code == S.INVALID_ARGUMENT and msg.startswith("jobs[0].spec.timeout_seconds"), msg
 
     # identity comes first: a client certificate with the same oversized request learns nothing more
-    code, msg = _code(lambda: agent(c, leader, None).ReportJobs(big, timeout=10))
+    code, msg = status_of(lambda: agent(c, leader, None).ReportJobs(big, timeout=10))
     assert code == S.PERMISSION_DENIED and "stdout_tail" not in msg
     # the cluster is unharmed: every node is alive and a job runs
     cl = c.client()
@@ -130,15 +122,15 @@ def test_template_workflow_and_run_now_quota_refused_before_proposing(sec: TestC
     before = c.quiet_replicas()
     for nid in (c.leader(), c.followers()[0]):
         stub = workflows_pb2_grpc.WorkflowsStub(c.channel(nid))
-        code, msg = _code(lambda stub=stub: stub.SubmitFromTemplate(
+        code, msg = status_of(lambda stub=stub: stub.SubmitFromTemplate(
             workflows_pb2.SubmitFromTemplateRequest(template="big"), timeout=10))
         assert code == S.RESOURCE_EXHAUSTED, (code, msg)
         assert "namespace 'q' quota exceeded: cpu_millis 0 in use + 200 requested > limit 150" in msg
         jobs = [workflows_pb2.WorkflowJobSpec(name=n, spec=big(100)) for n in ("a", "b")]
-        code, msg = _code(lambda stub=stub, jobs=jobs: stub.SubmitWorkflow(
+        code, msg = status_of(lambda stub=stub, jobs=jobs: stub.SubmitWorkflow(
             workflows_pb2.SubmitWorkflowRequest(name="w", jobs=jobs), timeout=10))
         assert code == S.RESOURCE_EXHAUSTED and "+ 200 requested > limit 150" in msg, (code, msg)
-        code, msg = _code(lambda stub=stub: stub.RunScheduleNow(
+        code, msg = status_of(lambda stub=stub: stub.RunScheduleNow(
             workflows_pb2.ScheduleRef(id="big-yearly"), timeout=10))
         assert code == S.RESOURCE_EXHAUSTED and "quota exceeded" in msg, (code, msg)
     assert c.quiet_replicas() == before  # nothing reached the log, no replica changed

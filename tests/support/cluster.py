@@ -25,6 +25,17 @@ TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UP
             jobs_pb2.TIMED_OUT, jobs_pb2.DEAD}
 
 
+def status_of(fn: Callable[[], Any]) -> tuple[Any, str]:
+    """The gRPC status code and details `fn()` ends with (OK, "" if it returns)."""
+    import grpc
+
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
 class TestCluster:
     __test__ = False
 
