@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raftsched.core import constraints as cons
+from raftsched.core import runas
 from raftsched.core.model import Resources
 from raftsched.core.placement import Strategy
 from raftsched.core.runqueue import QueueOrder
@@ -32,6 +33,7 @@ class NodeConfig:
     labels: dict[str, str] = field(default_factory=dict)
     metrics: str = ""  # host:port of this node's Prometheus endpoint ("" = none)
     dedicated: str = ""  # the pool this node is dedicated to ("" = shared: takes any job)
+    allowed_run_as: tuple[str, ...] = ()  # users jobs may run as on this node (none by default)
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,16 @@ def _pool(n: dict, labels: dict[str, str], where: str) -> str:
     return labels[cons.POOL_LABEL]
 
 
+def _run_as(n: dict, where: str) -> tuple[str, ...]:
+    users = n.get("allowed_run_as", [])
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        raise ConfigError(f"{where}.allowed_run_as: expected a list of user names")
+    err = runas.users_error(users, f"{where}.allowed_run_as")
+    if err:
+        raise ConfigError(err)
+    return tuple(sorted(set(users)))
+
+
 def host_of(addr: str) -> str:
     return addr.rpartition(":")[0].strip("[]")
 
@@ -279,6 +291,9 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         if cpu <= 0 or mem <= 0:
             raise ConfigError(f"{where}: cpu_millis and memory_mib must be positive (after the reserve)")
         labels = {str(k): str(v) for k, v in n.get("labels", {}).items()}
+        if len(labels) > 256 or any(len(k) > 256 or len(v) > 256 for k, v in labels.items()):
+            raise ConfigError(f"{where}.labels: at most 256, each key and value at most 256 "
+                              "characters (heartbeats are bounded)")
         dedicated = _pool(n, labels, where)
         nodes.append(
             NodeConfig(
@@ -289,6 +304,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
                 labels=labels,
                 metrics=_addr(n["metrics"], f"{where}.metrics") if n.get("metrics") else "",
                 dedicated=dedicated,
+                allowed_run_as=_run_as(n, where),
             )
         )
     insecure = _flag(c, "insecure_i_know", False, p)

@@ -25,6 +25,17 @@ TERMINAL = {jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED, jobs_pb2.UP
             jobs_pb2.TIMED_OUT, jobs_pb2.DEAD}
 
 
+def status_of(fn: Callable[[], Any]) -> tuple[Any, str]:
+    """The gRPC status code and details `fn()` ends with (OK, "" if it returns)."""
+    import grpc
+
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
 class TestCluster:
     __test__ = False
 
@@ -185,6 +196,18 @@ class TestCluster:
                 return reps
             time.sleep(0.3)
         raise AssertionError(f"replicas differ: {reps}")
+
+    def quiet_replicas(self, quiet_for: float = 1.5) -> set[tuple[int, str]]:
+        """Wait until the log stops growing for `quiet_for` seconds; then the replicas'
+        (applied index, digest), all equal: compare before and after refused requests."""
+        cl = self.client()
+        last, since = -1, time.monotonic()
+        while time.monotonic() - since < quiet_for:
+            idx = cl.status().commit_index
+            if idx != last:
+                last, since = idx, time.monotonic()
+            time.sleep(0.1)
+        return {(r.applied_index, r.state_digest) for r in self.replicas_identical()}
 
     def logs(self) -> str:
         return "\n".join(

@@ -101,6 +101,26 @@ def cmd_quota_list(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
+def cmd_namespace_set(args: argparse.Namespace, client: Client) -> int:
+    with _acl(client) as ac:
+        p = ac.set_namespace_policy(args.namespace, args.run_as or [])
+    if args.json:
+        dump_json(_d(p))
+    else:
+        print(f"{p.namespace}: jobs may run as {', '.join(p.run_as) or '(only the node user)'}")
+    return EXIT_OK
+
+
+def cmd_namespace_list(args: argparse.Namespace, client: Client) -> int:
+    with _acl(client) as ac:
+        policies = ac.namespace_policies()
+    if args.json:
+        dump_json({"policies": [_d(p) for p in policies]})
+        return EXIT_OK
+    print(table([[p.namespace, ",".join(p.run_as)] for p in policies], ["NAMESPACE", "RUN_AS"]))
+    return EXIT_OK
+
+
 def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser(
         "acl", help="tokens, roles, namespaces and quotas", formatter_class=fmt, epilog=EXIT_CODES_HELP,
@@ -138,7 +158,19 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     sp.set_defaults(func=cmd_quota_set, needs_client=True)
     sp = qsub.add_parser("list", help="list quotas")
     sp.set_defaults(func=cmd_quota_list, needs_client=True)
-    for leaf in [*asub.choices.values(), *tsub.choices.values(), *qsub.choices.values()]:
+    np = asub.add_parser("namespace", help="per-namespace policies: users jobs may run as")
+    nsub = np.add_subparsers(dest="namespace_command", metavar="ACTION", required=True)
+    sp = nsub.add_parser("set", help="set the users a namespace's jobs may run as (submit "
+                         "--run-as); replaces the list, none given: none allowed")
+    sp.add_argument("namespace")
+    sp.add_argument("--run-as", action="append", metavar="USER",
+                    help="a user its jobs may run as (repeatable); each node must allow it too "
+                    "(allowed_run_as in its [[nodes]] table)")
+    sp.set_defaults(func=cmd_namespace_set, needs_client=True)
+    sp = nsub.add_parser("list", help="list namespace policies")
+    sp.set_defaults(func=cmd_namespace_list, needs_client=True)
+    for leaf in [*asub.choices.values(), *tsub.choices.values(), *qsub.choices.values(),
+                 *nsub.choices.values()]:
         if leaf.get_default("func"):  # `--json` after the action too
             leaf.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                               help="print machine-readable JSON")

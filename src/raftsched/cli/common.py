@@ -71,6 +71,8 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", help="node pool to run in (nodes labelled pool=NAME, including "
                    "nodes dedicated to it)")
     p.add_argument("--namespace", help="namespace of the job (default: the token's first one)")
+    p.add_argument("--run-as", metavar="USER", help="run as this user of the node (the namespace "
+                   "and the node must both allow it; default: the node's own user)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="program and arguments (after --)")
 
 
@@ -114,6 +116,7 @@ def spec_from_args(args: argparse.Namespace) -> jobs_pb2.JobSpec:
         name=args.name or "",
         pool=args.pool or "",
         namespace=args.namespace or "",
+        run_as=getattr(args, "run_as", None) or "",
     )
     if getattr(args, "mem_limit", 0) or getattr(args, "cpu_limit", 0) or getattr(args, "pids_limit", 0):
         spec.limits.CopyFrom(jobs_pb2.ResourceLimits(memory_mib=args.mem_limit, cpu_millis=args.cpu_limit,

@@ -152,6 +152,8 @@ def render_status(j: jobs_pb2.Job) -> str:
     out.append(f"state      {color(state, STATE_COLORS.get(state, '0'))}")
     out.append(f"name       {s.name or '-'}")
     out.append(f"command    {s.shell if s.use_shell else s.command!r}{' (shell)' if s.use_shell else ''}")
+    if s.run_as:
+        out.append(f"run as     {s.run_as}")
     timeout = f"   timeout {s.timeout_seconds:g}s" if s.timeout_seconds else ""
     out.append(f"resources  cpu {r.cpu_millis}m  memory {r.memory_mib} MiB   priority {s.priority}{timeout}")
     if s.HasField("limits"):

@@ -49,5 +49,13 @@ class AclClient(NodesClient):
     def quotas(self) -> list[acl_pb2.Quota]:
         return list(self.call("ListQuotas", acl_pb2.ListQuotasRequest()).quotas)
 
+    def set_namespace_policy(self, namespace: str, run_as: Sequence[str]) -> acl_pb2.NamespacePolicy:
+        """The users `namespace`'s jobs may run as (replaces the list; empty: none)."""
+        p = acl_pb2.NamespacePolicy(namespace=namespace, run_as=list(run_as))
+        return self.call("SetNamespacePolicy", acl_pb2.SetNamespacePolicyRequest(policy=p))
+
+    def namespace_policies(self) -> list[acl_pb2.NamespacePolicy]:
+        return list(self.call("ListNamespacePolicies", acl_pb2.ListNamespacePoliciesRequest()).policies)
+
     def whoami(self) -> acl_pb2.TokenInfo:
         return self.call("WhoAmI", acl_pb2.WhoAmIRequest())

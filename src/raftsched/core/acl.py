@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from raftsched.core import codec
+from raftsched.core import codec, runas
 from raftsched.core.commands import AclBootstrap, CreateToken, RevokeToken, SetQuota
 from raftsched.core.model import JobSpec
 from raftsched.core.state import ClusterState, Code, Handler, Result, ok, state_extension
@@ -173,6 +173,15 @@ def quota_error(state: ClusterState, specs: list[JobSpec]) -> str | None:
                 return (f"namespace {ns!r} quota exceeded: {what} {have} in use + {more} requested "
                         f"> limit {limit}")
     return None
+
+
+def admission(state: ClusterState, specs: list[JobSpec]) -> Result | None:
+    """The refusal of new jobs with these specs at apply (quota, run_as), or None."""
+    over = quota_error(state, specs)
+    if over:
+        return Result(Code.EXHAUSTED, None, over)
+    denied = runas.refusal(state, specs)
+    return Result(Code.DENIED, None, denied) if denied else None
 
 
 # ---- handlers -------------------------------------------------------------------------------

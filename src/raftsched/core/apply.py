@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from raftsched.core import acl, batches, dlq, jobs, workflows
+from raftsched.core import acl, batches, dlq, jobs, runas, workflows
 from raftsched.core.commands import Command, GcJobs
 from raftsched.core.state import (
     ClusterState,
@@ -50,7 +50,7 @@ def _merge(*tables: dict[type, Handler]) -> dict[type, Handler]:
 
 
 HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, batches.HANDLERS, dlq.HANDLERS,
-                                       workflows.HANDLERS, acl.HANDLERS)
+                                       workflows.HANDLERS, acl.HANDLERS, runas.HANDLERS)
 
 
 def apply(state: ClusterState, cmd: Command) -> Result:

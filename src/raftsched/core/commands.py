@@ -12,6 +12,7 @@ from typing import Any
 from raftsched.core import codec
 from raftsched.core.codec import command
 from raftsched.core.model import JobSpec, Node
+from raftsched.core.runas import SetRunAs
 from raftsched.core.workflow_types import Schedule, Template
 
 
@@ -390,5 +391,5 @@ Command = (
     | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
     | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
     | RunScheduleNow | SubmitWorkflow | CancelWorkflow | AclBootstrap | CreateToken | RevokeToken
-    | SetQuota
+    | SetQuota | SetRunAs
 )

@@ -135,9 +135,9 @@ def check_submit(state: ClusterState, ts: float, jobs: tuple[tuple[str, JobSpec]
             existing[i] = old.id
         elif jid in state.jobs:
             return Result(Code.INVALID, None, f"job id {jid} already exists")
-    over = acl.quota_error(state, [spec for i, (_, spec) in enumerate(jobs) if i not in existing])
-    if over:
-        return Result(Code.EXHAUSTED, None, over)
+    refused = acl.admission(state, [spec for i, (_, spec) in enumerate(jobs) if i not in existing])
+    if refused:
+        return refused
     return existing
 
 

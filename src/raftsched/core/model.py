@@ -158,6 +158,7 @@ class JobSpec:
     # may use nodes dedicated to that pool (see `constraints.pool_refusal`).
     pool: str = ""
     namespace: str = DEFAULT_NAMESPACE  # the tenant the job belongs to (ACLs and quotas)
+    run_as: str = ""  # user of the node the job runs as ("" = the node's own); see core.runas
 
     def argv(self) -> list[str]:
         if self.use_shell:

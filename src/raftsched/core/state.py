@@ -39,6 +39,7 @@ class Code(StrEnum):
     INVALID = "INVALID"
     PRECONDITION = "PRECONDITION"
     EXHAUSTED = "EXHAUSTED"  # a namespace quota would be exceeded
+    DENIED = "DENIED"  # the namespace does not allow it (e.g. a run_as user)
 
 
 @dataclass(frozen=True, slots=True)

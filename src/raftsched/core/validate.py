@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from raftsched.core import constraints as cons
-from raftsched.core import retry
+from raftsched.core import retry, runas
 from raftsched.core.fit import could_ever_fit
 from raftsched.core.model import JobSpec, Resources
 
@@ -82,6 +82,8 @@ def validate_spec(spec: JobSpec, max_capacity: Resources | None = None) -> str |
         return err
     if len(spec.sequence_key) > 256 or "\0" in spec.sequence_key:
         return "sequence_key must be at most 256 characters without NUL"
+    if spec.run_as and runas.user_error(spec.run_as):
+        return runas.user_error(spec.run_as)
     return _validate_limits(spec)
 
 

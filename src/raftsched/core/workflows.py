@@ -210,9 +210,9 @@ def _apply_submit_workflow(state: ClusterState, cmd: SubmitWorkflow) -> Result:
     for jid in deps:
         if jid in state.jobs:
             return _err(Code.INVALID, f"job id {jid} already exists")
-    over = acl.quota_error(state, [j.spec for j in cmd.jobs])
-    if over:
-        return _err(Code.EXHAUSTED, over)
+    refused = acl.admission(state, [j.spec for j in cmd.jobs])
+    if refused:
+        return refused
     order = dag.topo_order(deps)
     by_id = {j.job_id: j for j in cmd.jobs}
     for jid in order:

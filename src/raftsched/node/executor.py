@@ -35,6 +35,7 @@ from raftsched.node.isolation import Isolation, Sandbox
 from raftsched.node.jobenv import Scratch, job_env
 from raftsched.node.lease import Lease
 from raftsched.node.output import OutputSink, Retention
+from raftsched.node.runas import Identity, RunAs
 
 log = structlog.get_logger("raftsched.node.executor")
 
@@ -107,9 +108,11 @@ class Executor:
         isolation: Isolation | None = None,
         settings: IsolationConfig | None = None,
         scratch: Scratch | None = None,
+        allowed_run_as: tuple[str, ...] = (),
     ) -> None:
         self.node_id = node_id
         self.scratch = scratch or Scratch(work_dir, 3600.0)
+        self.run_as = RunAs(node_id, allowed_run_as, self.scratch.retention, work_dir)
         self.out_dir = work_dir / "output"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.loop = loop
@@ -152,13 +155,20 @@ class Executor:
         self._seen.move_to_end(job_id)
         if len(self._seen) > SEEN_CAPACITY:
             self._seen.popitem(last=False)
+        started: tuple[subprocess.Popen[bytes], Sandbox, OutputSink, OutputSink] | str
+        who = self.run_as.identity(spec.run_as) if spec.run_as else None
         try:
-            scratch = self.scratch.make(job_id, attempt)  # checks the job id is a safe file name
+            if isinstance(who, str):
+                raise ValueError(who)  # not allowed here, or no such user
+            # checks the job id is a safe file name
+            scratch = (self.run_as.scratch().make(job_id, attempt, (who.uid, who.gid)) if who
+                       else self.scratch.make(job_id, attempt))
         except (OSError, ValueError) as e:
-            started: tuple[subprocess.Popen[bytes], Sandbox, OutputSink, OutputSink] | str = str(e)
+            started = str(e)
         else:
-            env = job_env(spec.env, job_id, attempt, token, self.node_id, scratch)
-            started = self._spawn(job_id, attempt, spec, env, spec.working_dir or str(scratch))
+            env = job_env(spec.env, job_id, attempt, token, self.node_id, scratch,
+                          who.env() if who else None)
+            started = self._spawn(job_id, attempt, spec, env, spec.working_dir or str(scratch), who)
         if isinstance(started, str):
             log.warning("job could not start", job=job_id, attempt=attempt, error=started)
             self.on_report(Report(job_id, attempt, token, ReportKind.FINISHED, time.time(),
@@ -232,9 +242,11 @@ class Executor:
 
     # ---- internals ----------------------------------------------------------------
 
-    def _spawn(self, job_id: str, attempt: int, spec: JobSpec, env: dict[str, str], cwd: str
+    def _spawn(self, job_id: str, attempt: int, spec: JobSpec, env: dict[str, str], cwd: str,
+               who: Identity | None = None
                ) -> tuple[subprocess.Popen[bytes], Sandbox, OutputSink, OutputSink] | str:
-        """The started process with its sandbox and output, or why it could not start."""
+        """The started process with its sandbox and output, or why it could not start.
+        `who`: the run_as user (node/runas.py), else the node's own."""
         argv = spec.argv()
         cap = self.settings.output_cap_bytes
         try:
@@ -244,10 +256,13 @@ class Executor:
         sinks: list[OutputSink] = []
         try:
             wrapped = sandbox.wrap(argv)
+            as_user = self.run_as.popen_kwargs(who) if who and wrapped is argv else {}
             if wrapped is not argv:
                 missing = _missing_program(argv, env, cwd)
                 if missing:
                     raise FileNotFoundError(missing)
+                if who:  # the joining shell needs the node's rights: drop them after it
+                    wrapped = sandbox.wrap(self.run_as.drop_argv(who) + argv)
             for suffix in ("out", "err"):
                 sinks.append(OutputSink(self.loop, self.out_dir / f"{job_id}.{attempt}.{suffix}", cap))
             out, err = sinks
@@ -260,6 +275,7 @@ class Executor:
                 cwd=cwd,
                 process_group=0,
                 close_fds=True,
+                **as_user,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             for sink in sinks:

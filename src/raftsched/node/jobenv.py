@@ -4,7 +4,8 @@ A job's environment is exactly its spec's `env` on top of a minimal base, then
 the `RAFTSCHED_*` variables (which the spec cannot override):
 
     PATH     /usr/local/bin:/usr/bin:/bin (unless the spec sets PATH)
-    HOME     the attempt's scratch directory (unless the spec sets HOME)
+    HOME     the attempt's scratch directory (unless the spec sets HOME); with run_as,
+             that user's home, and USER, LOGNAME its name
     LANG     C.UTF-8 (unless the spec sets LANG)
     TMPDIR   the attempt's scratch directory (unless the spec sets TMPDIR)
     RAFTSCHED_JOB_ID, RAFTSCHED_ATTEMPT, RAFTSCHED_FENCING_TOKEN, RAFTSCHED_NODE_ID
@@ -41,8 +42,10 @@ def check_job_id(job_id: str) -> None:
 
 
 def job_env(spec_env: Mapping[str, str], job_id: str, attempt: int, token: int, node_id: str,
-            scratch: Path) -> dict[str, str]:
+            scratch: Path, user_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`user_env`: HOME, USER, LOGNAME of a run_as user (node/runas.py)."""
     env = {"PATH": BASE_PATH, "HOME": str(scratch), "LANG": "C.UTF-8", "TMPDIR": str(scratch)}
+    env.update(user_env or {})
     env.update(spec_env)
     env.update({
         "RAFTSCHED_JOB_ID": job_id,
@@ -58,18 +61,22 @@ class Scratch:
 
     SWEEP_EVERY = 60.0
 
-    def __init__(self, node_data_dir: Path, retention: float) -> None:
-        self.root = node_data_dir / "scratch"
+    def __init__(self, node_data_dir: Path, retention: float, root: Path | None = None,
+                 mode: int = 0o700) -> None:
+        self.root = root or node_data_dir / "scratch"
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        os.chmod(self.root, mode)
         self.retention = retention
         self._last_sweep = 0.0
         self._sweeping = threading.Lock()
 
-    def make(self, job_id: str, attempt: int) -> Path:
+    def make(self, job_id: str, attempt: int, owner: tuple[int, int] | None = None) -> Path:
+        """The attempt's directory (0700); `owner` (uid, gid): the run_as user's."""
         check_job_id(job_id)
         d = self.root / f"{job_id}.{attempt}"
         d.mkdir(mode=0o700, exist_ok=True)
+        if owner is not None:
+            os.chown(d, *owner)
         self.maybe_sweep()
         return d
 

@@ -99,7 +99,7 @@ class NodeRuntime:
         self.executor = Executor(
             self.me.id, self.data_dir, self.loop, self.reporter.push, cfg.kill_grace, self.lease,
             isolation.detect(self.me.id, cfg.isolation.mode), cfg.isolation,
-            scratch=Scratch(self.data_dir, cfg.job_retention),
+            scratch=Scratch(self.data_dir, cfg.job_retention), allowed_run_as=self.me.allowed_run_as,
         )
         self.leader = Leader(cfg, self.sm, self.raft, self.proposer, self.peers, self.spawn)
         self.heartbeater = Heartbeater(self.me, cfg.heartbeat_interval, self.incarnation,

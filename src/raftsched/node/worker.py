@@ -24,6 +24,8 @@ from raftsched.v1 import node_pb2
 log = structlog.get_logger("raftsched.node.worker")
 
 MAX_REPORTS_PER_CALL = 5000
+ERROR_CHARS = 4000  # below the NodeAgent bounds (rpc/bounds.py): a report is never refused
+ISOLATION_CHARS = 512
 
 
 def report_to_pb(r: Report) -> node_pb2.JobReport:
@@ -36,12 +38,12 @@ def report_to_pb(r: Report) -> node_pb2.JobReport:
         exit_code=r.exit_code if r.exit_code is not None else 0,
         has_exit_code=r.exit_code is not None,
         timed_out=r.timed_out,
-        error=r.error,
+        error=r.error[:ERROR_CHARS],
         stdout_tail=r.stdout_tail,
         stderr_tail=r.stderr_tail,
         lost=r.lost,
         oom_killed=r.oom_killed,
-        isolation=r.isolation,
+        isolation=r.isolation[:ISOLATION_CHARS],
     )
 
 

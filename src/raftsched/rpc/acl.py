@@ -8,7 +8,7 @@ import time
 
 import grpc
 
-from raftsched.core import acl
+from raftsched.core import acl, runas
 from raftsched.core.acl import BOOTSTRAP_NAME, Role
 from raftsched.core.commands import AclBootstrap, CreateToken, RevokeToken, SetQuota
 from raftsched.ports import ReplicaView
@@ -127,3 +127,27 @@ class AclServicer(acl_pb2_grpc.AclServicer):
 
     async def WhoAmI(self, request, context):
         return token_pb(auth.principal())
+
+    async def SetNamespacePolicy(self, request, context):
+        p = request.policy
+        err = acl.name_error("policy.namespace", p.namespace) or runas.users_error(p.run_as,
+                                                                                   "policy.run_as")
+        if err:
+            await context.abort(INVALID, err)
+        users = tuple(sorted(set(p.run_as)))
+        by = auth.principal().name
+
+        async def local(rid: str) -> acl_pb2.NamespacePolicy:
+            await self.writes.propose(context, runas.SetRunAs(rid, time.time(), p.namespace, users,
+                                                              by=by))
+            return acl_pb2.NamespacePolicy(namespace=p.namespace, run_as=list(users))
+
+        return await self.writes.write(context, request, acl_pb2_grpc.AclStub, "SetNamespacePolicy",
+                                       local)
+
+    async def ListNamespacePolicies(self, request, context):
+        with self.replica.lock:
+            table = sorted(runas.runas_of(self.replica.state).allowed.items())
+        return acl_pb2.ListNamespacePoliciesResponse(policies=[
+            acl_pb2.NamespacePolicy(namespace=ns, run_as=list(users))
+            for ns, users in table if auth.visible(ns)])

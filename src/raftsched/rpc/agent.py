@@ -16,12 +16,19 @@ from raftsched.core.model import Node, Resources
 from raftsched.node.lease import Lease
 from raftsched.ports import LeaderDuties, Propose, RaftStatus, ReplicaView, Runner
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
-from raftsched.rpc import convert
+from raftsched.rpc import bounds, convert
 from raftsched.rpc.identity import NodeIdentity
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
 log = structlog.get_logger("raftsched.agent")
+
+
+async def _bounded(context: grpc.aio.ServicerContext, request: object) -> None:
+    """Every field within its bounds (rpc/bounds.py), else INVALID_ARGUMENT naming it."""
+    err = bounds.check(request)
+    if err:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
 
 
 class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
@@ -46,6 +53,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
 
     async def StartJobs(self, request, context):
         await self.identity.require(context, request.leader_id)
+        await _bounded(context, request)
         lc = self.raft.leader_config()
         if self.cfg.tls and (lc is None or lc.id != request.leader_id):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -92,6 +100,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
 
     async def ReportJobs(self, request, context):
         await self.identity.require(context, request.node_id)
+        await _bounded(context, request)
         if not self.raft.is_leader():
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
         started: list[StartedItem] = []
@@ -147,6 +156,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
 
     async def Heartbeat(self, request, context):
         await self.identity.require(context, request.node_id)
+        await _bounded(context, request)
         known = {n.id: n for n in self.cfg.nodes}.get(request.node_id)
         if known is None or (known.raft, known.grpc) != (request.raft_address, request.grpc_address):
             await context.abort(

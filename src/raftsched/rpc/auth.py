@@ -49,7 +49,8 @@ METHODS: dict[str, Perm | None] = {
     _W + "GetWorkflow": Perm.READ, _W + "CancelWorkflow": Perm.SUBMIT,
     _A + "Bootstrap": None, _A + "CreateToken": Perm.ADMIN, _A + "ListTokens": Perm.ADMIN,
     _A + "RevokeToken": Perm.ADMIN, _A + "SetQuota": Perm.ADMIN, _A + "ListQuotas": Perm.READ,
-    _A + "WhoAmI": Perm.READ,
+    _A + "WhoAmI": Perm.READ, _A + "SetNamespacePolicy": Perm.ADMIN,
+    _A + "ListNamespacePolicies": Perm.READ,
 }
 
 # With ACLs off (config `acl = false`) every caller acts as this token.

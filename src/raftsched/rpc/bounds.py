@@ -5,7 +5,9 @@ the walk is bounded too) and returns a message naming the first field out of
 bounds: a string longer than its limit, a list or map with too many entries, an
 enum number the API does not define, a NaN, infinite or out-of-range number.
 Defaults apply to every field; `STRING_LIMITS` / `COUNT_LIMITS` raise or lower
-them for named fields (by their proto field name).
+them for named fields (by their proto field name). The public API is checked by
+the auth interceptor; NodeAgent requests by the agent, once the caller's node
+certificate has been checked.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ STRING_LIMITS: dict[str, int] = {
     "request_id": 128,
     "secret": 256,
     "cron": 512,
+    # NodeAgent (node-to-node) requests
+    "error": 4096,
+    "stdout_tail": 8192,  # a tail is the last 4096 bytes of a stream
+    "stderr_tail": 8192,
+    "isolation": 1024,
 }
 COUNT_LIMITS: dict[str, int] = {
     "specs": 10_000,
@@ -42,6 +49,9 @@ COUNT_LIMITS: dict[str, int] = {
     "depends_on": 1000,
     "labels": 256,
     "namespaces": 64,
+    # NodeAgent (node-to-node) requests; StartJobsRequest.jobs is "jobs" above
+    "reports": 10_000,  # a worker sends at most 5000 per call
+    "running": 100_000,  # attempts a node runs at once, in each heartbeat
 }
 MAP_VALUE_LIMITS: dict[str, int] = {"env": 64 * 1024}
 

@@ -44,6 +44,7 @@ def spec_from_pb(p: jobs_pb2.JobSpec, namespace: str = DEFAULT_NAMESPACE) -> Job
         limits=ResourceLimits(p.limits.memory_mib, p.limits.cpu_millis, p.limits.pids),
         pool=p.pool,
         namespace=p.namespace or namespace,
+        run_as=p.run_as,
     )
 
 
@@ -112,6 +113,7 @@ def _spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
                                        pids=s.limits.pids) if s.limits != ResourceLimits() else None,
         pool=s.pool,
         namespace=s.namespace,
+        run_as=s.run_as,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import structlog
 
@@ -37,6 +39,25 @@ SERVER_KEEPALIVE_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
     ("grpc.http2.max_ping_strikes", 0),
 ]
+
+
+MAX_STARTS_PER_CALL = 1000  # below the NodeAgent bound on StartJobsRequest.jobs (rpc/bounds.py)
+MAX_START_BYTES = 8 << 20  # below the node's gRPC message limit
+
+
+def start_parts(starts: list[node_pb2.StartJob]) -> Iterator[list[node_pb2.StartJob]]:
+    """Starts for one node in calls of bounded count and size (an unconfirmed rest is re-sent)."""
+    part: list[node_pb2.StartJob] = []
+    size = 0
+    for s in starts:
+        n = s.ByteSize()
+        if part and (len(part) == MAX_STARTS_PER_CALL or size + n > MAX_START_BYTES):
+            yield part
+            part, size = [], 0
+        part.append(s)
+        size += n
+    if part:
+        yield part
 
 
 class PeerChannels:
@@ -85,23 +106,19 @@ class PeerChannels:
         jobs = current
         log.debug("sending starts", node=node_id, incarnation=node.incarnation,
                   generation=node.generation, starts=[(j.id, j.attempt, j.fencing_token) for j in jobs][:20])
-        req = node_pb2.StartJobsRequest(
-            leader_id=self.me_id,
-            term=self.raft.term(),
-            incarnation=node.incarnation,
-            generation=node.generation,
-            jobs=[
-                node_pb2.StartJob(job_id=j.id, attempt=j.attempt, fencing_token=j.fencing_token,
-                                  spec=convert.spec_to_pb(j.spec))
-                for j in jobs
-            ],
-        )
         stub = node_pb2_grpc.NodeAgentStub(self.channel(node.grpc_address))
-        try:
-            await stub.StartJobs(req, timeout=5.0)
-        except grpc.aio.AioRpcError as e:
-            log.warning("start not delivered", node=node_id, jobs=len(jobs),
-                        code=str(e.code()), details=e.details())
+        starts = [node_pb2.StartJob(job_id=j.id, attempt=j.attempt, fencing_token=j.fencing_token,
+                                    spec=convert.spec_to_pb(j.spec)) for j in jobs]
+        for part in start_parts(starts):
+            req = node_pb2.StartJobsRequest(leader_id=self.me_id, term=self.raft.term(),
+                                            incarnation=node.incarnation,
+                                            generation=node.generation, jobs=part)
+            try:
+                await stub.StartJobs(req, timeout=5.0)
+            except grpc.aio.AioRpcError as e:
+                log.warning("start not delivered", node=node_id, jobs=len(jobs),
+                            code=str(e.code()), details=e.details())
+                return
 
     async def close(self) -> None:
         for ch in self._channels.values():

@@ -30,7 +30,7 @@ from raftsched.core.commands import (
 )
 from raftsched.core.model import TERMINAL_STATES, Job, JobSpec, JobState
 from raftsched.ports import ReplicaView
-from raftsched.rpc import auth, convert, explain
+from raftsched.rpc import admission, auth, convert, explain
 from raftsched.rpc.limits import ReadLimiter
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
@@ -166,6 +166,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             first.setdefault(spec.namespace, i)
         for ns, i in first.items():
             await auth.require_ns(context, ns, f"specs[{i}]: the job" if batch else "the job")
+        await admission.require_run_as(context, self.replica.state, specs)  # type: ignore[arg-type]
         return specs  # type: ignore[return-value]
 
     async def _check_keys(self, specs: list[JobSpec], context,

@@ -36,7 +36,7 @@ from raftsched.core.state import Result
 from raftsched.core.workflow_types import Schedule, Template, workflow_job_id
 from raftsched.core.workflows import schedules, templates, workflows
 from raftsched.ports import ReplicaView
-from raftsched.rpc import auth, convert
+from raftsched.rpc import admission, auth, convert
 from raftsched.rpc.limits import ReadLimiter
 from raftsched.rpc.workflows_convert import (
     CONCURRENCY,
@@ -82,6 +82,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         if err:
             await context.abort(INVALID, f"{where}: {err}")
         await auth.require_ns(context, spec.namespace, where)
+        await admission.require_run_as(context, self.st, [spec], where)
         return spec
 
     async def _write(self, context: Ctx, request: Message, method: str,
@@ -174,7 +175,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             await context.abort(INVALID, f"template {t.name} with overrides: {err}")
         await auth.require_ns(context, spec.namespace, f"template {t.name!r}")
 
-        def build(rid: str, now: float) -> Any:
+        async def build(rid: str, now: float) -> Any:
+            await admission.refuse_early(context, self.st, rid, [spec])
             return SubmitJobs(rid, now, ((uuid.uuid4().hex[:20], spec),), by=auth.principal().name)
 
         return await self._write(
@@ -198,6 +200,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                 await context.abort(INVALID, "give either spec or template, not both")
             assert t is not None  # abort raised
             spec = t.spec
+            await admission.require_run_as(context, self.st, [spec], f"template {t.name!r}")
             expr = expr or t.cron
             tzname = tzname or t.timezone
         elif pb.HasField("spec"):
@@ -285,7 +288,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         await self._known(request.id, context)
 
         async def build(rid: str, now: float) -> Any:
-            await self._known(request.id, context)
+            await admission.refuse_early(context, self.st, rid, [(await self._known(request.id, context)).spec])
             return RunScheduleNow(rid, now, request.id, f"{request.id}-now-{int(now * 1000)}")
 
         return await self._write(context, request, "RunScheduleNow", build,
@@ -342,7 +345,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             for name in deps
         )
 
-        def build(rid: str, now: float) -> Any:
+        async def build(rid: str, now: float) -> Any:
+            await admission.refuse_early(context, self.st, rid, [j.spec for j in jobs])
             return SubmitWorkflow(rid, now, wf_id, request.name, jobs)
 
         return await self._write(

@@ -64,6 +64,7 @@ async def abort_for(context: grpc.aio.ServicerContext, res: Result) -> None:
         Code.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
         Code.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
         Code.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Code.DENIED: grpc.StatusCode.PERMISSION_DENIED,
     }.get(res.code, grpc.StatusCode.INTERNAL)
     await context.abort(code, res.message)
 

@@ -97,3 +97,29 @@ class ListQuotasResponse(_message.Message):
 class WhoAmIRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class NamespacePolicy(_message.Message):
+    __slots__ = ("namespace", "run_as")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    RUN_AS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    run_as: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, namespace: _Optional[str] = ..., run_as: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetNamespacePolicyRequest(_message.Message):
+    __slots__ = ("policy", "request_id")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    policy: NamespacePolicy
+    request_id: str
+    def __init__(self, policy: _Optional[_Union[NamespacePolicy, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ListNamespacePoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNamespacePoliciesResponse(_message.Message):
+    __slots__ = ("policies",)
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[NamespacePolicy]
+    def __init__(self, policies: _Optional[_Iterable[_Union[NamespacePolicy, _Mapping]]] = ...) -> None: ...

@@ -72,6 +72,16 @@ class AclStub:
                 request_serializer=raftsched_dot_v1_dot_acl__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_acl__pb2.TokenInfo.FromString,
                 _registered_method=True)
+        self.SetNamespacePolicy = channel.unary_unary(
+                '/raftsched.v1.Acl/SetNamespacePolicy',
+                request_serializer=raftsched_dot_v1_dot_acl__pb2.SetNamespacePolicyRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_acl__pb2.NamespacePolicy.FromString,
+                _registered_method=True)
+        self.ListNamespacePolicies = channel.unary_unary(
+                '/raftsched.v1.Acl/ListNamespacePolicies',
+                request_serializer=raftsched_dot_v1_dot_acl__pb2.ListNamespacePoliciesRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_acl__pb2.ListNamespacePoliciesResponse.FromString,
+                _registered_method=True)
 
 
 class AclServicer:
@@ -125,6 +135,19 @@ class AclServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetNamespacePolicy(self, request, context):
+        """Users a namespace's jobs may run as (JobSpec.run_as); an empty list removes them all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNamespacePolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AclServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +185,16 @@ def add_AclServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=raftsched_dot_v1_dot_acl__pb2.WhoAmIRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_acl__pb2.TokenInfo.SerializeToString,
+            ),
+            'SetNamespacePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNamespacePolicy,
+                    request_deserializer=raftsched_dot_v1_dot_acl__pb2.SetNamespacePolicyRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_acl__pb2.NamespacePolicy.SerializeToString,
+            ),
+            'ListNamespacePolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNamespacePolicies,
+                    request_deserializer=raftsched_dot_v1_dot_acl__pb2.ListNamespacePoliciesRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_acl__pb2.ListNamespacePoliciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +389,60 @@ class Acl:
             '/raftsched.v1.Acl/WhoAmI',
             raftsched_dot_v1_dot_acl__pb2.WhoAmIRequest.SerializeToString,
             raftsched_dot_v1_dot_acl__pb2.TokenInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNamespacePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Acl/SetNamespacePolicy',
+            raftsched_dot_v1_dot_acl__pb2.SetNamespacePolicyRequest.SerializeToString,
+            raftsched_dot_v1_dot_acl__pb2.NamespacePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNamespacePolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Acl/ListNamespacePolicies',
+            raftsched_dot_v1_dot_acl__pb2.ListNamespacePoliciesRequest.SerializeToString,
+            raftsched_dot_v1_dot_acl__pb2.ListNamespacePoliciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,13 +95,18 @@ def keyed(path: Path) -> dict[str, int]:
 
 def remove_tree(d: Path) -> bool:
     """rmdir a cgroup and its children, deepest first (cgroup dirs hold only
-    virtual files, so plain rmdir is the way). False if some were still busy."""
+    virtual files, so plain rmdir is the way). False if some were still busy.
+    A group that vanishes meanwhile (an attempt's release in a worker thread racing
+    the node's close) is fine: os.walk skips it and its rmdir counts as done."""
     if not d.is_dir():
         return True
     ok = True
-    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+    subs = [Path(root) / name for root, dirs, _ in os.walk(d) for name in dirs]
+    for sub in sorted(subs, key=lambda p: -len(p.parts)):
         try:
             os.rmdir(sub)
+        except FileNotFoundError:
+            pass
         except OSError:
             ok = False
     try:
