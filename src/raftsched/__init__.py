@@ -1,3 +1,38 @@
-"""raftsched: a Raft-replicated, peer-to-peer distributed job scheduler."""
+"""raftsched: a Raft-replicated, peer-to-peer distributed job scheduler.
+
+The public Python API (imported lazily, so a worker process or the CLI pays only
+for what it uses):
+
+- `Client`: connect to a cluster, submit/get/wait/result/cancel/watch/list jobs,
+  templates, cron schedules and DAGs (raftsched/client/api.py);
+- `task`: the `@raftsched.task(retry=..., timeout=..., priority=...)` decorator,
+  with `.submit(client, *args)` (raftsched/tasks.py);
+- `current_task()` / `TaskContext`: inside a Python task, its job id, attempt
+  and fencing token (raftsched/context.py);
+- `TaskError`: raised by `Client.result()` for a job that did not succeed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["Client", "Task", "TaskContext", "TaskError", "current_task", "task"]
+
+if TYPE_CHECKING:
+    from raftsched.client.api import Client, TaskError
+    from raftsched.context import TaskContext, current_task
+    from raftsched.tasks import Task, task
+
+_LAZY = {"Client": "raftsched.client.api", "TaskError": "raftsched.client.api",
+         "TaskContext": "raftsched.context", "current_task": "raftsched.context",
+         "Task": "raftsched.tasks", "task": "raftsched.tasks"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'raftsched' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -14,6 +14,7 @@ from raftsched.core import constraints as cons
 from raftsched.core.model import Resources
 from raftsched.core.placement import Strategy
 from raftsched.core.runqueue import QueueOrder
+from raftsched.pyconfig import PyConfigError, PyPoolConfig, parse_pool
 
 DEMO_SECRET = "raftsched-local-demo-secret"
 FSYNC_MODES = ("always", "batch", "never")
@@ -32,6 +33,7 @@ class NodeConfig:
     labels: dict[str, str] = field(default_factory=dict)
     metrics: str = ""  # host:port of this node's Prometheus endpoint ("" = none)
     dedicated: str = ""  # the pool this node is dedicated to ("" = shared: takes any job)
+    python: PyPoolConfig = field(default_factory=PyPoolConfig)  # Python task pool (issue 14)
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
                 labels=labels,
                 metrics=_addr(n["metrics"], f"{where}.metrics") if n.get("metrics") else "",
                 dedicated=dedicated,
+                python=_python_pool(n, where, p.parent),
             )
         )
     insecure = _flag(c, "insecure_i_know", False, p)
@@ -362,6 +365,13 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         acl=_flag(c, "acl", True, p),
         insecure_i_know=insecure,
     )
+
+
+def _python_pool(n: dict, where: str, base: Path) -> PyPoolConfig:
+    try:
+        return parse_pool(n, where, base)
+    except PyConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _flag(c: dict, key: str, default: bool, p: Path) -> bool:

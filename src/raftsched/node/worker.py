@@ -42,6 +42,7 @@ def report_to_pb(r: Report) -> node_pb2.JobReport:
         lost=r.lost,
         oom_killed=r.oom_killed,
         isolation=r.isolation,
+        result_json=r.result,
     )
 
 

@@ -30,6 +30,10 @@ STRING_LIMITS: dict[str, int] = {
     "request_id": 128,
     "secret": 256,
     "cron": 512,
+    # Python tasks (issue 14); core/pytask.py bounds args + kwargs together
+    "target": 512,
+    "args_json": 64 * 1024,
+    "kwargs_json": 64 * 1024,
 }
 COUNT_LIMITS: dict[str, int] = {
     "specs": 10_000,
