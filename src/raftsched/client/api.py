@@ -126,31 +126,12 @@ class Client:
 
     def wait_all(self, job_ids: Sequence[str], timeout: float | None = None) -> dict[str, jobs_pb2.Job]:
         """Every job of `job_ids` once terminal, by id. TimeoutError after `timeout` seconds."""
-        left, done = set(job_ids), {}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        watcher = JobWatcher(self.addresses, job_ids=list(left), send_initial=True, token=self.token,
-                             tls=self.tls)
-        try:
-            for resp in watcher.responses():
-                for ev in resp.events:
-                    if ev.job.state in TERMINAL and ev.job.id in left:
-                        done[ev.job.id] = ev.job
-                        left.discard(ev.job.id)
-                if not left:
-                    return done
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-        finally:
-            watcher.cancel()
-        raise TimeoutError(f"{len(left)} of {len(job_ids)} jobs not finished after {timeout}s")
+        return wait_terminal(self.jobs, job_ids, timeout)
 
     def result(self, job_id: str, timeout: float | None = None) -> Any:
         """Wait for the job; a succeeded Python task's return value (None for a command
         job). TaskError if it did not succeed (its reason and traceback tail)."""
-        job = self.wait(job_id, timeout)
-        if job.state != jobs_pb2.SUCCEEDED:
-            raise TaskError(job)
-        return json.loads(job.result_json) if job.result_json else None
+        return result_of(self.wait(job_id, timeout))
 
     def cancel(self, job_id: str) -> jobs_pb2.Job:
         return self.jobs.cancel(job_id, uuid.uuid4().hex)
@@ -201,3 +182,35 @@ class Client:
 
     def workflow(self, workflow_id: str) -> wpb.WorkflowStatus:
         return self.workflows.workflow(workflow_id)
+
+
+def wait_terminal(nodes: JobsClient, job_ids: Sequence[str],
+                  timeout: float | None = None) -> dict[str, jobs_pb2.Job]:
+    """Follow `job_ids` through a live watch (resumed on another node if one goes away)
+    until every one is terminal. Also used by the CLI."""
+    left: set[str] = set(job_ids)
+    done: dict[str, jobs_pb2.Job] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    watcher = JobWatcher(nodes.addresses, job_ids=list(left), send_initial=True, token=nodes.token,
+                         tls=nodes.tls)
+    try:
+        for resp in watcher.responses():
+            for ev in resp.events:
+                if ev.job.state in TERMINAL and ev.job.id in left:
+                    done[ev.job.id] = ev.job
+                    left.discard(ev.job.id)
+            if not left:
+                return done
+            # an idle stream still sends its position every second: the deadline is seen
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    finally:
+        watcher.cancel()
+    raise TimeoutError(f"{len(left)} of {len(job_ids)} jobs not finished after {timeout}s")
+
+
+def result_of(job: jobs_pb2.Job) -> Any:
+    """A terminal job's return value (None without one); TaskError unless SUCCEEDED."""
+    if job.state != jobs_pb2.SUCCEEDED:
+        raise TaskError(job)
+    return json.loads(job.result_json) if job.result_json else None
