@@ -6,9 +6,9 @@ for what it uses):
 - `Client`: connect to a cluster, submit/get/wait/result/cancel/watch/list jobs,
   templates, cron schedules and DAGs (raftsched/client/api.py);
 - `task`: the `@raftsched.task(retry=..., timeout=..., priority=...)` decorator,
-  with `.submit(client, *args)` (raftsched/tasks.py);
+  with `.submit(client, *args)` (raftsched/client/tasks.py);
 - `current_task()` / `TaskContext`: inside a Python task, its job id, attempt
-  and fencing token (raftsched/context.py);
+  and fencing token (raftsched/client/context.py);
 - `TaskError`: raised by `Client.result()` for a job that did not succeed.
 """
 
@@ -21,12 +21,12 @@ __all__ = ["Client", "Task", "TaskContext", "TaskError", "current_task", "task"]
 
 if TYPE_CHECKING:
     from raftsched.client.api import Client, TaskError
-    from raftsched.context import TaskContext, current_task
-    from raftsched.tasks import Task, task
+    from raftsched.client.context import TaskContext, current_task
+    from raftsched.client.tasks import Task, task
 
 _LAZY = {"Client": "raftsched.client.api", "TaskError": "raftsched.client.api",
-         "TaskContext": "raftsched.context", "current_task": "raftsched.context",
-         "Task": "raftsched.tasks", "task": "raftsched.tasks"}
+         "TaskContext": "raftsched.client.context", "current_task": "raftsched.client.context",
+         "Task": "raftsched.client.tasks", "task": "raftsched.client.tasks"}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from raftsched.core import constraints as cons
 from raftsched.core.model import Resources
 from raftsched.core.placement import Strategy
 from raftsched.core.runqueue import QueueOrder
-from raftsched.pyconfig import PyConfigError, PyPoolConfig, parse_pool
+from raftsched.node.pytasks.settings import PyConfigError, PyPoolConfig, parse_pool
 
 DEMO_SECRET = "raftsched-local-demo-secret"
 FSYNC_MODES = ("always", "batch", "never")

@@ -24,7 +24,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ from raftsched.node.isolation import Isolation, Sandbox
 from raftsched.node.jobenv import Scratch, job_env
 from raftsched.node.lease import Lease
 from raftsched.node.output import OutputSink, Retention
+from raftsched.node.reports import Report, ReportKind
 
 if TYPE_CHECKING:
     from raftsched.node.pytasks.pool import PyPool
@@ -45,29 +45,6 @@ log = structlog.get_logger("raftsched.node.executor")
 SEEN_CAPACITY = 200_000
 KEEP_OUTPUT_FILES = 2000
 SWEEP_INTERVAL = 2.0  # seconds between isolation housekeeping rounds (reaping, cgroup removal)
-
-
-class ReportKind(StrEnum):
-    STARTED = "STARTED"
-    FINISHED = "FINISHED"
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    job_id: str
-    attempt: int
-    token: int
-    kind: ReportKind
-    at: float
-    exit_code: int | None = None
-    timed_out: bool = False
-    error: str = ""
-    stdout_tail: str = ""
-    stderr_tail: str = ""
-    lost: bool = False
-    oom_killed: bool = False
-    isolation: str = ""  # STARTED: mode and enforced limits
-    result: str = ""  # FINISHED Python task with exit code 0: the return value as JSON
 
 
 @dataclass

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from raftsched.context import TaskContext, _enter, _leave
+from raftsched.client.context import TaskContext, _enter, _leave
 from raftsched.core.pytask import MAX_RESULT_BYTES
 
 OUTPUT_TAIL = 4000

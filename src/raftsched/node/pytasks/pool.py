@@ -38,12 +38,12 @@ import structlog
 
 import raftsched
 from raftsched.core.model import JobSpec, ResourceLimits, Resources
-from raftsched.node.executor import Report, ReportKind
 from raftsched.node.isolation import Isolation, Sandbox
 from raftsched.node.jobenv import BASE_PATH, Scratch, job_env
 from raftsched.node.lease import Lease
 from raftsched.node.pytasks.proc import PyWorker
-from raftsched.pyconfig import PyPoolConfig
+from raftsched.node.pytasks.settings import PyPoolConfig
+from raftsched.node.reports import Report, ReportKind
 
 log = structlog.get_logger("raftsched.node.pytasks")
 
