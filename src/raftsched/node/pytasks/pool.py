@@ -1,8 +1,9 @@
 """The node's warm pool of Python worker processes (issue 14).
 
 `python_workers` processes start with the node. An assigned Python task waits in
-the pool's queue until a worker is idle, then runs there: STARTED is reported
-when it is handed over, FINISHED with the return value (JSON) or the exception.
+the pool's queue until a worker is idle, then runs there: STARTED is reported once
+it has run for STARTED_DELAY (a shorter task goes from ASSIGNED straight to its end),
+FINISHED with the return value (JSON) or the exception.
 The attempt's states, retries, cancel and fencing are those of any job:
 
 - timeout: the worker is SIGKILLed (a Python call cannot be interrupted safely),
@@ -47,6 +48,7 @@ from raftsched.node.reports import Report, ReportKind
 
 log = structlog.get_logger("raftsched.node.pytasks")
 
+STARTED_DELAY = 0.05  # seconds: STARTED is reported only for a task still running then
 RESPAWN_DELAY = 1.0  # a worker that died without running a task is restarted after this
 TAIL = 4000
 
@@ -181,9 +183,14 @@ class PyPool:
                 continue
             if t.spec.timeout_s > 0:
                 t.handles.append(self.loop.call_later(t.spec.timeout_s, self._on_timeout, t))
-            self.on_report(Report(t.job_id, t.attempt, t.token, ReportKind.STARTED, time.time(),
-                                  isolation=f"python worker {w.name} (pid {w.pid}), "
-                                            f"isolation {self.isolation.mode}"))
+            # A task that ends within STARTED_DELAY is reported FINISHED only (the state
+            # machine takes ASSIGNED -> SUCCEEDED/FAILED): one quorum commit less per task.
+            t.handles.append(self.loop.call_later(STARTED_DELAY, self._report_started, t, w))
+
+    def _report_started(self, t: PyTask, w: PyWorker) -> None:
+        self.on_report(Report(t.job_id, t.attempt, t.token, ReportKind.STARTED, time.time(),
+                              isolation=f"python worker {w.name} (pid {w.pid}), "
+                                        f"isolation {self.isolation.mode}"))
 
     def _on_timeout(self, t: PyTask) -> None:
         if t.worker is not None and self.tasks.get((t.job_id, t.attempt)) is t:
