@@ -29,8 +29,11 @@ FAST_RETRY = jobs_pb2.RetryPolicy(max_attempts=3, initial_delay_seconds=0.1, mul
 
 @pytest.fixture(scope="module")
 def tc() -> Iterator[TestCluster]:
+    pool = f'python_path = ["{ROOT}"]\npython_workers = 2'
+    # n1 recycles its workers after 3 tasks, n2 above 100 MiB RSS
     c = TestCluster(3, labels=[{"name": f"n{i}"} for i in (1, 2, 3)],
-                    node_extra=[f'python_path = ["{ROOT}"]\npython_workers = 2'] * 3).start()
+                    node_extra=[pool + "\npython_max_tasks = 3", pool + "\npython_max_rss_mib = 100", pool]
+                    ).start()
     try:
         c.wait_ready()
         yield c
@@ -227,3 +230,16 @@ def test_cli_submit_python_and_result(tc: TestCluster) -> None:
 
     bad = cli("submit", "--python", f"{F}:add", "--args", "[1,")
     assert bad.returncode == 4 and "python.args_json" in bad.stderr
+
+
+def test_workers_are_recycled_after_n_tasks_and_on_memory_growth(tc: TestCluster) -> None:
+    with client_of(tc) as c:
+        pids = [c.result(c.submit(python=f"{F}:pid", constraints=on("n1")), 60) for _ in range(8)]
+        # 8 tasks on 2 workers that retire after 3 tasks each: more than 2 processes served them
+        assert len(set(pids)) >= 3, pids
+        tc.wait_until(lambda: len(pool_pids(tc, "n1")) == 2, 20, "the pool to refill")
+        small = c.result(c.submit(python=f"{F}:hog", args=[1], constraints=on("n2")), 60)
+        hog = c.result(c.submit(python=f"{F}:hog", args=[150], constraints=on("n2")), 60)
+        tc.wait_until(lambda: hog not in pool_pids(tc, "n2"), 20, "the grown worker to be retired")
+        tc.wait_until(lambda: len(pool_pids(tc, "n2")) == 2, 20, "the pool to refill")
+        assert small == hog or small in pool_pids(tc, "n2")  # a worker below the limit stays

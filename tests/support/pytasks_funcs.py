@@ -60,6 +60,15 @@ def pid() -> int:
     return os.getpid()
 
 
+_kept: list[bytes] = []
+
+
+def hog(mib: int) -> int:
+    """Keep `mib` MiB alive in this worker (module state survives between tasks); its pid."""
+    _kept.append(b"\1" * (mib << 20))
+    return os.getpid()
+
+
 def touch(path: str) -> str:
     Path(path).write_text(raftsched.current_task().job_id)
     return path
