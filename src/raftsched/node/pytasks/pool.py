@@ -62,6 +62,7 @@ class PyTask:
     env: dict[str, str]
     cwd: str
     worker: PyWorker | None = None
+    queued_mono: float = 0.0
     started_mono: float = 0.0
     timed_out: bool = False
     killed_reason: str = ""
@@ -142,7 +143,8 @@ class PyPool:
                 f"could not start: node {self.node_id} runs no Python workers (python_workers = 0)"))
             return
         env = job_env(spec.env, job_id, attempt, token, self.node_id, scratch)
-        t = PyTask(job_id, attempt, token, spec, env, spec.working_dir or str(scratch))
+        t = PyTask(job_id, attempt, token, spec, env, spec.working_dir or str(scratch),
+                   queued_mono=time.monotonic())
         self.tasks[(job_id, attempt)] = t
         self.queue.append(t)
         self._dispatch()
@@ -172,7 +174,10 @@ class PyPool:
     def _dispatch(self) -> None:
         idle = [w for w in self.workers if w.task is None and not w.retiring]
         while self.queue and idle:
-            w, t = idle.pop(), self.queue.popleft()
+            t = self.queue.popleft()
+            if self._fenced_off(t):
+                continue
+            w = idle.pop()
             msg = {"job": t.job_id, "attempt": t.attempt, "token": t.token, "node": self.node_id,
                    "target": t.spec.python.target, "args": t.spec.python.args_json,
                    "kwargs": t.spec.python.kwargs_json, "env": t.env, "cwd": t.cwd}
@@ -186,6 +191,17 @@ class PyPool:
             # A task that ends within STARTED_DELAY is reported FINISHED only (the state
             # machine takes ASSIGNED -> SUCCEEDED/FAILED): one quorum commit less per task.
             t.handles.append(self.loop.call_later(STARTED_DELAY, self._report_started, t, w))
+
+    def _fenced_off(self, t: PyTask) -> bool:
+        """A queued task must not start once the node's lease has lapsed since it was
+        queued: the leader may have given the job to another node meanwhile (as the
+        watchdog kills running attempts, the queued ones are dropped: LOST, requeued)."""
+        if self.lease is None or (self.lease.valid()
+                                  and not self.lease.lapsed_between(t.queued_mono, time.monotonic())):
+            return False
+        log.warning("queued python task dropped: the lease lapsed", job=t.job_id, attempt=t.attempt)
+        self._end(t, error="lease expired before the task started", lost=True)
+        return True
 
     def _report_started(self, t: PyTask, w: PyWorker) -> None:
         self.on_report(Report(t.job_id, t.attempt, t.token, ReportKind.STARTED, time.time(),
