@@ -243,3 +243,17 @@ def test_workers_are_recycled_after_n_tasks_and_on_memory_growth(tc: TestCluster
         tc.wait_until(lambda: hog not in pool_pids(tc, "n2"), 20, "the grown worker to be retired")
         tc.wait_until(lambda: len(pool_pids(tc, "n2")) == 2, 20, "the pool to refill")
         assert small == hog or small in pool_pids(tc, "n2")  # a worker below the limit stays
+
+
+def test_client_moves_on_after_unavailable_with_the_same_request_id(tc: TestCluster) -> None:
+    from raftsched.dev.launcher import free_ports
+
+    assert tc.tls is not None and tc.tls.cert is not None and tc.tls.key is not None
+    dead = f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens there: UNAVAILABLE, next node
+    with raftsched.Client([dead, tc.addr(tc.followers()[0])], ca=str(tc.tls.ca), cert=str(tc.tls.cert),
+                          key=str(tc.tls.key), token=tc.token, timeout=30) as c:
+        first = c.submit(python=f"{F}:add", args=[4, 5], request_id="pytasks-same-rid")
+        again = c.submit(python=f"{F}:add", args=[4, 5], request_id="pytasks-same-rid")
+        assert first == again  # applied once
+        assert c.result(first, timeout=60) == 9
+        assert c.addresses[0] == dead and c.jobs._current % 2 == 1  # it did move on
