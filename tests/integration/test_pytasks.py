@@ -223,6 +223,8 @@ def test_cli_submit_python_and_result(tc: TestCluster) -> None:
     assert sub.returncode == 0, sub.stderr
     res = cli("result", sub.stdout.strip())
     assert (res.returncode, res.stdout.strip()) == (0, "3"), res.stderr
+    status = cli("status", sub.stdout.strip())
+    assert f"python     {F}:add  args [1, 2]" in status.stdout and "result     3" in status.stdout
 
     sub = cli("submit", "--python", f"{F}:fail_until", "--args", json.dumps([9, "/dev/null"]))
     res = cli("result", sub.stdout.strip())
