@@ -142,7 +142,7 @@ class PyPool:
             self._report_end(job_id, attempt, token, error=(
                 f"could not start: node {self.node_id} runs no Python workers (python_workers = 0)"))
             return
-        env = job_env(spec.env, job_id, attempt, token, self.node_id, scratch)
+        env = job_env(dict(spec.env), job_id, attempt, token, self.node_id, scratch)
         t = PyTask(job_id, attempt, token, spec, env, spec.working_dir or str(scratch),
                    queued_mono=time.monotonic())
         self.tasks[(job_id, attempt)] = t
