@@ -4,6 +4,7 @@ SIGKILLed mid-task, the decorator, DAGs and cron with Python tasks, and the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -259,3 +260,20 @@ def test_client_moves_on_after_unavailable_with_the_same_request_id(tc: TestClus
         assert first == again  # applied once
         assert c.result(first, timeout=60) == 9
         assert c.addresses[0] == dead and c.jobs._current % 2 == 1  # it did move on
+
+
+def test_async_client(tc: TestCluster) -> None:
+    assert tc.tls is not None and tc.tls.cert is not None and tc.tls.key is not None
+    tls = {"ca": str(tc.tls.ca), "cert": str(tc.tls.cert), "key": str(tc.tls.key), "token": tc.token}
+
+    async def main() -> None:
+        async with raftsched.AsyncClient([tc.addr(n) for n in tc.followers()], **tls) as c:
+            ids = [await c.submit(python=f"{F}:add", args=[i, 1]) for i in range(3)]
+            ids += await c.submit_many([pytasks_funcs.mul.spec(4, 4)])
+            assert await asyncio.gather(*(c.result(i, timeout=60) for i in ids)) == [1, 2, 3, 16]
+            bad = await c.submit(python=f"{F}:fail_until", args=[9, "/dev/null"])
+            with pytest.raises(raftsched.TaskError, match="boom"):
+                await c.result(bad, timeout=60)
+            assert (await c.get(ids[0])).state == jobs_pb2.SUCCEEDED
+
+    asyncio.run(main())
