@@ -88,6 +88,7 @@ class PyPool:
         self.queue: deque[PyTask] = deque()
         self.tasks: dict[tuple[str, int], PyTask] = {}
         self.closing = False
+        self.broken = ""  # why the last worker could not be started ("" = it could)
         self.spawned = 0
         self.replaced = 0
         self.recycled = 0
@@ -123,15 +124,23 @@ class PyPool:
         self.spawned += 1
         name = f"_pyworker-{self.spawned}"
         argv, env = self._argv_env(name, self.spawned)
+        sandbox: Sandbox | None = None
         try:
             sandbox = self.isolation.sandbox(name, self.spawned, self.isolation.enforced(
                 ResourceLimits(0, 0, self.pids_limit)))
             w = PyWorker(name, argv, env, str(self.home), sandbox, self.loop, self._on_reply,
                          self._on_exit)
         except (OSError, ValueError) as e:
-            log.error("python worker could not start; retrying", error=str(e))
+            log.error("python worker could not start; retrying", error=str(e), python=argv[0])
+            if sandbox is not None:
+                self.loop.run_in_executor(None, self._release, sandbox)
+            self.broken = f"could not start: no Python worker can start on node {self.node_id}: {e}"
+            if not self.workers:  # nothing will ever take the queued tasks: fail them visibly
+                while self.queue:
+                    self._end(self.queue.popleft(), error=self.broken)
             self.loop.call_later(RESPAWN_DELAY, self._spawn)
             return
+        self.broken = ""
         self.workers.append(w)
         self._dispatch()
 
@@ -141,6 +150,9 @@ class PyPool:
         if self.cfg.workers == 0:
             self._report_end(job_id, attempt, token, error=(
                 f"could not start: node {self.node_id} runs no Python workers (python_workers = 0)"))
+            return
+        if self.broken and not self.workers:
+            self._report_end(job_id, attempt, token, error=self.broken)
             return
         env = job_env(dict(spec.env), job_id, attempt, token, self.node_id, scratch)
         t = PyTask(job_id, attempt, token, spec, env, spec.working_dir or str(scratch),
