@@ -56,6 +56,13 @@ def not_json() -> object:
     return {1, 2}
 
 
+def leave_behind(seconds: float) -> int:
+    """Start a child process and return without waiting for it: its pid."""
+    import subprocess
+
+    return subprocess.Popen(["sleep", str(seconds)]).pid
+
+
 def pid() -> int:
     return os.getpid()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,7 +109,7 @@ def test_child_runs_a_request_and_restores_its_process(tmp_path: Path) -> None:
     req = {"job": "j1", "attempt": 2, "token": 7, "node": "n1", "target": f"{pytasks_funcs.__name__}:describe",
            "args": "", "kwargs": '{"tag": "z"}', "env": {"PATH": "/bin", "RAFTSCHED_JOB_ID": "j1"},
            "cwd": str(scratch)}
-    r = child.run(req, cwd_before, env_before)
+    r = child.run(req, cwd_before, env_before, reap=False)  # reap would kill pytest's children
     assert r["ok"], r
     out = json.loads(r["result"])
     assert (out["job_id"], out["attempt"], out["token"], out["cwd"]) == ("j1", 2, 7, str(scratch))
@@ -118,9 +120,23 @@ def test_child_runs_a_request_and_restores_its_process(tmp_path: Path) -> None:
         raftsched.current_task()  # only inside a task
 
     bad = child.run({**req, "target": f"{pytasks_funcs.__name__}:fail_until",
-                     "args": json.dumps([5, str(tmp_path / "l")]), "kwargs": ""}, cwd_before, env_before)
+                     "args": json.dumps([5, str(tmp_path / "l")]), "kwargs": ""}, cwd_before, env_before,
+                    reap=False)
     assert not bad["ok"] and bad["error"] == "raised ValueError: boom on attempt 2"
     assert bad["traceback"].rstrip().endswith("ValueError: boom on attempt 2")
     big = child.run({**req, "target": f"{pytasks_funcs.__name__}:big_result", "args": "[70000]",
-                     "kwargs": ""}, cwd_before, env_before)
+                     "kwargs": ""}, cwd_before, env_before, reap=False)
     assert not big["ok"] and "at most 65536" in big["error"]
+
+
+def test_child_kills_what_a_task_left_running(tmp_path: Path) -> None:
+    req = {"job": "j1", "attempt": 1, "token": 1, "node": "n1", "target": f"{pytasks_funcs.__name__}:leave_behind",
+           "args": "[60]", "kwargs": "", "env": {"PATH": os.environ["PATH"]}, "cwd": str(tmp_path)}
+    code = ("import json, os, sys; from raftsched.node.pytasks import child; "
+            "print(json.dumps(child.run(json.loads(sys.argv[1]), os.getcwd(), dict(os.environ))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(req)], capture_output=True, text=True,
+                         timeout=30, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    r = json.loads(out.stdout)
+    assert r["ok"] and r["leftovers_killed"] == 1, r
+    assert not Path(f"/proc/{int(r['result'])}").exists()  # killed and reaped

@@ -16,11 +16,13 @@ may run another virtualenv's interpreter with raftsched's source on its path.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
 import os
 import resource
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -73,7 +75,38 @@ def resolve(target: str) -> Callable[..., Any]:
     return fn
 
 
-def run(req: dict[str, Any], home: str, base_env: dict[str, str]) -> dict[str, Any]:
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def kill_leftovers() -> int:
+    """Like a subprocess job's leftovers when its main process ends: every process the
+    task started and left running is killed (and our direct children reaped). One that
+    left our process tree (double fork) goes when the worker's sandbox is killed."""
+    direct = _children(os.getpid())
+    todo, seen = list(direct), []
+    while todo:
+        pid = todo.pop()
+        seen.append(pid)
+        todo += _children(pid)
+    for pid in seen:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in direct:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return len(seen)
+
+
+def run(req: dict[str, Any], home: str, base_env: dict[str, str], reap: bool = True) -> dict[str, Any]:
+    """One task. `reap`: kill what it left running (every child of this process)."""
     reply: dict[str, Any] = {"job": req["job"], "attempt": req["attempt"], "ok": False}
     out, err = CappedText(), CappedText()
     ctx = TaskContext(req["job"], req["attempt"], req["token"], req["node"], req["cwd"])
@@ -105,6 +138,8 @@ def run(req: dict[str, Any], home: str, base_env: dict[str, str]) -> dict[str, A
         os.environ.clear()
         os.environ.update(base_env)
         os.chdir(home)
+        if reap:
+            reply["leftovers_killed"] = kill_leftovers()
     reply["stdout"], reply["stderr"] = out.tail(), err.tail()
     reply["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return reply
