@@ -39,6 +39,7 @@ class Figures:
     submit_seconds: float
     failed: int
     command_jobs_per_s: float
+    failed_reasons: list[str]
     round_trips: int
     rt_p50_ms: float
     rt_p99_ms: float
@@ -65,11 +66,13 @@ def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200) 
             c.result(c.submit(python=NOOP), timeout=60)  # warm: every worker imports on first use
             e2e = _end_to_end(c, tasks, {"python": NOOP})
             baseline = _end_to_end(c, tasks, {"command": ["true"]})[1]
+            reasons = sorted({f"{j.spec.python.target or 'command'}: {j.reason}"
+                              for j in c.list(["FAILED"])})[:10]
         with Client([cfg.node(leader).grpc], config=path) as c:
             lats = _round_trips(c, round_trips)
     finally:
         lc.stop()
-    return Figures(tasks, workers, *e2e, baseline, round_trips, pct(lats, 50) * 1e3, pct(lats, 99) * 1e3,
+    return Figures(tasks, workers, *e2e, baseline, reasons, round_trips, pct(lats, 50) * 1e3, pct(lats, 99) * 1e3,
                    statistics.fmean(lats) * 1e3)
 
 
@@ -106,7 +109,8 @@ def report(f: Figures) -> str:
             f"{f.workers_per_node} workers/node)\n"
             f"command jobs end to end  {f.command_jobs_per_s:8.0f} no-op jobs/s (`true`, same cluster, "
             f"for comparison)\n"
-            f"python submit->result    p50 {f.rt_p50_ms:.2f} ms  p99 {f.rt_p99_ms:.2f} ms  "
+            + "".join(f"  failed: {r}\n" for r in f.failed_reasons)
+            + f"python submit->result    p50 {f.rt_p50_ms:.2f} ms  p99 {f.rt_p99_ms:.2f} ms  "
             f"mean {f.rt_mean_ms:.2f} ms ({f.round_trips} sequential round trips via Client.result)")
 
 
