@@ -15,6 +15,7 @@ from raftsched.core import runas
 from raftsched.core.model import Resources
 from raftsched.core.placement import Strategy
 from raftsched.core.runqueue import QueueOrder
+from raftsched.node.pytasks.settings import PyConfigError, PyPoolConfig, parse_pool
 
 DEMO_SECRET = "raftsched-local-demo-secret"
 FSYNC_MODES = ("always", "batch", "never")
@@ -34,6 +35,7 @@ class NodeConfig:
     metrics: str = ""  # host:port of this node's Prometheus endpoint ("" = none)
     dedicated: str = ""  # the pool this node is dedicated to ("" = shared: takes any job)
     allowed_run_as: tuple[str, ...] = ()  # users jobs may run as on this node (none by default)
+    python: PyPoolConfig = field(default_factory=PyPoolConfig)  # Python task pool (issue 14)
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
                 metrics=_addr(n["metrics"], f"{where}.metrics") if n.get("metrics") else "",
                 dedicated=dedicated,
                 allowed_run_as=_run_as(n, where),
+                python=_python_pool(n, where, p.parent),
             )
         )
     insecure = _flag(c, "insecure_i_know", False, p)
@@ -380,6 +383,13 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         insecure_i_know=insecure,
         pre_vote=_flag(c, "pre_vote", True, p),
     )
+
+
+def _python_pool(n: dict, where: str, base: Path) -> PyPoolConfig:
+    try:
+        return parse_pool(n, where, base)
+    except PyConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _flag(c: dict, key: str, default: bool, p: Path) -> bool:

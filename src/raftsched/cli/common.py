@@ -73,6 +73,12 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", help="namespace of the job (default: the token's first one)")
     p.add_argument("--run-as", metavar="USER", help="run as this user of the node (the namespace "
                    "and the node must both allow it; default: the node's own user)")
+    p.add_argument("--python", metavar="PKG.MOD:FN",
+                   help="a Python task: call this function in a node's worker pool (no command)")
+    p.add_argument("--args", dest="py_args", metavar="JSON", default="",
+                   help="--python: positional arguments as a JSON array, e.g. '[1, 2]'")
+    p.add_argument("--kwargs", dest="py_kwargs", metavar="JSON", default="",
+                   help="--python: keyword arguments as a JSON object, e.g. '{\"x\": 1}'")
     p.add_argument("command", nargs=argparse.REMAINDER, help="program and arguments (after --)")
 
 
@@ -124,9 +130,14 @@ def spec_from_args(args: argparse.Namespace) -> jobs_pb2.JobSpec:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    if not command and getattr(args, "needs_command", False):
-        raise UsageError("no command given: put the program and its arguments after --")
-    if args.shell:
+    if getattr(args, "python", None):
+        if command or args.shell:
+            raise UsageError("give either --python or a command, not both")
+        spec.python.CopyFrom(jobs_pb2.PythonCall(target=args.python, args_json=args.py_args,
+                                                 kwargs_json=args.py_kwargs))
+    elif not command and getattr(args, "needs_command", False):
+        raise UsageError("no command given: put the program and its arguments after --, or use --python")
+    elif args.shell:
         spec.use_shell = True
         spec.shell = " ".join(command)
     else:

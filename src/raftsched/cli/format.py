@@ -55,6 +55,8 @@ def fmt_ts(t: float) -> str:
 
 def command_line(spec: jobs_pb2.JobSpec) -> str:
     text = spec.shell if spec.use_shell else " ".join(spec.command)
+    if spec.python.target:
+        text = f"python {spec.python.target}({spec.python.args_json or ''})"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -151,7 +153,11 @@ def render_status(j: jobs_pb2.Job) -> str:
     state = jobs_pb2.JobState.Name(j.state)
     out.append(f"state      {color(state, STATE_COLORS.get(state, '0'))}")
     out.append(f"name       {s.name or '-'}")
-    out.append(f"command    {s.shell if s.use_shell else s.command!r}{' (shell)' if s.use_shell else ''}")
+    if s.python.target:
+        out.append(f"python     {s.python.target}  args {s.python.args_json or '[]'}  "
+                   f"kwargs {s.python.kwargs_json or '{}'}")
+    else:
+        out.append(f"command    {s.shell if s.use_shell else s.command!r}{' (shell)' if s.use_shell else ''}")
     if s.run_as:
         out.append(f"run as     {s.run_as}")
     timeout = f"   timeout {s.timeout_seconds:g}s" if s.timeout_seconds else ""
@@ -167,6 +173,8 @@ def render_status(j: jobs_pb2.Job) -> str:
         out.append(f"exit code  {j.exit_code}")
     if j.reason:
         out.append(f"reason     {j.reason}")
+    if j.result_json:
+        out.append(f"result     {j.result_json if len(j.result_json) <= 200 else j.result_json[:197] + '...'}")
     if s.pool or s.constraints:
         cs = "  ".join(constraint_text(c) for c in s.constraints)
         out.append(f"placement  pool {s.pool or '-'}   constraints {cs or '-'}")

@@ -22,6 +22,7 @@ from raftsched.cli import (
     listing,
     observe,
     placement,
+    pytasks,
     tlscmd,
     workflows,
 )
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
 
-    for module in (bulk, listing, observe, workflows, dag, dlq, placement, acl, tlscmd):
+    for module in (bulk, listing, observe, workflows, dag, dlq, placement, acl, tlscmd, pytasks):
         module.register(sub, fmt)
 
     audit.register(sub, fmt)

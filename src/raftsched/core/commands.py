@@ -110,6 +110,7 @@ class FinishedItem:
     # leader's not-before time (backoff with the leader's jitter). 0: fsm fallback.
     retry_at: float = 0.0
     oom_killed: bool = False  # the kernel's OOM killer stopped a process of the attempt
+    result: str = ""  # Python task, exit code 0: the return value as JSON (issue 14)
 
 
 @command(4)

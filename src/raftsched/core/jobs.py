@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftsched.core import acl, placement, retry
+from raftsched.core import acl, placement, pytask, retry
 from raftsched.core.commands import (
     Assign,
     CancelJob,
@@ -282,6 +282,7 @@ def _finish(state: ClusterState, job: Job, item: FinishedItem, ts: float) -> str
         reason=reason,
         stdout_tail=item.stdout_tail[-OUTPUT_TAIL_LIMIT:],
         stderr_tail=item.stderr_tail[-OUTPUT_TAIL_LIMIT:],
+        result=pytask.stored_result(target is JobState.SUCCEEDED, item.result),
         failures=failures,
         not_before=not_before,
         attempts=_with_attempt(job, _record(job, ts, rec_outcome, item.exit_code, why)),

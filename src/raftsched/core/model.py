@@ -138,6 +138,16 @@ class Constraint:
 
 
 @dataclass(frozen=True, slots=True)
+class PythonCall:
+    """A Python task (issue 14): `target` is "package.module:function"; args and
+    kwargs are JSON text (a list and an object). Empty target: not a Python task."""
+
+    target: str = ""
+    args_json: str = ""
+    kwargs_json: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """What to run. `command` is an argv list; `shell` is used only with use_shell."""
 
@@ -159,6 +169,7 @@ class JobSpec:
     pool: str = ""
     namespace: str = DEFAULT_NAMESPACE  # the tenant the job belongs to (ACLs and quotas)
     run_as: str = ""  # user of the node the job runs as ("" = the node's own); see core.runas
+    python: PythonCall = PythonCall()  # a Python task instead of a command (issue 14)
 
     def argv(self) -> list[str]:
         if self.use_shell:
@@ -226,6 +237,7 @@ class Job:
     cancel_requested_at: float = 0.0
     submitted_by: str = ""  # name of the token that submitted the job ("" without ACLs)
     cancelled_by: str = ""  # name of the token that asked to cancel it
+    result: str = ""  # Python task: the succeeded attempt's return value, JSON (issue 14)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from raftsched.core import constraints as cons
-from raftsched.core import retry, runas
+from raftsched.core import pytask, retry, runas
 from raftsched.core.fit import could_ever_fit
 from raftsched.core.model import JobSpec, Resources
 
@@ -23,7 +23,11 @@ MAX_BATCH = 10_000
 
 def validate_spec(spec: JobSpec, max_capacity: Resources | None = None) -> str | None:
     """None if the spec is acceptable, else what is wrong with it."""
-    if spec.use_shell:
+    if pytask.is_python(spec):
+        err = pytask.validate_python(spec)
+        if err:
+            return err
+    elif spec.use_shell:
         if spec.command:
             return "give either command (argv) or shell with use_shell, not both"
         if not spec.shell.strip():
@@ -84,6 +88,8 @@ def validate_spec(spec: JobSpec, max_capacity: Resources | None = None) -> str |
         return "sequence_key must be at most 256 characters without NUL"
     if spec.run_as and runas.user_error(spec.run_as):
         return runas.user_error(spec.run_as)
+    if spec.run_as and pytask.is_python(spec):
+        return "run_as is not supported for Python tasks (they run in the node's worker pool)"
     return _validate_limits(spec)
 
 

@@ -6,6 +6,8 @@ appends `E ...`. If another attempt of the same job still holds the lock, the
 job writes `OVERLAP ...` instead: the kernel releases the lock only when the
 holder is dead, so this catches two attempts alive at once even when one was
 killed without a trace. The checker then reads the ledger and the cluster.
+A share of the jobs (PYTHON_SHARE) are Python tasks run by the nodes' worker
+pools that write the same ledger under the same locks (dev/chaostask.py).
 
 Used by tests/chaos (bounded, in CI) and scripts/chaos (longer, seeded).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import random
 import signal
 import threading
@@ -49,6 +52,7 @@ class ChaosReport:
     success_without_run: list[str] = field(default_factory=list)
     fenced_completions: int = 0  # runs that completed but whose token was already stale
     attempts_started: int = 0
+    python_succeeded: int = 0  # of `succeeded`: Python tasks (worker pools)
     leader_kills: int = 0
     follower_kills: int = 0
     follower_stops: int = 0
@@ -74,7 +78,8 @@ class ChaosReport:
         lines = [
             f"seed={self.seed}",
             f"jobs acknowledged={self.acknowledged} terminal={self.terminal} succeeded={self.succeeded} "
-            f"failed={self.failed} attempts started={self.attempts_started}",
+            f"failed={self.failed} (python tasks succeeded={self.python_succeeded}) "
+            f"attempts started={self.attempts_started}",
             f"faults: leader SIGKILL={self.leader_kills} leader SIGSTOP={self.leader_stops} "
             f"follower SIGKILL={self.follower_kills} follower SIGSTOP={self.follower_stops}",
             f"lost={len(self.lost)} unfinished={len(self.unfinished)} succeeded_twice={len(self.succeeded_twice)} "
@@ -93,6 +98,9 @@ class ChaosReport:
         return "\n".join(lines)
 
 
+PYTHON_SHARE = 0.3  # of the chaos jobs, Python tasks in the nodes' worker pools (issue 14)
+
+
 def job_spec(root: Path, rng: random.Random) -> jobs_pb2.JobSpec:
     ledger, locks = root / "ledger.txt", root / "locks"
     rec = "$RAFTSCHED_JOB_ID $RAFTSCHED_ATTEMPT $RAFTSCHED_FENCING_TOKEN $RAFTSCHED_NODE_ID"
@@ -100,8 +108,12 @@ def job_spec(root: Path, rng: random.Random) -> jobs_pb2.JobSpec:
     inner = f'echo "S {rec} $(date +%s.%N)" >> {ledger}; sleep {dur}; echo "E {rec} $(date +%s.%N)" >> {ledger}'
     script = (f"flock -n {locks}/$RAFTSCHED_JOB_ID -c '{inner}' "
               f'|| {{ echo "OVERLAP {rec} $(date +%s.%N)" >> {ledger}; exit 99; }}')
-    return jobs_pb2.JobSpec(use_shell=True, shell=script, name="chaos",
-                            resources=jobs_pb2.Resources(cpu_millis=250, memory_mib=16))
+    res = jobs_pb2.Resources(cpu_millis=250, memory_mib=16)
+    if rng.random() < PYTHON_SHARE:  # a Python task writing the same ledger (dev/chaostask.py)
+        args = json.dumps([str(ledger), str(locks), dur])
+        return jobs_pb2.JobSpec(name="chaos-py", resources=res, python=jobs_pb2.PythonCall(
+            target="raftsched.dev.chaostask:ledger_task", args_json=args))
+    return jobs_pb2.JobSpec(use_shell=True, shell=script, name="chaos", resources=res)
 
 
 class Chaos:
@@ -267,6 +279,7 @@ class Chaos:
                 continue
             r.terminal += 1
             r.succeeded += j.state == jobs_pb2.SUCCEEDED
+            r.python_succeeded += j.state == jobs_pb2.SUCCEEDED and bool(j.spec.python.target)
             r.failed += j.state == jobs_pb2.FAILED
             if sum(h.state == jobs_pb2.SUCCEEDED for h in j.history) > 1:
                 r.succeeded_twice.append(jid)

@@ -24,8 +24,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -36,34 +36,16 @@ from raftsched.node.jobenv import Scratch, job_env
 from raftsched.node.lease import Lease
 from raftsched.node.output import OutputSink, Retention
 from raftsched.node.runas import Identity, RunAs
+from raftsched.node.reports import Report, ReportKind
+
+if TYPE_CHECKING:
+    from raftsched.node.pytasks.pool import PyPool
 
 log = structlog.get_logger("raftsched.node.executor")
 
 SEEN_CAPACITY = 200_000
 KEEP_OUTPUT_FILES = 2000
 SWEEP_INTERVAL = 2.0  # seconds between isolation housekeeping rounds (reaping, cgroup removal)
-
-
-class ReportKind(StrEnum):
-    STARTED = "STARTED"
-    FINISHED = "FINISHED"
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    job_id: str
-    attempt: int
-    token: int
-    kind: ReportKind
-    at: float
-    exit_code: int | None = None
-    timed_out: bool = False
-    error: str = ""
-    stdout_tail: str = ""
-    stderr_tail: str = ""
-    lost: bool = False
-    oom_killed: bool = False
-    isolation: str = ""  # STARTED: mode and enforced limits
 
 
 @dataclass
@@ -109,6 +91,7 @@ class Executor:
         settings: IsolationConfig | None = None,
         scratch: Scratch | None = None,
         allowed_run_as: tuple[str, ...] = (),
+        pytasks: PyPool | None = None,
     ) -> None:
         self.node_id = node_id
         self.scratch = scratch or Scratch(work_dir, 3600.0)
@@ -123,6 +106,7 @@ class Executor:
         self.settings = settings or IsolationConfig()
         self.running: dict[tuple[str, int], Attempt] = {}
         self._seen: OrderedDict[str, int] = OrderedDict()  # job -> highest attempt started here
+        self.pytasks = pytasks  # Python tasks (issue 14) run in this node's worker pool
         self._retention = Retention(self.settings.output_retention_bytes, KEEP_OUTPUT_FILES)
         self._sweeping: asyncio.TimerHandle | None = None
         self.started_total = 0
@@ -166,9 +150,14 @@ class Executor:
         except (OSError, ValueError) as e:
             started = str(e)
         else:
+            if spec.python.target and self.pytasks is not None:  # a Python task (issue 14)
+                self.pytasks.start_task(job_id, attempt, token, spec, scratch)
+                return True
             env = job_env(spec.env, job_id, attempt, token, self.node_id, scratch,
                           who.env() if who else None)
-            started = self._spawn(job_id, attempt, spec, env, spec.working_dir or str(scratch), who)
+            started = ("this node has no Python worker pool" if spec.python.target
+                       else self._spawn(job_id, attempt, spec, env, spec.working_dir or str(scratch),
+                                        who))
         if isinstance(started, str):
             log.warning("job could not start", job=job_id, attempt=attempt, error=started)
             self.on_report(Report(job_id, attempt, token, ReportKind.FINISHED, time.time(),
@@ -196,7 +185,7 @@ class Executor:
         """Stop an attempt: SIGTERM to all its processes, SIGKILL after the grace period."""
         a = self.running.get((job_id, attempt))
         if a is None:
-            return False
+            return self.pytasks is not None and self.pytasks.kill(job_id, attempt, reason)
         if not a.killed_reason:
             a.killed_reason = reason
             a.sandbox.signal(signal.SIGTERM)
@@ -206,6 +195,8 @@ class Executor:
         return True
 
     def kill_all_now(self) -> None:
+        if self.pytasks is not None:
+            self.pytasks.close()
         for a in list(self.running.values()):
             a.killed_reason = a.killed_reason or "node shutting down"
             a.sandbox.signal(signal.SIGKILL)
@@ -221,7 +212,8 @@ class Executor:
         """Requests of the attempts running here now."""
         cpu = sum(a.spec.resources.cpu_millis for a in self.running.values())
         mem = sum(a.spec.resources.memory_mib for a in self.running.values())
-        return Resources(cpu, mem)
+        py = self.pytasks.in_use() if self.pytasks is not None else Resources()
+        return Resources(cpu, mem) + py
 
     def actual_use(self) -> tuple[int, int, str]:
         """(CPU millicores averaged since the previous call at least 1 s ago, memory
@@ -238,7 +230,8 @@ class Executor:
         return max(0, rate), u.memory_bytes >> 20, mode
 
     def running_attempts(self) -> list[tuple[str, int, int]]:
-        return [(a.job_id, a.attempt, a.token) for a in self.running.values()]
+        py = self.pytasks.running_attempts() if self.pytasks is not None else []
+        return [(a.job_id, a.attempt, a.token) for a in self.running.values()] + py
 
     # ---- internals ----------------------------------------------------------------
 

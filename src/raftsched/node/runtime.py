@@ -29,6 +29,7 @@ from raftsched.node.jobenv import Scratch
 from raftsched.node.lag import monitor_loop
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
+from raftsched.node.pytasks.pool import PyPool
 from raftsched.node.worker import Heartbeater, Reporter
 from raftsched.replica import raft_node
 from raftsched.replica import watch as watchmod
@@ -101,6 +102,9 @@ class NodeRuntime:
             isolation.detect(self.me.id, cfg.isolation.mode), cfg.isolation,
             scratch=Scratch(self.data_dir, cfg.job_retention), allowed_run_as=self.me.allowed_run_as,
         )
+        self.executor.pytasks = PyPool(self.me.id, self.me.python, self.data_dir, self.loop,
+                                       self.reporter.push, self.lease, self.executor.isolation,
+                                       self.executor.scratch, cfg.isolation.pids_limit)
         self.leader = Leader(cfg, self.sm, self.raft, self.proposer, self.peers, self.spawn)
         self.heartbeater = Heartbeater(self.me, cfg.heartbeat_interval, self.incarnation,
                                        self.peers, self.executor, self.lease)
@@ -193,6 +197,8 @@ class NodeRuntime:
             if asyncio.iscoroutine(res):
                 await res
         self.proposer.start()
+        assert self.executor.pytasks is not None
+        self.executor.pytasks.start()
         for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run(),
                      monitor_loop(self.loop_lag), self.status.refresh_forever()):
             self.spawn(coro)

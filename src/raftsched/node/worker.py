@@ -15,8 +15,8 @@ import grpc
 import structlog
 
 from raftsched.config import NodeConfig
-from raftsched.node.executor import Report, ReportKind
 from raftsched.node.lease import Lease
+from raftsched.node.reports import Report, ReportKind
 from raftsched.ports import Peers, Runner
 from raftsched.rpc import convert
 from raftsched.v1 import node_pb2
@@ -44,6 +44,7 @@ def report_to_pb(r: Report) -> node_pb2.JobReport:
         lost=r.lost,
         oom_killed=r.oom_killed,
         isolation=r.isolation[:ISOLATION_CHARS],
+        result_json=r.result,
     )
 
 

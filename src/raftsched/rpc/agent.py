@@ -132,6 +132,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                         r.stderr_tail,
                         r.lost,
                         oom_killed=r.oom_killed,
+                        result=r.result_json,
                     )
                 )
         now = time.time()

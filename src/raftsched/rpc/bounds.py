@@ -37,6 +37,10 @@ STRING_LIMITS: dict[str, int] = {
     "stdout_tail": 8192,  # a tail is the last 4096 bytes of a stream
     "stderr_tail": 8192,
     "isolation": 1024,
+    # Python tasks (issue 14); core/pytask.py bounds args + kwargs together
+    "target": 512,
+    "args_json": 64 * 1024,
+    "kwargs_json": 64 * 1024,
 }
 COUNT_LIMITS: dict[str, int] = {
     "specs": 10_000,

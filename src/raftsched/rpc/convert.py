@@ -11,6 +11,7 @@ from raftsched.core.model import (
     JobSpec,
     JobState,
     Node,
+    PythonCall,
     ResourceLimits,
     Resources,
     RetryPolicy,
@@ -45,6 +46,7 @@ def spec_from_pb(p: jobs_pb2.JobSpec, namespace: str = DEFAULT_NAMESPACE) -> Job
         pool=p.pool,
         namespace=p.namespace or namespace,
         run_as=p.run_as,
+        python=PythonCall(p.python.target, p.python.args_json, p.python.kwargs_json),
     )
 
 
@@ -114,6 +116,8 @@ def _spec_to_pb(s: JobSpec) -> jobs_pb2.JobSpec:
         pool=s.pool,
         namespace=s.namespace,
         run_as=s.run_as,
+        python=jobs_pb2.PythonCall(target=s.python.target, args_json=s.python.args_json,
+                                   kwargs_json=s.python.kwargs_json) if s.python.target else None,
     )
 
 
@@ -162,6 +166,7 @@ def job_to_pb(j: Job) -> jobs_pb2.Job:
         schedule_id=j.schedule_id,
         scheduled_at=j.scheduled_at,
         history=[transition_to_pb(t) for t in j.history],
+        result_json=j.result,
     )
 
 

@@ -100,8 +100,18 @@ class ResourceLimits(_message.Message):
     pids: int
     def __init__(self, memory_mib: _Optional[int] = ..., cpu_millis: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
 
+class PythonCall(_message.Message):
+    __slots__ = ("target", "args_json", "kwargs_json")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    args_json: str
+    kwargs_json: str
+    def __init__(self, target: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ...) -> None: ...
+
 class JobSpec(_message.Message):
-    __slots__ = ("command", "shell", "use_shell", "env", "working_dir", "resources", "priority", "timeout_seconds", "name", "retry", "constraints", "sequence_key", "limits", "pool", "namespace", "run_as")
+    __slots__ = ("command", "shell", "use_shell", "env", "working_dir", "resources", "priority", "timeout_seconds", "name", "retry", "constraints", "sequence_key", "limits", "pool", "namespace", "run_as", "python")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +135,7 @@ class JobSpec(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     RUN_AS_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     shell: str
     use_shell: bool
@@ -141,10 +152,11 @@ class JobSpec(_message.Message):
     pool: str
     namespace: str
     run_as: str
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[str] = ..., use_shell: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., name: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Constraint, _Mapping]]] = ..., sequence_key: _Optional[str] = ..., limits: _Optional[_Union[ResourceLimits, _Mapping]] = ..., pool: _Optional[str] = ..., namespace: _Optional[str] = ..., run_as: _Optional[str] = ...) -> None: ...
+    python: PythonCall
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[str] = ..., use_shell: _Optional[bool] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., name: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., constraints: _Optional[_Iterable[_Union[Constraint, _Mapping]]] = ..., sequence_key: _Optional[str] = ..., limits: _Optional[_Union[ResourceLimits, _Mapping]] = ..., pool: _Optional[str] = ..., namespace: _Optional[str] = ..., run_as: _Optional[str] = ..., python: _Optional[_Union[PythonCall, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "node_id", "attempt", "fencing_token", "seq", "submitted_at", "assigned_at", "started_at", "finished_at", "exit_code", "has_exit_code", "reason", "stdout_tail", "stderr_tail", "workflow_id", "depends_on", "schedule_id", "scheduled_at", "history", "not_before", "failures", "attempts", "cancel_requested_at", "submitted_by", "cancelled_by", "pending_reason")
+    __slots__ = ("id", "spec", "state", "node_id", "attempt", "fencing_token", "seq", "submitted_at", "assigned_at", "started_at", "finished_at", "exit_code", "has_exit_code", "reason", "stdout_tail", "stderr_tail", "workflow_id", "depends_on", "schedule_id", "scheduled_at", "history", "not_before", "failures", "attempts", "cancel_requested_at", "submitted_by", "cancelled_by", "pending_reason", "result_json")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +185,7 @@ class Job(_message.Message):
     SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_BY_FIELD_NUMBER: _ClassVar[int]
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -201,7 +214,8 @@ class Job(_message.Message):
     submitted_by: str
     cancelled_by: str
     pending_reason: str
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., seq: _Optional[int] = ..., submitted_at: _Optional[float] = ..., assigned_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., reason: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., workflow_id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., schedule_id: _Optional[str] = ..., scheduled_at: _Optional[float] = ..., history: _Optional[_Iterable[_Union[JobTransition, _Mapping]]] = ..., not_before: _Optional[float] = ..., failures: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ..., cancel_requested_at: _Optional[float] = ..., submitted_by: _Optional[str] = ..., cancelled_by: _Optional[str] = ..., pending_reason: _Optional[str] = ...) -> None: ...
+    result_json: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., seq: _Optional[int] = ..., submitted_at: _Optional[float] = ..., assigned_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., reason: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., workflow_id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., schedule_id: _Optional[str] = ..., scheduled_at: _Optional[float] = ..., history: _Optional[_Iterable[_Union[JobTransition, _Mapping]]] = ..., not_before: _Optional[float] = ..., failures: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ..., cancel_requested_at: _Optional[float] = ..., submitted_by: _Optional[str] = ..., cancelled_by: _Optional[str] = ..., pending_reason: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class NodeVerdict(_message.Message):
     __slots__ = ("node_id", "check", "detail")

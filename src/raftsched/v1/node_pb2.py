@@ -26,7 +26,7 @@ from raftsched.v1 import jobs_pb2 as raftsched_dot_v1_dot_jobs__pb2
 from raftsched.v1 import cluster_pb2 as raftsched_dot_v1_dot_cluster__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17raftsched/v1/node.proto\x12\x0craftsched.v1\x1a\x17raftsched/v1/jobs.proto\x1a\x1araftsched/v1/cluster.proto\"g\n\x08StartJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12#\n\x04spec\x18\x04 \x01(\x0b\x32\x15.raftsched.v1.JobSpec\"\x82\x01\n\x10StartJobsRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12$\n\x04jobs\x18\x03 \x03(\x0b\x32\x16.raftsched.v1.StartJob\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x03\"%\n\x11StartJobsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"\xa2\x02\n\tJobReport\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.raftsched.v1.ReportKind\x12\n\n\x02\x61t\x18\x05 \x01(\x01\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x11\n\ttimed_out\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x13\n\x0bstdout_tail\x18\t \x01(\t\x12\x13\n\x0bstderr_tail\x18\n \x01(\t\x12\x15\n\rhas_exit_code\x18\x0b \x01(\x08\x12\x0c\n\x04lost\x18\x0c \x01(\x08\x12\x12\n\noom_killed\x18\r \x01(\x08\x12\x11\n\tisolation\x18\x0e \x01(\t\"N\n\x11ReportJobsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\x07reports\x18\x02 \x03(\x0b\x32\x17.raftsched.v1.JobReport\"&\n\x12ReportJobsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"H\n\x0eRunningAttempt\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\"\x8d\x03\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x14\n\x0craft_address\x18\x03 \x01(\t\x12)\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x17.raftsched.v1.Resources\x12:\n\x06labels\x18\x05 \x03(\x0b\x32*.raftsched.v1.HeartbeatRequest.LabelsEntry\x12-\n\x07running\x18\x06 \x03(\x0b\x32\x1c.raftsched.v1.RunningAttempt\x12\x13\n\x0bincarnation\x18\x07 \x01(\t\x12\x14\n\x0crunning_jobs\x18\x08 \x01(\x05\x12\x19\n\x11\x63pu_millis_in_use\x18\t \x01(\x03\x12\x19\n\x11memory_mib_in_use\x18\n \x01(\x03\x12\x16\n\x0e\x64\x65\x64icated_pool\x18\x46 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x01\n\x11HeartbeatResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12,\n\x06revoke\x18\x03 \x03(\x0b\x32\x1c.raftsched.v1.RunningAttempt\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\x12\x12\n\ngeneration\x18\x05 \x01(\x03\"\x16\n\x14ReplicaStatusRequest\"D\n\x15ReplicaStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x1b.raftsched.v1.ReplicaStatus*D\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x32\xd5\x02\n\tNodeAgent\x12L\n\tStartJobs\x12\x1e.raftsched.v1.StartJobsRequest\x1a\x1f.raftsched.v1.StartJobsResponse\x12O\n\nReportJobs\x12\x1f.raftsched.v1.ReportJobsRequest\x1a .raftsched.v1.ReportJobsResponse\x12L\n\tHeartbeat\x12\x1e.raftsched.v1.HeartbeatRequest\x1a\x1f.raftsched.v1.HeartbeatResponse\x12[\n\x10GetReplicaStatus\x12\".raftsched.v1.ReplicaStatusRequest\x1a#.raftsched.v1.ReplicaStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17raftsched/v1/node.proto\x12\x0craftsched.v1\x1a\x17raftsched/v1/jobs.proto\x1a\x1araftsched/v1/cluster.proto\"g\n\x08StartJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12#\n\x04spec\x18\x04 \x01(\x0b\x32\x15.raftsched.v1.JobSpec\"\x82\x01\n\x10StartJobsRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12$\n\x04jobs\x18\x03 \x03(\x0b\x32\x16.raftsched.v1.StartJob\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\x03\"%\n\x11StartJobsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"\xb7\x02\n\tJobReport\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.raftsched.v1.ReportKind\x12\n\n\x02\x61t\x18\x05 \x01(\x01\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x11\n\ttimed_out\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x13\n\x0bstdout_tail\x18\t \x01(\t\x12\x13\n\x0bstderr_tail\x18\n \x01(\t\x12\x15\n\rhas_exit_code\x18\x0b \x01(\x08\x12\x0c\n\x04lost\x18\x0c \x01(\x08\x12\x12\n\noom_killed\x18\r \x01(\x08\x12\x11\n\tisolation\x18\x0e \x01(\t\x12\x13\n\x0bresult_json\x18P \x01(\t\"N\n\x11ReportJobsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\x07reports\x18\x02 \x03(\x0b\x32\x17.raftsched.v1.JobReport\"&\n\x12ReportJobsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"H\n\x0eRunningAttempt\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\"\x8d\x03\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x14\n\x0craft_address\x18\x03 \x01(\t\x12)\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x17.raftsched.v1.Resources\x12:\n\x06labels\x18\x05 \x03(\x0b\x32*.raftsched.v1.HeartbeatRequest.LabelsEntry\x12-\n\x07running\x18\x06 \x03(\x0b\x32\x1c.raftsched.v1.RunningAttempt\x12\x13\n\x0bincarnation\x18\x07 \x01(\t\x12\x14\n\x0crunning_jobs\x18\x08 \x01(\x05\x12\x19\n\x11\x63pu_millis_in_use\x18\t \x01(\x03\x12\x19\n\x11memory_mib_in_use\x18\n \x01(\x03\x12\x16\n\x0e\x64\x65\x64icated_pool\x18\x46 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x01\n\x11HeartbeatResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12,\n\x06revoke\x18\x03 \x03(\x0b\x32\x1c.raftsched.v1.RunningAttempt\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\x12\x12\n\ngeneration\x18\x05 \x01(\x03\"\x16\n\x14ReplicaStatusRequest\"D\n\x15ReplicaStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x1b.raftsched.v1.ReplicaStatus*D\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x32\xd5\x02\n\tNodeAgent\x12L\n\tStartJobs\x12\x1e.raftsched.v1.StartJobsRequest\x1a\x1f.raftsched.v1.StartJobsResponse\x12O\n\nReportJobs\x12\x1f.raftsched.v1.ReportJobsRequest\x1a .raftsched.v1.ReportJobsResponse\x12L\n\tHeartbeat\x12\x1e.raftsched.v1.HeartbeatRequest\x1a\x1f.raftsched.v1.HeartbeatResponse\x12[\n\x10GetReplicaStatus\x12\".raftsched.v1.ReplicaStatusRequest\x1a#.raftsched.v1.ReplicaStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HEARTBEATREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_HEARTBEATREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_REPORTKIND']._serialized_start=1496
-  _globals['_REPORTKIND']._serialized_end=1564
+  _globals['_REPORTKIND']._serialized_start=1517
+  _globals['_REPORTKIND']._serialized_end=1585
   _globals['_STARTJOB']._serialized_start=94
   _globals['_STARTJOB']._serialized_end=197
   _globals['_STARTJOBSREQUEST']._serialized_start=200
@@ -44,23 +44,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTJOBSRESPONSE']._serialized_start=332
   _globals['_STARTJOBSRESPONSE']._serialized_end=369
   _globals['_JOBREPORT']._serialized_start=372
-  _globals['_JOBREPORT']._serialized_end=662
-  _globals['_REPORTJOBSREQUEST']._serialized_start=664
-  _globals['_REPORTJOBSREQUEST']._serialized_end=742
-  _globals['_REPORTJOBSRESPONSE']._serialized_start=744
-  _globals['_REPORTJOBSRESPONSE']._serialized_end=782
-  _globals['_RUNNINGATTEMPT']._serialized_start=784
-  _globals['_RUNNINGATTEMPT']._serialized_end=856
-  _globals['_HEARTBEATREQUEST']._serialized_start=859
-  _globals['_HEARTBEATREQUEST']._serialized_end=1256
-  _globals['_HEARTBEATREQUEST_LABELSENTRY']._serialized_start=1211
-  _globals['_HEARTBEATREQUEST_LABELSENTRY']._serialized_end=1256
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1259
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1400
-  _globals['_REPLICASTATUSREQUEST']._serialized_start=1402
-  _globals['_REPLICASTATUSREQUEST']._serialized_end=1424
-  _globals['_REPLICASTATUSRESPONSE']._serialized_start=1426
-  _globals['_REPLICASTATUSRESPONSE']._serialized_end=1494
-  _globals['_NODEAGENT']._serialized_start=1567
-  _globals['_NODEAGENT']._serialized_end=1908
+  _globals['_JOBREPORT']._serialized_end=683
+  _globals['_REPORTJOBSREQUEST']._serialized_start=685
+  _globals['_REPORTJOBSREQUEST']._serialized_end=763
+  _globals['_REPORTJOBSRESPONSE']._serialized_start=765
+  _globals['_REPORTJOBSRESPONSE']._serialized_end=803
+  _globals['_RUNNINGATTEMPT']._serialized_start=805
+  _globals['_RUNNINGATTEMPT']._serialized_end=877
+  _globals['_HEARTBEATREQUEST']._serialized_start=880
+  _globals['_HEARTBEATREQUEST']._serialized_end=1277
+  _globals['_HEARTBEATREQUEST_LABELSENTRY']._serialized_start=1232
+  _globals['_HEARTBEATREQUEST_LABELSENTRY']._serialized_end=1277
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1280
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1421
+  _globals['_REPLICASTATUSREQUEST']._serialized_start=1423
+  _globals['_REPLICASTATUSREQUEST']._serialized_end=1445
+  _globals['_REPLICASTATUSRESPONSE']._serialized_start=1447
+  _globals['_REPLICASTATUSRESPONSE']._serialized_end=1515
+  _globals['_NODEAGENT']._serialized_start=1588
+  _globals['_NODEAGENT']._serialized_end=1929
 # @@protoc_insertion_point(module_scope)

@@ -51,7 +51,7 @@ class StartJobsResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class JobReport(_message.Message):
-    __slots__ = ("job_id", "attempt", "fencing_token", "kind", "at", "exit_code", "timed_out", "error", "stdout_tail", "stderr_tail", "has_exit_code", "lost", "oom_killed", "isolation")
+    __slots__ = ("job_id", "attempt", "fencing_token", "kind", "at", "exit_code", "timed_out", "error", "stdout_tail", "stderr_tail", "has_exit_code", "lost", "oom_killed", "isolation", "result_json")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class JobReport(_message.Message):
     LOST_FIELD_NUMBER: _ClassVar[int]
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     fencing_token: int
@@ -80,7 +81,8 @@ class JobReport(_message.Message):
     lost: bool
     oom_killed: bool
     isolation: str
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., kind: _Optional[_Union[ReportKind, str]] = ..., at: _Optional[float] = ..., exit_code: _Optional[int] = ..., timed_out: _Optional[bool] = ..., error: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., lost: _Optional[bool] = ..., oom_killed: _Optional[bool] = ..., isolation: _Optional[str] = ...) -> None: ...
+    result_json: str
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., kind: _Optional[_Union[ReportKind, str]] = ..., at: _Optional[float] = ..., exit_code: _Optional[int] = ..., timed_out: _Optional[bool] = ..., error: _Optional[str] = ..., stdout_tail: _Optional[str] = ..., stderr_tail: _Optional[str] = ..., has_exit_code: _Optional[bool] = ..., lost: _Optional[bool] = ..., oom_killed: _Optional[bool] = ..., isolation: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class ReportJobsRequest(_message.Message):
     __slots__ = ("node_id", "reports")

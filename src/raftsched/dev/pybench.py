@@ -1,0 +1,118 @@
+"""Python task figures (issue 14), used by `scripts/bench --scenario pytasks`.
+
+On a fresh 3-node loopback cluster (TLS, ACLs, every state change committed on a
+Raft quorum, `python_workers` warm workers per node):
+- end to end: `tasks` no-op Python tasks submitted in batches through
+  `raftsched.Client.submit_many`, until all are SUCCEEDED: tasks/s;
+- the same for `tasks` no-op command jobs (`true`, a process each), on the same
+  cluster right after: the subprocess baseline under the same machine load;
+- round trip: one at a time, `Client.submit` then `Client.result` (a watch of the
+  job) on a client of the leader: submit -> result latency p50/p99.
+The no-op task is `raftsched.dev.pybench:noop`, importable from raftsched's source.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from raftsched import config as configmod
+from raftsched.client.api import Client
+from raftsched.dev.launcher import LocalCluster, write_config
+
+NOOP = "raftsched.dev.pybench:noop"
+
+
+def noop() -> None:
+    """The benchmark's task: nothing."""
+
+
+@dataclass
+class Figures:
+    tasks: int
+    workers_per_node: int
+    e2e_seconds: float
+    e2e_tasks_per_s: float
+    submit_seconds: float
+    failed: int
+    command_jobs_per_s: float
+    failed_reasons: list[str]
+    round_trips: int
+    rt_p50_ms: float
+    rt_p99_ms: float
+    rt_mean_ms: float
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
+
+
+def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200) -> Figures:
+    path = write_config(tmp, 3, cpu=200_000, mem=200_000, cluster_extra='log_level = "warning"',
+                        node_extra=[f"python_workers = {workers}"] * 3)
+    cfg = configmod.load(path)
+    lc = LocalCluster(cfg, log_dir=tmp / "logs")
+    lc.start()
+    try:
+        with Client(config=path) as c:
+            leader = c.jobs.wait_for_leader(30).leader_id
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and sum(n.alive for n in c.jobs.nodes()) < 3:
+                time.sleep(0.1)
+            c.result(c.submit(python=NOOP), timeout=60)  # warm: every worker imports on first use
+            e2e = _end_to_end(c, tasks, {"python": NOOP})
+            baseline = _end_to_end(c, tasks, {"command": ["true"]})[1]
+            reasons = sorted({f"{j.spec.python.target or 'command'}: {j.reason}"
+                              for j in c.list(["FAILED"])})[:10]
+        with Client([cfg.node(leader).grpc], config=path) as c:
+            lats = _round_trips(c, round_trips)
+    finally:
+        lc.stop()
+    return Figures(tasks, workers, *e2e, baseline, reasons, round_trips, pct(lats, 50) * 1e3, pct(lats, 99) * 1e3,
+                   statistics.fmean(lats) * 1e3)
+
+
+def _end_to_end(c: Client, n: int, what: dict[str, Any]) -> tuple[float, float, float, int]:
+    before = c.jobs.status().jobs_by_state.get("SUCCEEDED", 0)
+    t0 = time.perf_counter()
+    for i in range(0, n, 500):
+        c.submit_many([{**what, "cpu_millis": 10, "memory_mib": 1}] * min(500, n - i))
+    t_sub = time.perf_counter() - t0
+    while True:
+        st = c.jobs.status().jobs_by_state
+        done = st.get("SUCCEEDED", 0) - before + st.get("FAILED", 0)
+        if done >= n:
+            break
+        if time.perf_counter() - t0 > 600:
+            raise TimeoutError(f"only {done}/{n} tasks finished")
+        time.sleep(0.02)
+    el = time.perf_counter() - t0
+    return el, n / el, t_sub, st.get("FAILED", 0)
+
+
+def _round_trips(c: Client, n: int) -> list[float]:
+    lats = []
+    for _ in range(n):
+        t = time.perf_counter()
+        c.result(c.submit(python=NOOP, cpu_millis=10, memory_mib=1), timeout=60)
+        lats.append(time.perf_counter() - t)
+    return lats
+
+
+def report(f: Figures) -> str:
+    return (f"python tasks end to end  {f.e2e_tasks_per_s:8.0f} no-op tasks/s ({f.tasks} tasks in "
+            f"{f.e2e_seconds:.2f}s, submit {f.submit_seconds:.2f}s, {f.failed} failed, "
+            f"{f.workers_per_node} workers/node)\n"
+            f"command jobs end to end  {f.command_jobs_per_s:8.0f} no-op jobs/s (`true`, same cluster, "
+            f"for comparison)\n"
+            + "".join(f"  failed: {r}\n" for r in f.failed_reasons)
+            + f"python submit->result    p50 {f.rt_p50_ms:.2f} ms  p99 {f.rt_p99_ms:.2f} ms  "
+            f"mean {f.rt_mean_ms:.2f} ms ({f.round_trips} sequential round trips via Client.result)")
+
+
+def as_dict(f: Figures) -> dict[str, Any]:
+    return asdict(f)
