@@ -35,8 +35,8 @@ from raftsched.node.isolation import Isolation, Sandbox
 from raftsched.node.jobenv import Scratch, job_env
 from raftsched.node.lease import Lease
 from raftsched.node.output import OutputSink, Retention
-from raftsched.node.runas import Identity, RunAs
 from raftsched.node.reports import Report, ReportKind
+from raftsched.node.runas import Identity, RunAs
 
 if TYPE_CHECKING:
     from raftsched.node.pytasks.pool import PyPool
