@@ -348,8 +348,9 @@ def _main(argv: Sequence[str] | None) -> int:
         with connect(args) as client:
             try:
                 return int(args.func(args, client) or 0)
-            except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.UNAVAILABLE and client.tls is None:
+            except (grpc.RpcError, NoNodeReachable) as e:
+                unavailable = isinstance(e, NoNodeReachable) or e.code() == grpc.StatusCode.UNAVAILABLE
+                if unavailable and client.tls is None:
                     print("raftsched: no TLS files found (--ca/--cert/--key, $RAFTSCHED_CA..., or "
                           "<data_dir>/tls of --config): a TLS node refuses plaintext", file=sys.stderr)
                 raise
