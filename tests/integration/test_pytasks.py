@@ -156,6 +156,9 @@ def test_cancel_kills_the_running_task(tc: TestCluster, tmp_path: Path) -> None:
         jid = c.submit(python=f"{F}:sleep_then", args=[60, str(ledger)], constraints=on("n1"))
         tc.wait_until(lambda: ledger.exists() and ledger.read_text().strip() != "", 60, "the task to start")
         pid = int(ledger.read_text().split()[2])
+        # nothing changes meanwhile (no stream message): wait still gives up at its timeout
+        with pytest.raises(TimeoutError):
+            c.wait(jid, timeout=1.0)
         c.cancel(jid)
         assert c.wait(jid, timeout=60).state == jobs_pb2.CANCELLED
     tc.wait_until(lambda: pid not in pool_pids(tc, "n1"), 20, "the worker to be killed")

@@ -46,3 +46,20 @@ def test_unknown_enum_numbers_and_bad_floats() -> None:
         assert err is not None and err.startswith("after:"), err
     err = limits.check(scheduler_pb2.SubmitJobRequest(spec=jobs_pb2.JobSpec(timeout_seconds=math.nan)))
     assert err is not None and err.startswith("spec.timeout_seconds:")
+
+
+def test_every_report_a_node_makes_fits_the_agent_bounds() -> None:
+    """A node's FINISHED report carries what the node itself allows (a Python task's
+    return value up to MAX_RESULT_BYTES, output tails): the agent must accept it, or the
+    report would be refused forever (the CI failure of issue 14's tests)."""
+    from raftsched.core.pytask import MAX_RESULT_BYTES
+    from raftsched.node.reports import Report, ReportKind
+    from raftsched.node.worker import report_to_pb
+    from raftsched.v1 import node_pb2
+
+    r = Report("j1", 1, 7, ReportKind.FINISHED, 1.0, exit_code=0, stdout_tail="o" * 4000,
+               stderr_tail="e" * 4000, error="x" * 4000, result='"' + "r" * (MAX_RESULT_BYTES - 2) + '"')
+    req = node_pb2.ReportJobsRequest(node_id="n1", reports=[report_to_pb(r)])
+    assert limits.check(req) is None
+    req.reports[0].result_json += "x"
+    assert limits.check(req) == f"reports[0].result_json: {MAX_RESULT_BYTES + 1} characters; at most {MAX_RESULT_BYTES}"

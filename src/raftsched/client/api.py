@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -193,6 +194,11 @@ def wait_terminal(nodes: JobsClient, job_ids: Sequence[str],
     deadline = None if timeout is None else time.monotonic() + timeout
     watcher = JobWatcher(nodes.addresses, job_ids=list(left), send_initial=True, token=nodes.token,
                          tls=nodes.tls)
+    # an idle cluster sends nothing on the stream: the deadline ends it from a timer
+    timer = None if timeout is None else threading.Timer(max(0.0, timeout), watcher.cancel)
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         for resp in watcher.responses():
             for ev in resp.events:
@@ -201,10 +207,11 @@ def wait_terminal(nodes: JobsClient, job_ids: Sequence[str],
                     left.discard(ev.job.id)
             if not left:
                 return done
-            # an idle stream still sends its position every second: the deadline is seen
             if deadline is not None and time.monotonic() > deadline:
                 break
     finally:
+        if timer is not None:
+            timer.cancel()
         watcher.cancel()
     raise TimeoutError(f"{len(left)} of {len(job_ids)} jobs not finished after {timeout}s")
 

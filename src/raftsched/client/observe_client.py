@@ -40,9 +40,12 @@ class JobWatcher:
         self.connected_to = ""
         self.synced = False
         self._call: grpc.Future | None = None
+        self._cancelled = False
         self._i = 0
 
     def cancel(self) -> None:
+        """End `responses()` (from any thread): it returns instead of reconnecting."""
+        self._cancelled = True
         if self._call is not None:
             self._call.cancel()
 
@@ -58,11 +61,13 @@ class JobWatcher:
     def responses(self) -> Iterator[events_pb2.WatchJobsResponse]:
         """Every response (events and position-only progress), reconnecting as needed."""
         down_since: float | None = None
-        while True:
+        while not self._cancelled:
             addr = self.addresses[self._i % len(self.addresses)]
             with open_token_channel(addr, self.token, OWN_POOL, self.tls) as ch:
                 stub = events_pb2_grpc.EventsStub(ch)
                 self._call = stub.WatchJobs(self._request())
+                if self._cancelled:  # cancelled while this call was being made
+                    self._call.cancel()
                 self.connected_to = addr
                 try:
                     for resp in self._call:
@@ -73,7 +78,7 @@ class JobWatcher:
                         yield resp
                     return
                 except grpc.RpcError as e:
-                    if e.code() == grpc.StatusCode.CANCELLED and self._call.cancelled():
+                    if e.code() == grpc.StatusCode.CANCELLED and (self._cancelled or self._call.cancelled()):
                         return
                     if e.code() not in RECONNECT:
                         raise

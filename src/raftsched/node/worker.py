@@ -9,6 +9,8 @@ answer lists attempts the node no longer owns, which are killed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import time
 
 import grpc
@@ -26,6 +28,7 @@ log = structlog.get_logger("raftsched.node.worker")
 MAX_REPORTS_PER_CALL = 5000
 ERROR_CHARS = 4000  # below the NodeAgent bounds (rpc/bounds.py): a report is never refused
 ISOLATION_CHARS = 512
+REFUSED = "the attempt's report was refused by the leader: "
 
 
 def report_to_pb(r: Report) -> node_pb2.JobReport:
@@ -76,12 +79,36 @@ class Reporter:
                 try:
                     await stub.ReportJobs(req, timeout=5.0)
                 except grpc.aio.AioRpcError as e:
+                    if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                        self._refused(len(batch), e.details() or "")
+                        continue
                     log.debug("report not delivered; retrying", code=str(e.code()),
                               details=e.details(), n=len(batch))
                     await asyncio.sleep(0.05)
                     continue
                 del self.queue[: len(batch)]
                 self.sent += len(batch)
+
+    def _refused(self, n: int, details: str) -> None:
+        """The leader refused a batch as malformed (a report out of the NodeAgent bounds;
+        the node is meant never to make one). Retrying it as it is would block every later
+        report forever: the named report is replaced by a bare failure of its attempt
+        (a STARTED one dropped; a bare report refused again is dropped too)."""
+        m = re.match(r"reports\[(\d+)\]", details)
+        i = int(m.group(1)) if m and int(m.group(1)) < n else None
+        if i is None:
+            log.error("report batch refused; dropped", details=details, n=n)
+            del self.queue[:n]
+            return
+        r = self.queue[i]
+        log.error("report refused; replaced by a failure", job=r.job_id, attempt=r.attempt,
+                  details=details)
+        if r.kind is ReportKind.STARTED or r.error.startswith(REFUSED):
+            del self.queue[i]
+        else:
+            self.queue[i] = dataclasses.replace(
+                r, exit_code=None, error=f"{REFUSED}{details}"[:ERROR_CHARS], stdout_tail="",
+                stderr_tail="", isolation="", result="", timed_out=False)
 
 
 class Heartbeater:

@@ -18,6 +18,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from raftsched.core.pytask import MAX_RESULT_BYTES
+
 MAX_MESSAGE_BYTES = 16 << 20  # gRPC max receive size of the public API (server and client)
 DEFAULT_STRING = 256
 DEFAULT_COUNT = 1000
@@ -41,6 +43,7 @@ STRING_LIMITS: dict[str, int] = {
     "target": 512,
     "args_json": 64 * 1024,
     "kwargs_json": 64 * 1024,
+    "result_json": MAX_RESULT_BYTES,  # a report's return value (the node fails larger ones)
 }
 COUNT_LIMITS: dict[str, int] = {
     "specs": 10_000,

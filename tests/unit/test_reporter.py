@@ -1,0 +1,72 @@
+"""The node's reporter: a report the leader refuses as malformed must not block the
+reports queued behind it (it is replaced by a bare failure of its attempt)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+from raftsched.node.reports import Report, ReportKind
+from raftsched.node.worker import REFUSED, Reporter
+from raftsched.rpc import bounds
+from raftsched.v1 import node_pb2
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Leader:
+    """A leader stub that checks bounds as the real agent does and records what it took."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken: list[node_pb2.JobReport] = []
+
+    async def ReportJobs(self, req: node_pb2.ReportJobsRequest, timeout: float) -> Any:
+        for i, r in enumerate(req.reports):
+            if len(r.stdout_tail) > self.limit:
+                raise grpc.aio.AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(),
+                                           grpc.aio.Metadata(),
+                                           details=f"reports[{i}].stdout_tail: too long")
+        err = bounds.check(req)
+        if err:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata(), details=err)
+        self.taken += list(req.reports)
+        return node_pb2.ReportJobsResponse(accepted=len(req.reports))
+
+
+class Peers:
+    def __init__(self, stub: Leader) -> None:
+        self.stub = stub
+
+    def leader_agent_stub(self) -> Leader:
+        return self.stub
+
+
+def test_a_refused_report_does_not_block_the_queue() -> None:
+    leader = Leader(limit=10)
+    rep = Reporter("n1", Peers(leader))  # type: ignore[arg-type]
+    rep.push(Report("a", 1, 1, ReportKind.STARTED, 1.0))
+    rep.push(Report("a", 1, 1, ReportKind.FINISHED, 2.0, exit_code=0, stdout_tail="x" * 50))
+    rep.push(Report("b", 1, 2, ReportKind.STARTED, 1.0, stdout_tail="y" * 50))
+    rep.push(Report("c", 1, 3, ReportKind.FINISHED, 2.0, exit_code=0, stdout_tail="ok"))
+
+    async def go() -> None:
+        task = asyncio.create_task(rep.run())
+        for _ in range(100):
+            if not rep.queue:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(go())
+    assert not rep.queue
+    got = {(r.job_id, r.kind): r for r in leader.taken}
+    assert set(got) == {("a", node_pb2.STARTED), ("a", node_pb2.FINISHED), ("c", node_pb2.FINISHED)}
+    failed = got[("a", node_pb2.FINISHED)]
+    assert not failed.has_exit_code and failed.error.startswith(REFUSED) and failed.stdout_tail == ""
+    assert "reports[1].stdout_tail" in failed.error
+    assert got[("c", node_pb2.FINISHED)].stdout_tail == "ok"  # the reports behind went through
