@@ -192,8 +192,9 @@ def wait_terminal(nodes: JobsClient, job_ids: Sequence[str],
     left: set[str] = set(job_ids)
     done: dict[str, jobs_pb2.Job] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
-    watcher = JobWatcher(nodes.addresses, job_ids=list(left), send_initial=True, token=nodes.token,
-                         tls=nodes.tls)
+    addrs, channel = nodes.current_channel()
+    watcher = JobWatcher(addrs, job_ids=list(left), send_initial=True, token=nodes.token,
+                         tls=nodes.tls, channel=channel)
     # an idle cluster sends nothing on the stream: the deadline ends it from a timer
     timer = None if timeout is None else threading.Timer(max(0.0, timeout), watcher.cancel)
     if timer is not None:

@@ -65,6 +65,12 @@ class NodesClient:
         self._current = 0
         self.fail_fast = fail_fast
 
+    def current_channel(self) -> tuple[list[str], grpc.Channel]:
+        """The addresses starting with the node calls go to now, and its open channel."""
+        i = self._current % len(self.addresses)
+        addrs = self.addresses[i:] + self.addresses[:i]
+        return addrs, self._channels[addrs[0]]
+
     def close(self) -> None:
         for ch in self._channels.values():
             ch.close()

@@ -7,6 +7,7 @@ Raft (index, ordinal) pairs, the same on every node, so nothing is missed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,8 +29,11 @@ class JobWatcher:
                  states: Sequence[int] = (), node_id: str = "",
                  resume_from: tuple[int, int] | None = None, send_initial: bool = False,
                  reconnect_for: float = 20.0, token: str | None = None,
-                 tls: ClientTLS | None = None) -> None:
+                 tls: ClientTLS | None = None, channel: grpc.Channel | None = None) -> None:
+        """`channel`: an open channel to `addresses[0]` for the first connection (the
+        caller's, left open); reconnections open channels of their own."""
         self.addresses = list(addresses)
+        self._first = channel
         self.token = token
         self.tls = tls
         self.base = events_pb2.WatchJobsRequest(job_ids=job_ids, workflow_id=workflow_id,
@@ -63,7 +67,9 @@ class JobWatcher:
         down_since: float | None = None
         while not self._cancelled:
             addr = self.addresses[self._i % len(self.addresses)]
-            with open_token_channel(addr, self.token, OWN_POOL, self.tls) as ch:
+            ch = self._first or open_token_channel(addr, self.token, OWN_POOL, self.tls)
+            owned, self._first = self._first is None, None
+            with contextlib.nullcontext(ch) if not owned else ch:
                 stub = events_pb2_grpc.EventsStub(ch)
                 self._call = stub.WatchJobs(self._request())
                 if self._cancelled:  # cancelled while this call was being made

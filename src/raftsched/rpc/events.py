@@ -29,6 +29,7 @@ from raftsched.v1 import events_pb2, events_pb2_grpc, jobs_pb2
 log = structlog.get_logger("raftsched.events")
 
 BATCH = 500
+DIRECT_IDS = 1000  # an initial send for at most this many named jobs is looked up, not scanned
 PROGRESS_EVERY = 1.0  # seconds between position-only messages while idle
 MAX_CHUNK = 1 << 20
 GET_LIMIT = 16 << 20  # GetJobOutput returns at most this much of each stream (the end)
@@ -164,8 +165,13 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         elif request.send_initial:
             with self.replica.lock:  # jobs are immutable: copy the references, filter outside
                 index = self.replica.state.applied_index
-                everything = list(self.replica.state.jobs.values())
-            jobs = await self.reads.run(context, "WatchJobs send_initial", _initial, everything, filt)
+                table = self.replica.state.jobs
+                named = filt.job_ids and len(filt.job_ids) <= DIRECT_IDS
+                picked = [table[i] for i in filt.job_ids if i in table] if named else list(table.values())
+            if named:  # a few named jobs (Client.wait): no scan, no expensive-read slot
+                jobs = _initial(picked, filt)
+            else:
+                jobs = await self.reads.run(context, "WatchJobs send_initial", _initial, picked, filt)
             after = (index, ENTRY_END)
             cursor = hub.cursor_after(max(after, hub.floor))
             for i in range(0, len(jobs), BATCH):
