@@ -137,6 +137,19 @@ class CheckQuorum:
         """Follower: an append_entries of a current leader arrived within `seconds`."""
         return now() - self.leader_heard < seconds
 
+    def contact_age(self) -> float:
+        """Leader: seconds since a majority (itself included) last answered; otherwise:
+        seconds since an append_entries of a current leader arrived (inf: never)."""
+        t = now()
+        if not self.leading():
+            return t - self.leader_heard
+        try:
+            times = sorted(list(self.heard.values()), reverse=True)
+        except RuntimeError:
+            return float("inf")
+        need = (len(times) + 1) // 2  # peers needed besides this node for a majority
+        return 0.0 if need == 0 else t - times[need - 1]
+
     def heard_majority_within(self, seconds: float) -> bool:
         """Leader, and a majority (itself included) answered within the last `seconds`."""
         return self.leading() and self._count(self.heard, now() - seconds)

@@ -187,6 +187,15 @@ class RaftNode:
         cq = self.syncobj.rs_checkquorum()
         return cq is not None and not self.is_leader() and cq.leader_heard_within(seconds)
 
+    def contact_age(self) -> float | None:
+        """Seconds since this leader heard from a majority, or this follower from its
+        leader (None: never, or Raft not running yet)."""
+        cq = self.syncobj.rs_checkquorum()
+        if cq is None:
+            return None
+        age = cq.contact_age()
+        return None if age == float("inf") else age
+
     def read_index_begin(self) -> tuple[int, int, float] | None:
         """ReadIndex, step 1 (leader): (term, commit index, arrival time), or None when this
         node does not lead or has not yet committed an entry of its own term."""
