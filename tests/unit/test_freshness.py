@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
+from raftsched.core.freshness import stale_warning
 from raftsched.rpc import freshness as fr
 from raftsched.rpc.freshness import Freshness, FreshnessInterceptor, Unavailable
 from raftsched.v1 import cluster_pb2, node_pb2, scheduler_pb2
@@ -82,11 +83,22 @@ def test_stale_means_no_contact_within_the_election_timeout():
 
 def test_metadata_round_trips_through_the_client_parser():
     md = fr.judge("n3", 42, "n1", 2.5, TIMEOUT).metadata()
-    assert dict(md) == {fr.APPLIED_INDEX: "42", fr.LEADER: "n1", fr.STALE: "1",
+    assert dict(md) == {fr.NODE: "n3", fr.APPLIED_INDEX: "42", fr.LEADER: "n1", fr.STALE: "1",
                         fr.CONTACT_AGE: "2.500"}
-    assert fr.parse(md) == {"applied_index": 42, "leader": "n1", "stale": True, "contact_age": 2.5}
+    assert fr.parse(md) == {"node": "n3", "applied_index": 42, "leader": "n1", "stale": True,
+                            "contact_age": 2.5}
     assert fr.parse((("other", "x"),)) is None  # an older server: no freshness at all
     assert fr.parse(fr.judge("n3", 1, "", None, TIMEOUT).metadata())["contact_age"] is None
+
+
+def test_stale_warning_names_the_node_and_how_long():
+    f = fr.parse(fr.judge("n3", 42, "n1", 2.5, TIMEOUT).metadata())
+    assert stale_warning(f) == ("warning: n3 has not heard from a leader for 2.5 s; this answer "
+                                "may be stale (use --consistent)")
+    assert "n1 has not heard from a majority" in stale_warning(
+        fr.parse(fr.judge("n1", 42, "n1", 1.0, TIMEOUT).metadata()))
+    assert "since it started" in stale_warning(fr.parse(fr.judge("n3", 0, "", None, TIMEOUT).metadata()))
+    assert stale_warning(fr.parse(fr.judge("n3", 42, "n1", 0.1, TIMEOUT).metadata())) is None
 
 
 def test_every_public_read_and_no_write_gets_freshness():

@@ -29,62 +29,32 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from raftsched.config import ClusterConfig
 from raftsched.core.acl import Perm
+from raftsched.core.freshness import (
+    APPLIED_INDEX,
+    CONTACT_AGE,
+    LEADER,
+    NODE,
+    STALE,
+    Fresh,
+    judge,
+    parse,
+)
 from raftsched.ports import Peers, RaftStatus, ReplicaView
 from raftsched.rpc.auth import METHODS
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
-APPLIED_INDEX = "x-raftsched-applied-index"
-LEADER = "x-raftsched-leader"
-STALE = "x-raftsched-stale"
-CONTACT_AGE = "x-raftsched-contact-age"
+__all__ = ["APPLIED_INDEX", "CONTACT_AGE", "LEADER", "NODE", "READ_METHODS", "STALE", "Fresh", "Freshness",
+           "FreshnessInterceptor", "Unavailable", "judge", "parse"]
+
 READ_METHODS = frozenset(m for m, p in METHODS.items() if p is Perm.READ)
 CONSISTENT_DEADLINE = 3.0  # seconds a consistent read may wait for its read index
 POLL = 0.003
-
-
-@dataclass(frozen=True)
-class Fresh:
-    node: str
-    applied_index: int
-    leader: str
-    stale: bool
-    contact_age: float | None  # seconds since the leader (majority) was last heard
-
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        age = "" if self.contact_age is None else f"{self.contact_age:.3f}"
-        return ((APPLIED_INDEX, str(self.applied_index)), (LEADER, self.leader),
-                (STALE, "1" if self.stale else "0"), (CONTACT_AGE, age))
-
-
-def judge(node: str, applied: int, leader: str, contact_age: float | None, timeout: float) -> Fresh:
-    """Stale unless the leader (a follower's) or a majority (a leader's) was heard
-    within `timeout`."""
-    stale = contact_age is None or not contact_age < timeout
-    return Fresh(node, applied, leader, stale, contact_age)
-
-
-def parse(metadata: Any) -> dict[str, Any] | None:
-    """The freshness a response's metadata carries (client side); None if it has none."""
-    md = {k: (v if isinstance(v, str) else v.decode(errors="replace")) for k, v in metadata or ()}
-    if STALE not in md:
-        return None
-    try:
-        applied = int(md.get(APPLIED_INDEX, "0"))
-    except ValueError:
-        applied = 0
-    try:
-        age: float | None = float(md[CONTACT_AGE]) if md.get(CONTACT_AGE) else None
-    except ValueError:
-        age = None
-    return {"applied_index": applied, "leader": md.get(LEADER, ""), "stale": md[STALE] == "1",
-            "contact_age": age}
 
 
 class Unavailable(Exception):
