@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from raftsched.core import freshness
+from raftsched.dev.elections import raft_views
 from raftsched.v1 import jobs_pb2, scheduler_pb2, scheduler_pb2_grpc
 from tests.support.netns import NetnsCluster, netns_available
 
@@ -119,5 +120,37 @@ def test_cut_off_follower_reads_are_marked_stale_and_consistent_reads_refused() 
                      f"a consistent read on {cut} after the heal")
         code, _, fresh, job = get(c, cut, during, consistent=True)
         assert job is not None and job.id == during and fresh is not None and not fresh["stale"]
+    finally:
+        c.close()
+
+
+@pytest.mark.skipif(why is not None, reason=why or "")
+def test_cut_off_leader_steps_down_and_says_stale() -> None:
+    """Check-quorum on real processes: the leader cut off from both followers (clients
+    still reach it) steps down within about the election timeout, its plain reads say
+    stale, its consistent reads are refused, and the majority elects another leader."""
+    c = NetnsCluster()
+    try:
+        c.start()
+        leader = c.wait_ready(60)
+        others = [n for n in ("n1", "n2", "n3") if n != leader]
+        job = c.client(leader).submit(jobs_pb2.JobSpec(command=["true"]))
+        assert get(c, leader, job)[2]["stale"] is False  # type: ignore[index]
+        for o in others:
+            c.split(leader, o)
+        time.sleep(2.5 * EMAX)  # past check-quorum's EMAX, before pysyncobj's own 2.4 s fallback
+        views = raft_views(c.cfg, [leader])
+        assert views[leader]["checkquorum_stepdowns"] == 1  # raftsched_raft_safety_events
+        assert views[leader].get("role_leader", 0) == 0
+        code, _, fresh, _ = get(c, leader, job)
+        assert code == grpc.StatusCode.OK and fresh is not None and fresh["stale"] is True
+        assert fresh["leader"] != leader  # it no longer leads
+        code, details, _, _ = get(c, leader, job, consistent=True)
+        assert code == grpc.StatusCode.UNAVAILABLE and f"no leader reachable from {leader}" in details
+        status = c.client(others[0]).wait_for_leader(30)
+        assert status.leader_id in others
+        r = cli(c, leader, "leader", "--json")
+        assert f"warning: {leader} has not heard from a leader" in r.stderr
+        assert json.loads(r.stdout)["freshness"]["stale"] is True
     finally:
         c.close()
