@@ -198,3 +198,21 @@ def test_interceptor_step_sends_metadata_and_honours_consistent(monkeypatch):
         asyncio.run(icpt._before(req, Context()))
     asyncio.run(icpt._before(scheduler_pb2.ListJobsRequest(), Context()))
     assert called == [True, True, True]
+
+
+def test_consistent_read_retries_while_a_leader_gets_ready(monkeypatch):
+    """A leader elected a moment ago has no read index until its no-op commits: the
+    follower asks again within the deadline instead of failing at once."""
+    class Later(Stub):
+        calls = 0
+
+        async def ReadIndex(self, request: node_pb2.ReadIndexRequest, timeout: float) -> Any:
+            Later.calls += 1
+            if Later.calls < 3:
+                raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                           grpc.aio.Metadata(), details="not ready")
+            return node_pb2.ReadIndexResponse(read_index=5, term=4)
+
+    monkeypatch.setattr(fr.node_pb2_grpc, "NodeAgentStub", Later)
+    asyncio.run(make(Raft(), applied=5).barrier(Context()))
+    assert Later.calls == 3

@@ -13,7 +13,6 @@ so the tick thread never stalls on a large state.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,13 +168,8 @@ class RaftNode:
             return False
         cfg = self.cfg
         window = cfg.election_timeout_min + (cfg.heartbeat_ttl - cfg.lease) / 2
-        horizon = time.monotonic() - window
-        try:
-            seen = list(self.syncobj._SyncObj__lastResponseTime.values())
-        except RuntimeError:  # resized by the tick thread while we looked: ask again next time
-            return False
-        acks = 1 + sum(1 for t in seen if t > horizon)
-        return acks > len(cfg.nodes) / 2
+        # the check-quorum clock: replies of this leadership only (no grace at election)
+        return self.heard_majority_within(window)
 
     def heard_majority_within(self, seconds: float) -> bool:
         """Leader, and a majority (itself included) answered it within `seconds`."""

@@ -55,6 +55,7 @@ __all__ = ["APPLIED_INDEX", "CONTACT_AGE", "LEADER", "NODE", "READ_METHODS", "ST
 READ_METHODS = frozenset(m for m, p in METHODS.items() if p is Perm.READ)
 CONSISTENT_DEADLINE = 3.0  # seconds a consistent read may wait for its read index
 POLL = 0.003
+RETRY_PAUSE = 0.05  # between attempts to get a read index
 
 
 class Unavailable(Exception):
@@ -115,17 +116,26 @@ class Freshness:
         if remaining is not None:
             budget = min(budget, remaining)
         deadline = time.monotonic() + budget
-        try:
-            index = await self.read_index(deadline)
-            while self.replica.state.applied_index < index:
-                if time.monotonic() >= deadline:
-                    raise Unavailable(f"{self.me_id} has not applied index {index} in time")
-                await asyncio.sleep(POLL)
-        except Unavailable as e:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                f"no leader reachable from {self.me_id} ({e}): a consistent read cannot be "
-                "served; retry or read without --consistent (stale)")
+        while True:
+            try:
+                index = await self.read_index(deadline)
+                break
+            except Unavailable as e:
+                # an election in progress, a leader not ready yet: ask again until the deadline
+                if time.monotonic() + RETRY_PAUSE >= deadline:
+                    await self._refuse(context, e)
+                await asyncio.sleep(RETRY_PAUSE)
+        while self.replica.state.applied_index < index:
+            if time.monotonic() >= deadline:
+                await self._refuse(context, Unavailable(
+                    f"{self.me_id} has not applied index {index} in time"))
+            await asyncio.sleep(POLL)
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, e: Unavailable) -> None:
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            f"no leader reachable from {self.me_id} ({e}): a consistent read cannot be "
+            "served; retry or read without --consistent (stale)")
 
 
 class FreshnessInterceptor(grpc.aio.ServerInterceptor):
