@@ -131,14 +131,7 @@ def test_cut_off_leader_steps_down_and_says_stale() -> None:
     stale, its consistent reads are refused, and the majority elects another leader."""
     c = NetnsCluster()
     try:
-        c.start()
-        leader = c.wait_ready(60)
-        others = [n for n in ("n1", "n2", "n3") if n != leader]
-        job = c.client(leader).submit(jobs_pb2.JobSpec(command=["true"]))
-        assert get(c, leader, job)[2]["stale"] is False  # type: ignore[index]
-        for o in others:
-            c.split(leader, o)
-        time.sleep(2.5 * EMAX)  # past check-quorum's EMAX, before pysyncobj's own 2.4 s fallback
+        leader, others, job = cut_leader(c)
         views = raft_views(c.cfg, [leader])
         assert views[leader]["checkquorum_stepdowns"] == 1  # raftsched_raft_safety_events
         assert views[leader].get("role_leader", 0) == 0
@@ -154,3 +147,36 @@ def test_cut_off_leader_steps_down_and_says_stale() -> None:
         assert json.loads(r.stdout)["freshness"]["stale"] is True
     finally:
         c.close()
+
+
+@pytest.mark.skipif(why is not None, reason=why or "")
+def test_without_check_quorum_the_cut_off_leader_keeps_leading_but_says_stale() -> None:
+    """The same cut with `check_quorum = false`: the old leader still leads after the time
+    check-quorum needs (so the test above can fail), yet its reads say stale and its
+    consistent reads are refused (the ReadIndex round cannot complete)."""
+    c = NetnsCluster(cluster_extra="check_quorum = false")
+    try:
+        leader, _, job = cut_leader(c)
+        views = raft_views(c.cfg, [leader])
+        assert views[leader]["checkquorum_stepdowns"] == 0
+        assert views[leader]["role_leader"] == 1
+        code, _, fresh, _ = get(c, leader, job)
+        assert code == grpc.StatusCode.OK and fresh is not None and fresh["stale"] is True
+        code, details, _, _ = get(c, leader, job, consistent=True, timeout=1.0)
+        assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), details
+    finally:
+        c.close()
+
+
+def cut_leader(c: NetnsCluster) -> tuple[str, list[str], str]:
+    """Start, submit a job, cut the leader from both followers, wait 2.5 timeouts: past
+    check-quorum's EMAX, before pysyncobj's own 2.4 s fallback."""
+    c.start()
+    leader = c.wait_ready(60)
+    others = [n for n in ("n1", "n2", "n3") if n != leader]
+    job = c.client(leader).submit(jobs_pb2.JobSpec(command=["true"]))
+    assert get(c, leader, job)[2]["stale"] is False  # type: ignore[index]
+    for o in others:
+        c.split(leader, o)
+    time.sleep(2.5 * EMAX)
+    return leader, others, job
