@@ -70,6 +70,21 @@ class CheckQuorum:
         self.last_tick: float | None = None
         self.leader_heard = float("-inf")  # last append_entries of a current leader (follower)
 
+    @classmethod
+    def install(cls, so: Any, enabled: bool = True) -> CheckQuorum:
+        """The clock of `so` (on its tick thread), which from now on stamps its send time
+        on each append_entries it sends; a SafeSyncObj follower echoes it in its reply."""
+        transport = so._SyncObj__transport
+        send = transport.send
+
+        def stamped_send(node: Any, message: Any) -> Any:
+            if isinstance(message, dict) and message.get("type") == "append_entries":
+                message[SENT_KEY] = now()
+            return send(node, message)
+
+        transport.send = stamped_send
+        return cls(so, enabled)
+
     def _timeout(self) -> float:
         return float(self.so._SyncObj__conf.raftMaxTimeout)
 

@@ -179,20 +179,6 @@ class SafeSyncObj(SyncObj):
         """The leader's per-peer contact clock (None before the first tick)."""
         return self._rs_checkquorum
 
-    def _rs_hook_transport(self) -> CheckQuorum:
-        """First tick: stamp this node's send time on each append_entries it sends (the
-        follower echoes it; see `checkquorum`), and start the check-quorum clock."""
-        transport = self._SyncObj__transport
-        send = transport.send
-
-        def stamped_send(node, message):
-            if isinstance(message, dict) and message.get("type") == "append_entries":
-                message[SENT_KEY] = _syncobj_module.monotonicTime()
-            return send(node, message)
-
-        transport.send = stamped_send
-        return CheckQuorum(self, enabled=self._rs_want_checkquorum)
-
     # -- durability hooks -------------------------------------------------
     def _onTick(self, timeToWait=0.0):
         journal = self._rs_journal
@@ -208,7 +194,8 @@ class SafeSyncObj(SyncObj):
             prevote.before_tick()
         checkquorum = self._rs_checkquorum
         if checkquorum is None:
-            checkquorum = self._rs_checkquorum = self._rs_hook_transport()
+            # first tick: start the clock, stamp the append_entries this node sends
+            checkquorum = self._rs_checkquorum = CheckQuorum.install(self, self._rs_want_checkquorum)
         checkquorum.before_tick()
         started = time.monotonic()
         super()._onTick(timeToWait)
