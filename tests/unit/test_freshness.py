@@ -200,6 +200,15 @@ def test_interceptor_step_sends_metadata_and_honours_consistent(monkeypatch):
     assert called == [True, True, True]
 
 
+def test_refusal_comes_before_the_callers_deadline():
+    f = make(Raft(leader_id=None, age=None))
+    t0 = time.monotonic()
+    with pytest.raises(Aborted) as e:
+        asyncio.run(f.barrier(Context(remaining=0.8)))
+    assert e.value.code == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - t0 <= 0.8 - fr.ANSWER_MARGIN + 0.1
+
+
 def test_consistent_read_retries_while_a_leader_gets_ready(monkeypatch):
     """A leader elected a moment ago has no read index until its no-op commits: the
     follower asks again within the deadline instead of failing at once."""

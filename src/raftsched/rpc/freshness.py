@@ -56,6 +56,7 @@ READ_METHODS = frozenset(m for m, p in METHODS.items() if p is Perm.READ)
 CONSISTENT_DEADLINE = 3.0  # seconds a consistent read may wait for its read index
 POLL = 0.003
 RETRY_PAUSE = 0.05  # between attempts to get a read index
+ANSWER_MARGIN = 0.3  # seconds kept from the caller's deadline to send the refusal
 
 
 class Unavailable(Exception):
@@ -114,7 +115,8 @@ class Freshness:
         budget = CONSISTENT_DEADLINE
         remaining = context.time_remaining()
         if remaining is not None:
-            budget = min(budget, remaining)
+            # answer UNAVAILABLE (with the reason) before the caller's deadline cuts us off
+            budget = min(budget, max(0.0, remaining - ANSWER_MARGIN))
         deadline = time.monotonic() + budget
         while True:
             try:
