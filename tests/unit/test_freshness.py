@@ -225,3 +225,41 @@ def test_consistent_read_retries_while_a_leader_gets_ready(monkeypatch):
     monkeypatch.setattr(fr.node_pb2_grpc, "NodeAgentStub", Later)
     asyncio.run(make(Raft(), applied=5).barrier(Context()))
     assert Later.calls == 3
+
+
+def test_client_sets_consistent_and_reports_stale_answers():
+    """client.Client: `consistent` is set on every read that has the field, and the
+    freshness of each answer is kept (and reported when stale)."""
+    from raftsched.client.client import Client
+
+    seen: list[Any] = []
+
+    class Call:
+        def initial_metadata(self) -> Any:
+            return fr.judge("n3", 9, "n1", 2.0, TIMEOUT).metadata()
+
+    class Method:
+        def with_call(self, request: Any, timeout: float) -> Any:
+            seen.append(request)
+            return "answer", Call()
+
+    class FakeStub:
+        def __init__(self, channel: Any) -> None:
+            self.GetJob = self.ClusterStatus = Method()
+
+    c = Client(["127.0.0.1:1"], tls=None)
+    try:
+        stale: list[dict] = []
+        c.on_stale = stale.append
+        assert c._invoke(FakeStub, "GetJob", scheduler_pb2.GetJobRequest(job_id="j")) == "answer"
+        assert seen[-1].consistent is False
+        c.consistent = True
+        c._invoke(FakeStub, "GetJob", scheduler_pb2.GetJobRequest(job_id="j"))
+        assert seen[-1].consistent is True and seen[-1].job_id == "j"
+        c._invoke(FakeStub, "ClusterStatus", cluster_pb2.ClusterStatusRequest(include_replicas=True))
+        assert seen[-1].consistent is True and seen[-1].include_replicas is True
+        assert c.last_freshness == {"node": "n3", "applied_index": 9, "leader": "n1", "stale": True,
+                                    "contact_age": 2.0}
+        assert len(stale) == 3
+    finally:
+        c.close()
