@@ -93,6 +93,7 @@ class ClusterConfig:
     acl: bool = True  # client calls need a token (see docs/security.md)
     insecure_i_know: bool = False  # allow a non-loopback node without TLS/ACL/strong secret
     pre_vote: bool = True  # Raft pre-vote + leader stickiness (replica/prevote.py)
+    check_quorum: bool = True  # a leader without a majority for a timeout steps down (replica/checkquorum.py)
 
     def is_local(self) -> bool:
         """Every node listens on loopback: a cluster on this machine only."""
@@ -382,6 +383,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         acl=_flag(c, "acl", True, p),
         insecure_i_know=insecure,
         pre_vote=_flag(c, "pre_vote", True, p),
+        check_quorum=_flag(c, "check_quorum", True, p),
     )
 
 

@@ -37,7 +37,7 @@ class FakeClock:
 
 class SimNet:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, n: int = 3, pre_vote: bool = True,
-                 seed: int = 1) -> None:
+                 seed: int = 1, check_quorum: bool = True) -> None:
         self.clock = FakeClock()
         monkeypatch.setattr("pysyncobj.syncobj.monotonicTime", self.clock)
         rng = random.Random(seed)
@@ -64,7 +64,8 @@ class SimNet:
             others = [a for o, a in self.addr.items() if o != nid]
             self.recs[nid] = rec
             self.nodes[nid] = SafeSyncObj(self.addr[nid], others, conf, consumers=[rec],
-                                          transportClass=_Transport, pre_vote=pre_vote)
+                                          transportClass=_Transport, pre_vote=pre_vote,
+                                          check_quorum=check_quorum)
         for t in self.transports.values():
             t.connect_all()
 

@@ -216,3 +216,14 @@ def timeline(j: jobs_pb2.Job) -> str:
             cells.append(t.reason)
         lines.append("  ".join(cells))
     return "\n".join(lines)
+
+
+def freshness_json(client: Any) -> dict[str, Any] | None:
+    """The `freshness` field of a read's --json output: which node answered, its applied
+    index, the leader it knows, whether it may be stale (null: an older server)."""
+    f = getattr(client, "last_freshness", None)
+    if f is None:
+        return None
+    return {"node": f["node"], "applied_index": f["applied_index"], "leader": f["leader"],
+            "stale": f["stale"], "contact_age": f["contact_age"]}
+

@@ -15,7 +15,8 @@ import argparse
 import copy
 from collections.abc import Iterator
 
-GLOBAL_NOTE = ("Global flags (--config, --node, --timeout, --json, --token, --ca/--cert/--key)\n"
+GLOBAL_NOTE = ("Global flags (--config, --node, --timeout, --json, --consistent, --token,\n"
+               "--ca/--cert/--key)\n"
                "go before or after the command, e.g. `raftsched list --node HOST:PORT --json`;\n"
                "where a command has a flag of the same name (submit --timeout: the job's\n"
                "timeout) give the global one before the command.")

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, STATES, UsageError
-from raftsched.cli.format import dump_json, job_dict, job_summary, print_jobs
+from raftsched.cli.format import dump_json, freshness_json, job_dict, job_summary, print_jobs
 from raftsched.client.client import Client
 from raftsched.v1 import jobs_pb2, scheduler_pb2
 
@@ -62,6 +62,7 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
         out: dict[str, Any] = {"jobs": [shape(j) for j in jobs], "total": total}
         if not args.all:
             out["next_page_token"] = resp.next_page_token
+        out["freshness"] = freshness_json(client)
         dump_json(out)
     else:
         print_jobs(jobs)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -45,6 +45,7 @@ from raftsched.cli.common import (
 from raftsched.cli.format import (
     TERMINAL,
     dump_json,
+    freshness_json,
     job_dict,
     message_dict,
     progress,
@@ -53,6 +54,7 @@ from raftsched.cli.format import (
 )
 from raftsched.client.client import Client, NoNodeReachable
 from raftsched.client.credentials import TOKEN_ENV, discover, discover_token
+from raftsched.core.freshness import stale_warning
 from raftsched.v1 import jobs_pb2
 
 # ---- commands ---------------------------------------------------------------------
@@ -152,7 +154,7 @@ def _wait(client: Client, ids: list[str], quiet: bool) -> list[jobs_pb2.Job]:
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
     j = client.get(args.job_id)
     if args.json:
-        dump_json(job_dict(j))
+        dump_json({**job_dict(j), "freshness": freshness_json(client)})
     else:
         print(render_status(j))
     return EXIT_OK
@@ -183,6 +185,7 @@ def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
             "leader": st.leader_id,
             "nodes": [_unknown_as_null(message_dict(n)) for n in nodes],
             "replicas": [_unknown_as_null(message_dict(r)) for r in st.replicas],
+            "freshness": freshness_json(client),
         })
         return EXIT_OK
     rows = []
@@ -213,7 +216,8 @@ def cmd_leader(args: argparse.Namespace, client: Client) -> int:
     st = client.status()
     if args.json:
         dump_json({"leader_id": st.leader_id, "leader_address": st.leader_address, "term": st.term,
-               "commit_index": st.commit_index, "answered_by": st.node_id})
+                   "commit_index": st.commit_index, "answered_by": st.node_id,
+                   "freshness": freshness_json(client)})
     elif not st.leader_id:
         print("no leader elected yet")
         return EXIT_UNAVAILABLE
@@ -247,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", action="append", metavar="HOST:PORT",
                    help="gRPC address of a node to talk to (repeatable)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--consistent", action="store_true",
+                   help="reads (status, list, nodes, leader) are linearizable: confirmed through the "
+                   "leader, UNAVAILABLE when none is reachable (default: the answering node's "
+                   "replica, with a warning when it may be stale)")
     p.add_argument("--timeout", dest="rpc_timeout", type=float, default=20.0,
                    help="seconds to keep retrying a call (default 20)")
     p.add_argument("--token", help=f"ACL token (default: ${TOKEN_ENV}, else the local cluster's "
@@ -324,7 +332,23 @@ def connect(args: argparse.Namespace) -> Client:
     except ValueError as e:
         raise configmod.ConfigError(str(e)) from None
     token = discover_token(args.token, cfg.data_dir if cfg else None)
-    return Client(addrs, timeout=args.rpc_timeout, tls=tls, token=token, fail_fast=True)
+    client = Client(addrs, timeout=args.rpc_timeout, tls=tls, token=token, fail_fast=True)
+    client.consistent = bool(getattr(args, "consistent", False))
+    client.on_stale = _warn_stale()
+    return client
+
+
+def _warn_stale() -> Callable[[dict[str, Any]], None]:
+    """Print the stale warning of an answer on stderr (once per node and command)."""
+    warned: set[str] = set()
+
+    def warn(fresh: dict[str, Any]) -> None:
+        text = stale_warning(fresh)
+        if text and fresh.get("node", "") not in warned:
+            warned.add(fresh.get("node", ""))
+            print(text, file=sys.stderr)
+
+    return warn
 
 
 def main(argv: Sequence[str] | None = None) -> int:

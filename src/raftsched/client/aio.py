@@ -86,8 +86,9 @@ class AsyncClient:
         req = scheduler_pb2.SubmitJobsRequest(specs=built, request_id=request_id or uuid.uuid4().hex)
         return list((await self._call("SubmitJobs", req)).job_ids)
 
-    async def get(self, job_id: str) -> jobs_pb2.Job:
-        return await self._call("GetJob", scheduler_pb2.GetJobRequest(job_id=job_id))
+    async def get(self, job_id: str, consistent: bool = False) -> jobs_pb2.Job:
+        """`consistent=True`: linearizable (ReadIndex through the leader)."""
+        return await self._call("GetJob", scheduler_pb2.GetJobRequest(job_id=job_id, consistent=consistent))
 
     async def cancel(self, job_id: str) -> jobs_pb2.Job:
         req = scheduler_pb2.CancelJobRequest(job_id=job_id, request_id=uuid.uuid4().hex)

@@ -118,8 +118,15 @@ class Client:
         built = [s if isinstance(s, jobs_pb2.JobSpec) else job_spec(**s) for s in specs]
         return self.jobs.submit_batch(built, request_id or uuid.uuid4().hex)
 
-    def get(self, job_id: str) -> jobs_pb2.Job:
-        return self.jobs.get(job_id)
+    def get(self, job_id: str, consistent: bool = False) -> jobs_pb2.Job:
+        """The job as one node's replica has it (`last_freshness` says how fresh);
+        `consistent=True`: linearizable, through the leader (UNAVAILABLE without one)."""
+        return self.jobs.get(job_id, consistent)
+
+    @property
+    def last_freshness(self) -> dict[str, Any] | None:
+        """Freshness of the last read: node, applied_index, leader, stale, contact_age."""
+        return self.jobs.last_freshness
 
     def wait(self, job_id: str, timeout: float | None = None) -> jobs_pb2.Job:
         """The job once it is terminal (SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, DEAD...)."""
@@ -148,9 +155,10 @@ class Client:
                           send_initial=send_initial, token=self.token, tls=self.tls)
 
     def list(self, states: Iterable[int | str] = (), *, namespace: str = "",
-             node_id: str = "") -> Iterator[jobs_pb2.Job]:
-        """Jobs in submission order (every page), optionally only in `states`."""
-        return self.jobs.list_all(_state_numbers(states), node_id, namespace)
+             node_id: str = "", consistent: bool = False) -> Iterator[jobs_pb2.Job]:
+        """Jobs in submission order (every page), optionally only in `states`;
+        `consistent=True`: every page is a linearizable read."""
+        return self.jobs.list_all(_state_numbers(states), node_id, namespace, consistent)
 
     # ---- templates, cron, DAGs (thin helpers over the Workflows service) ------------
 

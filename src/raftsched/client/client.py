@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 import grpc
 
 from raftsched.client.credentials import OPTIONS, ClientTLS, open_token_channel
+from raftsched.core.freshness import parse as parse_freshness
 from raftsched.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -64,6 +65,13 @@ class NodesClient:
         self._channels = {a: open_token_channel(a, token, OPTIONS, tls) for a in self.addresses}
         self._current = 0
         self.fail_fast = fail_fast
+        # How fresh the last answer was (its node's applied index, leader, stale), from
+        # the response metadata of a read (None: a write, or an older server).
+        self.last_freshness: dict[str, Any] | None = None
+        # Ask every read that has the field for a linearizable answer (CLI --consistent).
+        self.consistent = False
+        # Called with the freshness of each answer that says stale (CLI: a warning).
+        self.on_stale: Callable[[dict[str, Any]], None] | None = None
 
     def current_channel(self) -> tuple[list[str], grpc.Channel]:
         """The addresses starting with the node calls go to now, and its open channel."""
@@ -83,6 +91,11 @@ class NodesClient:
 
     def _invoke(self, stub_class: Any, method: str, request: Any, timeout: float | None = None) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
+        if self.consistent and "consistent" in request.DESCRIPTOR.fields_by_name:
+            copy = type(request)()
+            copy.CopyFrom(request)
+            copy.consistent = True
+            request = copy
         last: grpc.RpcError | None = None
         refused: dict[str, str] = {}
         while True:
@@ -93,7 +106,18 @@ class NodesClient:
                 assert last is not None
                 raise last
             try:
-                return getattr(stub, method)(request, timeout=left)
+                fn = getattr(stub, method)
+                with_call = getattr(fn, "with_call", None)
+                if with_call is None:
+                    return fn(request, timeout=left)
+                resp, call = with_call(request, timeout=left)
+                fresh = parse_freshness(call.initial_metadata())
+                if fresh is not None:
+                    fresh["node"] = fresh["node"] or addr
+                    if fresh["stale"] and self.on_stale is not None:
+                        self.on_stale(fresh)
+                self.last_freshness = fresh
+                return resp
             except grpc.RpcError as e:
                 if e.code() not in RETRYABLE:
                     raise
@@ -132,20 +156,25 @@ class Client(NodesClient):
         req = scheduler_pb2.SubmitJobsRequest(specs=specs, request_id=request_id or uuid.uuid4().hex)
         return list(self._call("scheduler", "SubmitJobs", req).job_ids)
 
-    def get(self, job_id: str) -> jobs_pb2.Job:
-        return self._call("scheduler", "GetJob", scheduler_pb2.GetJobRequest(job_id=job_id))
+    def get(self, job_id: str, consistent: bool = False) -> jobs_pb2.Job:
+        """The job as the answering node's replica has it; `consistent`: linearizable
+        (ReadIndex through the leader), UNAVAILABLE when no leader is reachable."""
+        req = scheduler_pb2.GetJobRequest(job_id=job_id, consistent=consistent)
+        return self._call("scheduler", "GetJob", req)
 
     def list_page(self, states: Sequence[int] = (), node_id: str = "", page_size: int = 0,
-                  page_token: str = "", namespace: str = "") -> scheduler_pb2.ListJobsResponse:
+                  page_token: str = "", namespace: str = "",
+                  consistent: bool = False) -> scheduler_pb2.ListJobsResponse:
         req = scheduler_pb2.ListJobsRequest(states=states, node_id=node_id, page_size=page_size,
-                                            page_token=page_token, namespace=namespace)
+                                            page_token=page_token, namespace=namespace,
+                                            consistent=consistent)
         return self._call("scheduler", "ListJobs", req)
 
     def list_all(self, states: Sequence[int] = (), node_id: str = "",
-                 namespace: str = "") -> Iterator[jobs_pb2.Job]:
+                 namespace: str = "", consistent: bool = False) -> Iterator[jobs_pb2.Job]:
         token = ""
         while True:
-            resp = self.list_page(states, node_id, 1000, token, namespace)
+            resp = self.list_page(states, node_id, 1000, token, namespace, consistent)
             yield from resp.jobs
             if not resp.next_page_token:
                 return
@@ -189,11 +218,13 @@ class Client(NodesClient):
 
     # ---- cluster --------------------------------------------------------------------
 
-    def nodes(self) -> list[cluster_pb2.NodeInfo]:
-        return list(self._call("cluster", "ListNodes", cluster_pb2.ListNodesRequest()).nodes)
+    def nodes(self, consistent: bool = False) -> list[cluster_pb2.NodeInfo]:
+        req = cluster_pb2.ListNodesRequest(consistent=consistent)
+        return list(self._call("cluster", "ListNodes", req).nodes)
 
-    def status(self, include_replicas: bool = False) -> cluster_pb2.ClusterStatusResponse:
-        req = cluster_pb2.ClusterStatusRequest(include_replicas=include_replicas)
+    def status(self, include_replicas: bool = False,
+               consistent: bool = False) -> cluster_pb2.ClusterStatusResponse:
+        req = cluster_pb2.ClusterStatusRequest(include_replicas=include_replicas, consistent=consistent)
         return self._call("cluster", "ClusterStatus", req)
 
     def wait_for_leader(self, timeout: float = 30.0) -> cluster_pb2.ClusterStatusResponse:

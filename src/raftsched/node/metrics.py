@@ -129,7 +129,8 @@ class RuntimeCollector(Collector):
         yield GaugeMetricFamily("raftsched_raft_applied_index", "Last Raft index applied to the state",
                                 value=applied)
         safety = CounterMetricFamily("raftsched_raft_safety_events",
-                                     "Raft-safety layer interventions and pre-vote events (docs/raft-safety.md)",
+                                     "Raft-safety layer interventions, pre-vote and check-quorum events "
+                                     "(docs/raft-safety.md)",
                                      labels=["event"])
         for event, n in sorted(rt.raft.safety_stats().items()):
             safety.add_metric([event], n)

@@ -41,6 +41,7 @@ from raftsched.rpc.auth import AuthInterceptor
 from raftsched.rpc.bounds import MAX_MESSAGE_BYTES
 from raftsched.rpc.cluster import ClusterServicer
 from raftsched.rpc.events import EventsServicer
+from raftsched.rpc.freshness import Freshness, FreshnessInterceptor
 from raftsched.rpc.identity import NodeIdentity, node_client_tls, server_credentials
 from raftsched.rpc.limits import ReadLimiter, StreamLimiter, helper_processes
 from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
@@ -88,6 +89,7 @@ class NodeRuntime:
         self.peers = PeerChannels(self.me.id, self.sm, self.raft, node_client_tls(cfg, node_id))
         self.writes = Writes(self.me.id, self.sm, self.raft, self.proposer, self.peers,
                              NodeIdentity(cfg.tls))
+        self.freshness = Freshness(cfg, self.me.id, self.sm, self.raft, self.peers)
         self.loop_lag = LagStats()
         self.reads = ReadLimiter()
         self.streams = StreamLimiter()
@@ -136,7 +138,7 @@ class NodeRuntime:
              ClusterServicer(cfg, me, sm, self.raft, self.peers, self.leader, self.status)),
             (node_pb2_grpc.add_NodeAgentServicer_to_server,
              NodeAgentServicer(cfg, me, self.incarnation, self.raft, self.proposer, self.lease,
-                               self.executor, self.leader, self.status, sm)),
+                               self.executor, self.leader, self.status, sm, self.freshness)),
             (events_rpc.add_to_server,
              EventsServicer(cfg, me, self.data_dir, sm, self.raft, self.peers, self.watch,
                             self.executor, self.reads, self.streams)),
@@ -168,7 +170,8 @@ class NodeRuntime:
         self.server = grpc.aio.server(
             options=[*options, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      *SERVER_KEEPALIVE_OPTIONS, ("grpc.so_reuseport", 0)],
-            interceptors=[AuthInterceptor(self.sm, self.cfg.acl, self._caught_up)])
+            interceptors=[AuthInterceptor(self.sm, self.cfg.acl, self._caught_up),
+                          FreshnessInterceptor(self.freshness)])
         for add, servicer in self._servicers():
             add(servicer, self.server)
         hs = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()

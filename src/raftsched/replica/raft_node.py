@@ -13,7 +13,6 @@ so the tick thread never stalls on a large state.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from raftsched.core.commands import Command
 from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job
 from raftsched.core.state import ClusterState, Result
+from raftsched.replica.checkquorum import now as checkquorum_now
 from raftsched.replica.raftsafe import SafeSyncObj
 from raftsched.replica.rafttransport import BoundedTransport
 
@@ -114,7 +114,8 @@ def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any
     conf = make_conf(cfg, cfg.node_data_dir(me.id))
     others = [n.raft for n in cfg.nodes if n.id != me.id]
     so = SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync,
-                     transportClass=BoundedTransport, pre_vote=cfg.pre_vote)
+                     transportClass=BoundedTransport, pre_vote=cfg.pre_vote,
+                     check_quorum=cfg.check_quorum)
     try:
         so.waitBinded()
     except Exception as e:
@@ -167,18 +168,49 @@ class RaftNode:
             return False
         cfg = self.cfg
         window = cfg.election_timeout_min + (cfg.heartbeat_ttl - cfg.lease) / 2
-        horizon = time.monotonic() - window
-        try:
-            seen = list(self.syncobj._SyncObj__lastResponseTime.values())
-        except RuntimeError:  # resized by the tick thread while we looked: ask again next time
-            return False
-        acks = 1 + sum(1 for t in seen if t > horizon)
-        return acks > len(cfg.nodes) / 2
+        # the check-quorum clock: replies of this leadership only (no grace at election)
+        return self.heard_majority_within(window)
+
+    def heard_majority_within(self, seconds: float) -> bool:
+        """Leader, and a majority (itself included) answered it within `seconds`."""
+        cq = self.syncobj.rs_checkquorum()
+        return cq is not None and cq.heard_majority_within(seconds)
+
+    def leader_heard_within(self, seconds: float) -> bool:
+        """Not the leader, and an append_entries of a current leader came within `seconds`."""
+        cq = self.syncobj.rs_checkquorum()
+        return cq is not None and not self.is_leader() and cq.leader_heard_within(seconds)
+
+    def contact_age(self) -> float | None:
+        """Seconds since this leader heard from a majority, or this follower from its
+        leader (None: never, or Raft not running yet)."""
+        cq = self.syncobj.rs_checkquorum()
+        if cq is None:
+            return None
+        age = cq.contact_age()
+        return None if age == float("inf") else age
+
+    def read_index_begin(self) -> tuple[int, int, float] | None:
+        """ReadIndex, step 1 (leader): (term, commit index, arrival time), or None when this
+        node does not lead or has not yet committed an entry of its own term."""
+        cq = self.syncobj.rs_checkquorum()
+        if cq is None:
+            return None
+        arrival = checkquorum_now()
+        got = cq.read_index()
+        return None if got is None else (got[0], got[1], arrival)
+
+    def read_index_confirmed(self, term: int, arrival: float) -> bool:
+        """ReadIndex, step 2: still leader of `term`, and a majority answered heartbeats
+        this node sent after `arrival`."""
+        cq = self.syncobj.rs_checkquorum()
+        return cq is not None and cq.majority_confirmed_after(arrival, term)
 
     def safety_stats(self) -> dict[str, int]:
         """Counters of the Raft-safety layer (replica/raftsafe.py): messages rewritten,
         stale replies dropped, truncations refused, fsyncs, ..., and of pre-vote
-        (replica/prevote.py): rounds started/won/lost, votes refused by stickiness, ..."""
+        (replica/prevote.py): rounds started/won/lost, votes refused by stickiness, ...,
+        and check-quorum step-downs (replica/checkquorum.py)."""
         return dict(self.syncobj.raftsafe_stats())
 
     def destroy(self) -> None:

@@ -76,6 +76,7 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
+from raftsched.replica.checkquorum import SENT_KEY, CheckQuorum
 from raftsched.replica.durable import (
     DurableSerializer,
     check_snapshot,
@@ -113,7 +114,7 @@ class SafeSyncObj(SyncObj):
 
     def __init__(self, selfNode, otherNodes, conf=None, consumers=None, nodeClass=TCPNode,
                  transport=None, transportClass=TCPTransport, *, fsync: str = "never",
-                 pre_vote: bool = True):
+                 pre_vote: bool = True, check_quorum: bool = True):
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, got {fsync!r}")
         if fsync != "never" and (conf is None or conf.journalFile is None):
@@ -130,6 +131,10 @@ class SafeSyncObj(SyncObj):
         # pre-vote and leader stickiness (see `prevote`); set before the tick thread starts
         self._rs_prevote: PreVote | None = None
         self._rs_want_prevote = pre_vote
+        # check-quorum and per-peer contact times (see `checkquorum`); made on the first tick
+        self._rs_checkquorum: CheckQuorum | None = None
+        self._rs_want_checkquorum = check_quorum
+        self._rs_echo: float | None = None  # leader's send stamp of the append_entries being handled
         self._rs_stats = dict.fromkeys(
             ("stale_entries_dropped", "conflicts_truncated", "truncations_refused",
              "messages_rewritten", "next_index_rewinds_avoided", "stale_replies_dropped",
@@ -165,7 +170,14 @@ class SafeSyncObj(SyncObj):
         prevote = self._rs_prevote
         if prevote is not None:
             stats.update(prevote.stats)
+        checkquorum = self._rs_checkquorum
+        if checkquorum is not None:
+            stats.update(checkquorum.stats)
         return stats
+
+    def rs_checkquorum(self) -> CheckQuorum | None:
+        """The leader's per-peer contact clock (None before the first tick)."""
+        return self._rs_checkquorum
 
     # -- durability hooks -------------------------------------------------
     def _onTick(self, timeToWait=0.0):
@@ -180,6 +192,11 @@ class SafeSyncObj(SyncObj):
             prevote = self._rs_prevote = PreVote(self)
         if prevote is not None:
             prevote.before_tick()
+        checkquorum = self._rs_checkquorum
+        if checkquorum is None:
+            # first tick: start the clock, stamp the append_entries this node sends
+            checkquorum = self._rs_checkquorum = CheckQuorum.install(self, self._rs_want_checkquorum)
+        checkquorum.before_tick()
         started = time.monotonic()
         super()._onTick(timeToWait)
         observer = self._rs_tick_observer
@@ -196,10 +213,13 @@ class SafeSyncObj(SyncObj):
             self._rs_journal.rs_sync()  # entries durable before they are acknowledged
         if nextNodeIdx is None:
             nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
-        # pysyncobj's reply carries no term; ours does (see _rs_stale_reply).
-        self._SyncObj__transport.send(node, {
-            "type": "next_node_idx", "next_node_idx": nextNodeIdx, "reset": reset,
-            "success": success, "term": self._SyncObj__raftCurrentTerm})
+        # pysyncobj's reply carries no term; ours does (see _rs_stale_reply), and the
+        # leader's send stamp of the append_entries it answers (see checkquorum).
+        reply = {"type": "next_node_idx", "next_node_idx": nextNodeIdx, "reset": reset,
+                 "success": success, "term": self._SyncObj__raftCurrentTerm}
+        if self._rs_echo is not None:
+            reply[SENT_KEY] = self._rs_echo
+        self._SyncObj__transport.send(node, reply)
 
     def _rs_stale_reply(self, message) -> bool:
         """A next_node_idx reply that does not answer an append_entries of this leader's
@@ -243,6 +263,19 @@ class SafeSyncObj(SyncObj):
         prevote = self._rs_prevote
         if prevote is not None and isinstance(message, dict) and prevote.on_message(node, message):
             return
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            sent = message.get(SENT_KEY)
+            self._rs_echo = sent if isinstance(sent, float) else None
+            if self._rs_checkquorum is not None:
+                self._rs_checkquorum.on_append_entries(message)
+            try:
+                self._rs_on_message(node, message)
+            finally:
+                self._rs_echo = None
+            return
+        self._rs_on_message(node, message)
+
+    def _rs_on_message(self, node, message):
         if (self.raftsafe_enabled and self.raftsafe_install_guard
                 and message.get("type") == "append_entries" and "prevLogIdx" not in message
                 and message.get("serialized") is not None):
@@ -262,6 +295,9 @@ class SafeSyncObj(SyncObj):
         if (self.raftsafe_enabled and message.get("type") == "next_node_idx"
                 and self.raftsafe_reply_terms and self._rs_stale_reply(message)):
             return
+        checkquorum = self._rs_checkquorum
+        if checkquorum is not None and message.get("type") == "next_node_idx":
+            checkquorum.on_reply(node, message)
         if (self.raftsafe_enabled and message.get("type") == "next_node_idx"
                 and message.get("success") and not message.get("reset")):
             # Leader: keep nextIndex monotonic on success (see module docstring).

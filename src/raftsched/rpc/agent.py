@@ -17,6 +17,7 @@ from raftsched.node.lease import Lease
 from raftsched.ports import LeaderDuties, Propose, RaftStatus, ReplicaView, Runner
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 from raftsched.rpc import bounds, convert
+from raftsched.rpc.freshness import CONSISTENT_DEADLINE, Freshness, Unavailable
 from raftsched.rpc.identity import NodeIdentity
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.v1 import node_pb2, node_pb2_grpc
@@ -37,7 +38,8 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
 
     def __init__(self, cfg: ClusterConfig, me_id: str, incarnation: str, raft: RaftStatus,
                  proposer: Propose, lease: Lease, runner: Runner, leader: LeaderDuties,
-                 status: ReplicaStatus, replica: ReplicaView) -> None:
+                 status: ReplicaStatus, replica: ReplicaView,
+                 freshness: Freshness | None = None) -> None:
         self.cfg = cfg
         self.identity = NodeIdentity(cfg.tls)
         self.replica = replica
@@ -50,6 +52,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         self.leader = leader
         self.status = status
         self.refused_reports = 0
+        self.freshness = freshness
 
     async def StartJobs(self, request, context):
         await self.identity.require(context, request.leader_id)
@@ -193,3 +196,17 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
     async def GetReplicaStatus(self, request, context):
         await self.identity.require(context)
         return node_pb2.ReplicaStatusResponse(status=await self.status.report())
+
+    async def ReadIndex(self, request, context):
+        """A follower serving a consistent read asks the leader for its read index."""
+        await self.identity.require(context, request.node_id)
+        await _bounded(context, request)
+        if self.freshness is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} serves no read index")
+        assert self.freshness is not None
+        budget = min(CONSISTENT_DEADLINE, context.time_remaining() or CONSISTENT_DEADLINE)
+        try:
+            index, term = await self.freshness.leader_read_index(time.monotonic() + budget)
+        except Unavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        return node_pb2.ReadIndexResponse(read_index=index, term=term)

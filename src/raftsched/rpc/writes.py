@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from raftsched.core.apply import reused_message
 from raftsched.core.commands import Command
+from raftsched.core.freshness import APPLIED_INDEX
 from raftsched.core.state import Code, Result
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown, TooLarge
@@ -32,7 +33,6 @@ M2 = TypeVar("M2")
 
 FORWARDED = "x-raftsched-forwarded"
 # the caller's credentials travel with a forwarded write: the leader checks them again
-APPLIED_INDEX = "x-raftsched-applied-index"
 WRITE_DEADLINE = 15.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 # Fingerprint of the client request being written: stamped into its command, so that

@@ -39,8 +39,10 @@ class NodeInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., alive: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat_age: _Optional[float] = ..., dedicated_pool: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("consistent",)
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    consistent: bool
+    def __init__(self, consistent: _Optional[bool] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)
@@ -49,10 +51,12 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class ClusterStatusRequest(_message.Message):
-    __slots__ = ("include_replicas",)
+    __slots__ = ("include_replicas", "consistent")
     INCLUDE_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
     include_replicas: bool
-    def __init__(self, include_replicas: _Optional[bool] = ...) -> None: ...
+    consistent: bool
+    def __init__(self, include_replicas: _Optional[bool] = ..., consistent: _Optional[bool] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
     __slots__ = ("node_id", "reachable", "raft_state", "term", "commit_index", "applied_index", "state_digest", "error", "cpu_millis_used", "memory_mib_used", "isolation", "loop_lag_p99", "loop_lag_max", "tick_lag_p99", "tick_lag_max")

@@ -159,6 +159,20 @@ class ReplicaStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ReadIndexRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class ReadIndexResponse(_message.Message):
+    __slots__ = ("read_index", "term")
+    READ_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    read_index: int
+    term: int
+    def __init__(self, read_index: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
+
 class ReplicaStatusResponse(_message.Message):
     __slots__ = ("status",)
     STATUS_FIELD_NUMBER: _ClassVar[int]

@@ -56,6 +56,11 @@ class NodeAgentStub:
                 request_serializer=raftsched_dot_v1_dot_node__pb2.ReplicaStatusRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_node__pb2.ReplicaStatusResponse.FromString,
                 _registered_method=True)
+        self.ReadIndex = channel.unary_unary(
+                '/raftsched.v1.NodeAgent/ReadIndex',
+                request_serializer=raftsched_dot_v1_dot_node__pb2.ReadIndexRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_node__pb2.ReadIndexResponse.FromString,
+                _registered_method=True)
 
 
 class NodeAgentServicer:
@@ -91,6 +96,15 @@ class NodeAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadIndex(self, request, context):
+        """Follower -> leader: a read index for a consistent read (ReadIndex, Raft thesis 6.4):
+        the leader's commit index, confirmed by a majority answering heartbeats sent after
+        this request arrived. UNAVAILABLE when the node does not lead or cannot confirm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +127,11 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.GetReplicaStatus,
                     request_deserializer=raftsched_dot_v1_dot_node__pb2.ReplicaStatusRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_node__pb2.ReplicaStatusResponse.SerializeToString,
+            ),
+            'ReadIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadIndex,
+                    request_deserializer=raftsched_dot_v1_dot_node__pb2.ReadIndexRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_node__pb2.ReadIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +244,33 @@ class NodeAgent:
             '/raftsched.v1.NodeAgent/GetReplicaStatus',
             raftsched_dot_v1_dot_node__pb2.ReplicaStatusRequest.SerializeToString,
             raftsched_dot_v1_dot_node__pb2.ReplicaStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.NodeAgent/ReadIndex',
+            raftsched_dot_v1_dot_node__pb2.ReadIndexRequest.SerializeToString,
+            raftsched_dot_v1_dot_node__pb2.ReadIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from raftsched.v1 import jobs_pb2 as raftsched_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1craftsched/v1/scheduler.proto\x12\x0craftsched.v1\x1a\x17raftsched/v1/jobs.proto\"#\n\x11\x45xplainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"5\n\x0ePlanJobRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.raftsched.v1.JobSpec\"d\n\x10SubmitJobRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.raftsched.v1.JobSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"5\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"g\n\x11SubmitJobsRequest\x12$\n\x05specs\x18\x01 \x03(\x0b\x32\x15.raftsched.v1.JobSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x18\n\x10idempotency_keys\x18\x03 \x03(\t\"%\n\x12SubmitJobsResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xc1\x01\n\x0fListJobsRequest\x12&\n\x06states\x18\x01 \x03(\x0e\x32\x16.raftsched.v1.JobState\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x14\n\x0cnewest_first\x18\x64 \x01(\x08\x12\x0c\n\x04name\x18\x65 \x01(\t\x12\x17\n\x0fsubmitted_since\x18\x66 \x01(\x01\"[\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.raftsched.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"6\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"3\n\x11\x43\x61ncelJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.raftsched.v1.Job\"9\n\x13RetryDeadJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"6\n\x14RetryDeadJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.raftsched.v1.Job\";\n\x14PurgeDeadJobsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"(\n\x15PurgeDeadJobsResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t2\xce\x05\n\tScheduler\x12L\n\tSubmitJob\x12\x1e.raftsched.v1.SubmitJobRequest\x1a\x1f.raftsched.v1.SubmitJobResponse\x12O\n\nSubmitJobs\x12\x1f.raftsched.v1.SubmitJobsRequest\x1a .raftsched.v1.SubmitJobsResponse\x12\x38\n\x06GetJob\x12\x1b.raftsched.v1.GetJobRequest\x1a\x11.raftsched.v1.Job\x12I\n\x08ListJobs\x12\x1d.raftsched.v1.ListJobsRequest\x1a\x1e.raftsched.v1.ListJobsResponse\x12L\n\tCancelJob\x12\x1e.raftsched.v1.CancelJobRequest\x1a\x1f.raftsched.v1.CancelJobResponse\x12U\n\x0cRetryDeadJob\x12!.raftsched.v1.RetryDeadJobRequest\x1a\".raftsched.v1.RetryDeadJobResponse\x12X\n\rPurgeDeadJobs\x12\".raftsched.v1.PurgeDeadJobsRequest\x1a#.raftsched.v1.PurgeDeadJobsResponse\x12Q\n\nExplainJob\x12\x1f.raftsched.v1.ExplainJobRequest\x1a\".raftsched.v1.PlacementExplanation\x12K\n\x07PlanJob\x12\x1c.raftsched.v1.PlanJobRequest\x1a\".raftsched.v1.PlacementExplanationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1craftsched/v1/scheduler.proto\x12\x0craftsched.v1\x1a\x17raftsched/v1/jobs.proto\"#\n\x11\x45xplainJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"5\n\x0ePlanJobRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.raftsched.v1.JobSpec\"d\n\x10SubmitJobRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.raftsched.v1.JobSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"5\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"g\n\x11SubmitJobsRequest\x12$\n\x05specs\x18\x01 \x03(\x0b\x32\x15.raftsched.v1.JobSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x18\n\x10idempotency_keys\x18\x03 \x03(\t\"%\n\x12SubmitJobsResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"4\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\nconsistent\x18\xc8\x01 \x01(\x08\"\xd6\x01\n\x0fListJobsRequest\x12&\n\x06states\x18\x01 \x03(\x0e\x32\x16.raftsched.v1.JobState\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x14\n\x0cnewest_first\x18\x64 \x01(\x08\x12\x0c\n\x04name\x18\x65 \x01(\t\x12\x17\n\x0fsubmitted_since\x18\x66 \x01(\x01\x12\x13\n\nconsistent\x18\xc8\x01 \x01(\x08\"[\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.raftsched.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"6\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"3\n\x11\x43\x61ncelJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.raftsched.v1.Job\"9\n\x13RetryDeadJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"6\n\x14RetryDeadJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.raftsched.v1.Job\";\n\x14PurgeDeadJobsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"(\n\x15PurgeDeadJobsResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t2\xce\x05\n\tScheduler\x12L\n\tSubmitJob\x12\x1e.raftsched.v1.SubmitJobRequest\x1a\x1f.raftsched.v1.SubmitJobResponse\x12O\n\nSubmitJobs\x12\x1f.raftsched.v1.SubmitJobsRequest\x1a .raftsched.v1.SubmitJobsResponse\x12\x38\n\x06GetJob\x12\x1b.raftsched.v1.GetJobRequest\x1a\x11.raftsched.v1.Job\x12I\n\x08ListJobs\x12\x1d.raftsched.v1.ListJobsRequest\x1a\x1e.raftsched.v1.ListJobsResponse\x12L\n\tCancelJob\x12\x1e.raftsched.v1.CancelJobRequest\x1a\x1f.raftsched.v1.CancelJobResponse\x12U\n\x0cRetryDeadJob\x12!.raftsched.v1.RetryDeadJobRequest\x1a\".raftsched.v1.RetryDeadJobResponse\x12X\n\rPurgeDeadJobs\x12\".raftsched.v1.PurgeDeadJobsRequest\x1a#.raftsched.v1.PurgeDeadJobsResponse\x12Q\n\nExplainJob\x12\x1f.raftsched.v1.ExplainJobRequest\x1a\".raftsched.v1.PlacementExplanation\x12K\n\x07PlanJob\x12\x1c.raftsched.v1.PlanJobRequest\x1a\".raftsched.v1.PlacementExplanationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,23 +45,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITJOBSRESPONSE']._serialized_start=425
   _globals['_SUBMITJOBSRESPONSE']._serialized_end=462
   _globals['_GETJOBREQUEST']._serialized_start=464
-  _globals['_GETJOBREQUEST']._serialized_end=495
-  _globals['_LISTJOBSREQUEST']._serialized_start=498
-  _globals['_LISTJOBSREQUEST']._serialized_end=691
-  _globals['_LISTJOBSRESPONSE']._serialized_start=693
-  _globals['_LISTJOBSRESPONSE']._serialized_end=784
-  _globals['_CANCELJOBREQUEST']._serialized_start=786
-  _globals['_CANCELJOBREQUEST']._serialized_end=840
-  _globals['_CANCELJOBRESPONSE']._serialized_start=842
-  _globals['_CANCELJOBRESPONSE']._serialized_end=893
-  _globals['_RETRYDEADJOBREQUEST']._serialized_start=895
-  _globals['_RETRYDEADJOBREQUEST']._serialized_end=952
-  _globals['_RETRYDEADJOBRESPONSE']._serialized_start=954
-  _globals['_RETRYDEADJOBRESPONSE']._serialized_end=1008
-  _globals['_PURGEDEADJOBSREQUEST']._serialized_start=1010
-  _globals['_PURGEDEADJOBSREQUEST']._serialized_end=1069
-  _globals['_PURGEDEADJOBSRESPONSE']._serialized_start=1071
-  _globals['_PURGEDEADJOBSRESPONSE']._serialized_end=1111
-  _globals['_SCHEDULER']._serialized_start=1114
-  _globals['_SCHEDULER']._serialized_end=1832
+  _globals['_GETJOBREQUEST']._serialized_end=516
+  _globals['_LISTJOBSREQUEST']._serialized_start=519
+  _globals['_LISTJOBSREQUEST']._serialized_end=733
+  _globals['_LISTJOBSRESPONSE']._serialized_start=735
+  _globals['_LISTJOBSRESPONSE']._serialized_end=826
+  _globals['_CANCELJOBREQUEST']._serialized_start=828
+  _globals['_CANCELJOBREQUEST']._serialized_end=882
+  _globals['_CANCELJOBRESPONSE']._serialized_start=884
+  _globals['_CANCELJOBRESPONSE']._serialized_end=935
+  _globals['_RETRYDEADJOBREQUEST']._serialized_start=937
+  _globals['_RETRYDEADJOBREQUEST']._serialized_end=994
+  _globals['_RETRYDEADJOBRESPONSE']._serialized_start=996
+  _globals['_RETRYDEADJOBRESPONSE']._serialized_end=1050
+  _globals['_PURGEDEADJOBSREQUEST']._serialized_start=1052
+  _globals['_PURGEDEADJOBSREQUEST']._serialized_end=1111
+  _globals['_PURGEDEADJOBSRESPONSE']._serialized_start=1113
+  _globals['_PURGEDEADJOBSRESPONSE']._serialized_end=1153
+  _globals['_SCHEDULER']._serialized_start=1156
+  _globals['_SCHEDULER']._serialized_end=1874
 # @@protoc_insertion_point(module_scope)

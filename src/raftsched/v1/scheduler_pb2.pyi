@@ -54,13 +54,15 @@ class SubmitJobsResponse(_message.Message):
     def __init__(self, job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "consistent")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    consistent: bool
+    def __init__(self, job_id: _Optional[str] = ..., consistent: _Optional[bool] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("states", "node_id", "page_size", "page_token", "namespace", "newest_first", "name", "submitted_since")
+    __slots__ = ("states", "node_id", "page_size", "page_token", "namespace", "newest_first", "name", "submitted_since", "consistent")
     STATES_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +71,7 @@ class ListJobsRequest(_message.Message):
     NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[_jobs_pb2.JobState]
     node_id: str
     page_size: int
@@ -77,7 +80,8 @@ class ListJobsRequest(_message.Message):
     newest_first: bool
     name: str
     submitted_since: float
-    def __init__(self, states: _Optional[_Iterable[_Union[_jobs_pb2.JobState, str]]] = ..., node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., namespace: _Optional[str] = ..., newest_first: _Optional[bool] = ..., name: _Optional[str] = ..., submitted_since: _Optional[float] = ...) -> None: ...
+    consistent: bool
+    def __init__(self, states: _Optional[_Iterable[_Union[_jobs_pb2.JobState, str]]] = ..., node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., namespace: _Optional[str] = ..., newest_first: _Optional[bool] = ..., name: _Optional[str] = ..., submitted_since: _Optional[float] = ..., consistent: _Optional[bool] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token", "total")
