@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -176,3 +177,27 @@ class SimTransport(Transport):
 
     def receive(self, src: str, message: Any) -> None:
         self._onMessageReceived(self.peers[src], message)
+
+
+@pytest.fixture
+def make_net(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., SimNet]]:
+    """A factory of simulated networks (SimNet keyword arguments), closed at the end."""
+    nets: list[SimNet] = []
+
+    def make(**kw: Any) -> SimNet:
+        net = SimNet(monkeypatch, **kw)
+        nets.append(net)
+        return net
+
+    yield make
+    for net in nets:
+        net.close()
+
+
+def elected(net: SimNet) -> str:
+    """Run until one node leads stably, then a second more (every follower heard it)."""
+    net.run_until(lambda: net.stable_leader() is not None, 10, "a leader")
+    net.run(1.0)
+    leader = net.stable_leader()
+    assert leader is not None
+    return leader

@@ -6,39 +6,16 @@ keeps the cut-off leader leading for longer (its own fallback is 2.4 s here)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pysyncobj.syncobj import _RAFT_STATE
 
 from raftsched.config import ConfigError
 from raftsched.replica import checkquorum
-from tests.unit.raft_sim import MAX_TIMEOUT, STEP, SimNet
+from tests.unit.raft_sim import MAX_TIMEOUT, STEP, SimNet, elected
 from tests.unit.test_security_config import cfg_for
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture
-def make_net(monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    nets: list[SimNet] = []
-
-    def make(check_quorum: bool = True, seed: int = 1) -> SimNet:
-        net = SimNet(monkeypatch, check_quorum=check_quorum, seed=seed)
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.close()
-
-
-def elected(net: SimNet) -> str:
-    net.run_until(lambda: net.stable_leader() is not None, 10, "a leader")
-    net.run(1.0)
-    leader = net.stable_leader()
-    assert leader is not None
-    return leader
 
 
 def cq(net: SimNet, nid: str) -> checkquorum.CheckQuorum:

@@ -6,39 +6,16 @@ the scenario does disturb plain pysyncobj (the test could fail)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pysyncobj.syncobj import _RAFT_STATE
 
 from raftsched.config import ConfigError
 from raftsched.replica import prevote
-from tests.unit.raft_sim import MAX_TIMEOUT, MIN_TIMEOUT, SimNet
+from tests.unit.raft_sim import MAX_TIMEOUT, MIN_TIMEOUT, elected
 from tests.unit.test_security_config import cfg_for
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture
-def make_net(monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    nets: list[SimNet] = []
-
-    def make(pre_vote: bool = True, seed: int = 1, n: int = 3) -> SimNet:
-        net = SimNet(monkeypatch, n=n, pre_vote=pre_vote, seed=seed)
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.close()
-
-
-def elected(net: SimNet) -> str:
-    net.run_until(lambda: net.stable_leader() is not None, 10, "a leader")
-    net.run(1.0)  # settle: every follower has heard the leader
-    leader = net.stable_leader()
-    assert leader is not None
-    return leader
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
