@@ -82,6 +82,19 @@ def test_wait_wakes_on_feed() -> None:
     assert asyncio.run(main()) < 4
 
 
+def test_idle_waiters_return_after_the_timeout_sharing_one_timer() -> None:
+    async def main() -> int:
+        hub = WatchHub()
+        waiters = [asyncio.create_task(hub.wait(hub.end, timeout=0.05)) for _ in range(100)]
+        await asyncio.sleep(0)
+        pulses = 1 if hub._pulse is not None else 0
+        # every idle waiter returns (bounded: a waiter that never woke fails here)
+        await asyncio.wait_for(asyncio.gather(*waiters), 10)
+        return pulses
+
+    assert asyncio.run(main()) == 1
+
+
 def test_filter() -> None:
     j = job(1, JobState.RUNNING, node="n2", attempt=1)
     assert JobFilter()(j)
