@@ -23,6 +23,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _COMMAND_TYPE
 
 from raftsched.config import ClusterConfig
+from raftsched.core import apply as _apply  # noqa: F401  (registers every state extension)
 from raftsched.core.state import ClusterState
 from raftsched.replica.durable import write_snapshot
 
@@ -71,6 +72,9 @@ def seed(cfg: ClusterConfig, state: dict[str, Any], index: int, digest: str,
         loaded = ClusterState.from_dict(state)
     except Exception as e:
         raise RestoreError(f"the backup's state does not load: {e}") from None
+    unknown = sorted(set(state) - set(loaded.to_dict()) - {"fingerprints"})
+    if unknown:
+        raise RestoreError(f"the backup holds state this raftsched does not know: {', '.join(unknown)}")
     if loaded.applied_index != index:
         raise RestoreError(f"the state's applied index {loaded.applied_index} is not {index}")
     got = loaded.digest()
