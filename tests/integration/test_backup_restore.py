@@ -152,15 +152,19 @@ def test_save_restore_into_a_new_cluster(tmp_path: Path) -> None:
         new.close()
 
 
-def test_restore_refuses_a_damaged_file_and_writes_nothing(tmp_path: Path) -> None:
+def test_consistent_save_then_damaged_file_and_used_dirs_refused(tmp_path: Path) -> None:
     c = TestCluster()
     try:
         c.start()
         c.wait_ready()
-        c.client().submit(jobs_pb2.JobSpec(command=["true"]))
+        leader = c.leader()
+        follower = c.followers()[0]
+        jid = c.client(leader).submit(jobs_pb2.JobSpec(command=["true"]))
+        # --consistent: the follower's backup includes the write the leader just acknowledged
         f = tmp_path / "s.rsb"
-        h = c.client().save_snapshot(str(f))
-        assert h["job_count"] == 1
+        h = c.client(follower).save_snapshot(str(f), consistent=True)
+        assert h["node_id"] == follower and h["job_count"] == 1
+        assert [w["id"] for w in backup.load(f)[1]["jobs"]] == [jid]
         # a non-admin token is refused
         reader = cli(c, "acl", "token", "create", "--name", "r", "--role", "reader", "--json")
         assert reader.returncode == 0, reader.stderr
