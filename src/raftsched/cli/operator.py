@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from raftsched import config as configmod
-from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_REFUSED
+from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 from raftsched.cli.format import dump_json
 from raftsched.client import backup
 from raftsched.client.client import Client
@@ -44,7 +44,14 @@ def _print(h: dict[str, Any], path: str) -> None:
 
 def cmd_save(args: argparse.Namespace, client: Client) -> int:
     consistent = bool(getattr(args, "consistent", False))
-    h = client.save_snapshot(args.file, consistent=consistent, timeout=max(600.0, client.timeout))
+    try:
+        h = client.save_snapshot(args.file, consistent=consistent, timeout=max(600.0, client.timeout))
+    except backup.BackupError as e:  # the payload did not match the node's checksum
+        print(f"raftsched: {e}; nothing saved, retry", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except OSError as e:
+        print(f"raftsched: cannot write {args.file}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         dump_json(_summary(h, args.file))
     else:
@@ -77,6 +84,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except (backup.BackupError, RestoreError) as e:
         print(f"raftsched: restore refused, nothing written: {e}", file=sys.stderr)
         return EXIT_REFUSED
+    except OSError as e:
+        print(f"raftsched: restore failed writing {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         dump_json({**_summary(h, args.file), "written": [str(p) for p in written]})
         return EXIT_OK
