@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 S = grpc.StatusCode
 DOCUMENTED = {S.OK, S.INVALID_ARGUMENT, S.NOT_FOUND, S.FAILED_PRECONDITION, S.PERMISSION_DENIED,
               S.UNAUTHENTICATED, S.RESOURCE_EXHAUSTED, S.ALREADY_EXISTS, S.OUT_OF_RANGE}
-STREAMS = {"WatchJobs", "WatchCluster", "FollowJobOutput"}
+STREAMS = {"WatchJobs", "WatchCluster", "FollowJobOutput", "SaveSnapshot"}
 WRITES = {"SubmitJob", "SubmitJobs", "CancelJob", "RetryDeadJob", "PurgeDeadJobs", "CreateTemplate",
           "UpdateTemplate", "DeleteTemplate", "SubmitFromTemplate", "AddSchedule", "PauseSchedule",
           "ResumeSchedule", "DeleteSchedule", "RunScheduleNow", "SubmitWorkflow", "CancelWorkflow",

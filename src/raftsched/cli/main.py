@@ -21,6 +21,7 @@ from raftsched.cli import (
     globalflags,
     listing,
     observe,
+    operator,
     placement,
     pytasks,
     tlscmd,
@@ -305,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("leader", help="show the current Raft leader")
     sp.set_defaults(func=cmd_leader, needs_client=True)
 
-    for module in (bulk, listing, observe, workflows, dag, dlq, placement, acl, tlscmd, pytasks):
+    for module in (bulk, listing, observe, workflows, dag, dlq, placement, acl, tlscmd, pytasks,
+                   operator):
         module.register(sub, fmt)
 
     audit.register(sub, fmt)

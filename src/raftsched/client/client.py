@@ -14,6 +14,7 @@ from typing import Any, Self
 
 import grpc
 
+from raftsched.client import backup
 from raftsched.client.credentials import OPTIONS, ClientTLS, open_token_channel
 from raftsched.core.freshness import parse as parse_freshness
 from raftsched.v1 import (
@@ -226,6 +227,38 @@ class Client(NodesClient):
                consistent: bool = False) -> cluster_pb2.ClusterStatusResponse:
         req = cluster_pb2.ClusterStatusRequest(include_replicas=include_replicas, consistent=consistent)
         return self._call("cluster", "ClusterStatus", req)
+
+    def save_snapshot(self, path: str, consistent: bool = False,
+                      timeout: float = 600.0) -> dict[str, Any]:
+        """Back up the replicated state to `path` (format: `client.backup`) from the first
+        of `addresses` that answers; returns the file's header. `consistent` (or the
+        client's `consistent`): the node first catches up with every acknowledged write."""
+        req = cluster_pb2.SaveSnapshotRequest(consistent=consistent or self.consistent)
+        addrs, _ = self.current_channel()
+        for i, addr in enumerate(addrs):
+            call = cluster_pb2_grpc.ClusterStub(self._channels[addr]).SaveSnapshot(req, timeout=timeout)
+            try:
+                first = next(call)
+                break
+            except grpc.RpcError as e:
+                if not unreachable(e) or i == len(addrs) - 1:
+                    raise
+        last = [first]
+
+        def chunks() -> Iterator[bytes]:
+            yield first.data
+            for msg in call:
+                last[0] = msg
+                yield msg.data
+
+        info = first.info
+        header = {"cluster_name": info.cluster_name, "node_ids": list(info.node_ids),
+                  "node_id": info.node_id, "applied_index": info.applied_index, "term": info.term,
+                  "created_at": info.created_at, "state_digest": info.state_digest,
+                  "job_count": info.job_count, "state_version": info.state_version,
+                  "encoding": info.encoding}
+        return backup.save(path, header, chunks(), lambda: last[0].payload_bytes,
+                           lambda: last[0].payload_sha256)
 
     def wait_for_leader(self, timeout: float = 30.0) -> cluster_pb2.ClusterStatusResponse:
         deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ import json
 
 from raftsched.core import acl, batches, dlq, jobs, runas, workflows
 from raftsched.core.commands import Command, GcJobs
+from raftsched.core.snapshot import result_to_wire
 from raftsched.core.state import (
     ClusterState,
     Code,
@@ -24,7 +25,6 @@ from raftsched.core.state import (
     Result,
     ok,
     result_from_wire,
-    result_to_wire,
 )
 
 DEDUP_CAPACITY = 100_000

@@ -29,6 +29,7 @@ from raftsched.core.model import (
     NodeUsage,
     Transition,
 )
+from raftsched.core.snapshot import Captured
 
 OUTPUT_TAIL_LIMIT = 4096
 
@@ -220,22 +221,20 @@ class ClusterState:
 
     # ---- snapshot ---------------------------------------------------------------
 
+    def capture(self) -> Captured:
+        """This state's parts at its applied index (core.snapshot): call under the replica
+        lock; the dict and digest are computed from the copy anywhere, off the lock."""
+        return Captured(
+            {"version": codec.STATE_VERSION, "next_seq": self.next_seq, "fencing": self.fencing,
+             "applied_index": self.applied_index},
+            list(self.nodes.values()), list(self.jobs.values()), list(self.dedup.items()),
+            list(self.idem.items()), list(self.fingerprints.items()),
+            {name: dump(self.ext[name]) for name, (_init, dump, _load) in _STATE_EXT.items()},
+            self.digest_small(),
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        d = {
-            "version": codec.STATE_VERSION,
-            "next_seq": self.next_seq,
-            "fencing": self.fencing,
-            "applied_index": self.applied_index,
-            "nodes": [codec.to_wire(n) for n in self.nodes.values()],
-            "jobs": [codec.to_wire(j) for j in self.jobs.values()],
-            "dedup": [[rid, result_to_wire(r)] for rid, r in self.dedup.items()],
-            "idem": [[k, jid, ts] for k, (jid, ts) in self.idem.items()],
-        }
-        if self.fingerprints:
-            d["fingerprints"] = [[rid, fp] for rid, fp in self.fingerprints.items()]
-        for name, (_init, dump, _load) in _STATE_EXT.items():
-            d[name] = dump(self.ext[name])
-        return d
+        return self.capture().to_dict()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClusterState:
@@ -350,10 +349,6 @@ def state_extension(name: str, init: Callable[[], Any], dump: Callable[[Any], An
     _STATE_EXT[name] = (init, dump, load)
     if summary is not None:
         _SUMMARY[name] = summary
-
-
-def result_to_wire(r: Result) -> list[Any]:
-    return [r.code.value, r.value, r.message]
 
 
 def result_from_wire(w: list[Any]) -> Result:

@@ -12,13 +12,17 @@ from raftsched.config import ClusterConfig
 from raftsched.core.model import JobState
 from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
 from raftsched.rpc import convert
+from raftsched.rpc.freshness import Freshness
+from raftsched.rpc.limits import ReadLimiter
+from raftsched.rpc.snapshot import SnapshotSaver
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, node_pb2_grpc
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     def __init__(self, cfg: ClusterConfig, me_id: str, replica: ReplicaView, raft: RaftStatus,
-                 peers: Peers, leader: LeaderDuties, status: ReplicaStatus) -> None:
+                 peers: Peers, leader: LeaderDuties, status: ReplicaStatus,
+                 reads: ReadLimiter | None = None, freshness: Freshness | None = None) -> None:
         self.cfg = cfg
         self.me_id = me_id
         self.replica = replica
@@ -26,6 +30,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         self.peers = peers
         self.leader = leader
         self.status = status
+        self.snapshots = SnapshotSaver(cfg, me_id, replica, raft, reads or ReadLimiter(), freshness)
 
     async def ListNodes(self, request, context):
         st = self.replica.state
@@ -83,3 +88,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         except grpc.aio.AioRpcError as e:
             return cluster_pb2.ReplicaStatus(node_id=nc.id, reachable=False,
                                              error=e.details() or str(e.code()))
+
+    async def SaveSnapshot(self, request, context):
+        async for chunk in self.snapshots.stream(request, context):
+            yield chunk

@@ -120,3 +120,45 @@ class ClusterStatusResponse(_message.Message):
     jobs_by_state: _containers.ScalarMap[str, int]
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     def __init__(self, node_id: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., state_digest: _Optional[str] = ..., jobs_by_state: _Optional[_Mapping[str, int]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
+
+class SaveSnapshotRequest(_message.Message):
+    __slots__ = ("consistent",)
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    consistent: bool
+    def __init__(self, consistent: _Optional[bool] = ...) -> None: ...
+
+class SnapshotInfo(_message.Message):
+    __slots__ = ("applied_index", "term", "node_id", "cluster_name", "node_ids", "state_digest", "job_count", "created_at", "encoding", "state_version")
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    JOB_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    applied_index: int
+    term: int
+    node_id: str
+    cluster_name: str
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    state_digest: str
+    job_count: int
+    created_at: float
+    encoding: str
+    state_version: int
+    def __init__(self, applied_index: _Optional[int] = ..., term: _Optional[int] = ..., node_id: _Optional[str] = ..., cluster_name: _Optional[str] = ..., node_ids: _Optional[_Iterable[str]] = ..., state_digest: _Optional[str] = ..., job_count: _Optional[int] = ..., created_at: _Optional[float] = ..., encoding: _Optional[str] = ..., state_version: _Optional[int] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("info", "data", "payload_sha256", "payload_bytes")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    info: SnapshotInfo
+    data: bytes
+    payload_sha256: str
+    payload_bytes: int
+    def __init__(self, info: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., payload_sha256: _Optional[str] = ..., payload_bytes: _Optional[int] = ...) -> None: ...

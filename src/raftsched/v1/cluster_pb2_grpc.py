@@ -45,6 +45,11 @@ class ClusterStub:
                 request_serializer=raftsched_dot_v1_dot_cluster__pb2.ClusterStatusRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_cluster__pb2.ClusterStatusResponse.FromString,
                 _registered_method=True)
+        self.SaveSnapshot = channel.unary_stream(
+                '/raftsched.v1.Cluster/SaveSnapshot',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.SaveSnapshotRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -63,6 +68,14 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveSnapshot(self, request, context):
+        """Backup (admin): a consistent snapshot of this node's applied replicated state at one
+        Raft index, streamed in chunks; see docs/operations.md "Backup and restore".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.ClusterStatus,
                     request_deserializer=raftsched_dot_v1_dot_cluster__pb2.ClusterStatusRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_cluster__pb2.ClusterStatusResponse.SerializeToString,
+            ),
+            'SaveSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.SaveSnapshot,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.SaveSnapshotRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class Cluster:
             '/raftsched.v1.Cluster/ClusterStatus',
             raftsched_dot_v1_dot_cluster__pb2.ClusterStatusRequest.SerializeToString,
             raftsched_dot_v1_dot_cluster__pb2.ClusterStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/raftsched.v1.Cluster/SaveSnapshot',
+            raftsched_dot_v1_dot_cluster__pb2.SaveSnapshotRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,
