@@ -28,10 +28,11 @@ from raftsched.core.state import ClusterState, Code, Handler, Result, check_repo
 STOPPABLE = (JobState.ASSIGNED, JobState.RUNNING)
 
 
-def scheduling(state: ClusterState, node: Node) -> str:
-    """eligible | ineligible | draining | drained (draining with nothing active left)."""
+def scheduling(node: Node, active: int) -> str:
+    """eligible | ineligible | draining | drained (a drain with none of the node's
+    `active` jobs, assigned, running or being cancelled, left)."""
     if node.drain_deadline:
-        return "draining" if state.allocated(node.id).jobs else "drained"
+        return "draining" if active else "drained"
     return "eligible" if node.eligible else "ineligible"
 
 

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ClusterStub:
-    """Cluster introspection. Served by every node from its local replica.
+    """Cluster introspection, served by every node from its local replica; and node
+    operations (issue 15), written through the leader.
     """
 
     def __init__(self, channel):
@@ -45,10 +46,21 @@ class ClusterStub:
                 request_serializer=raftsched_dot_v1_dot_cluster__pb2.ClusterStatusRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_cluster__pb2.ClusterStatusResponse.FromString,
                 _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/raftsched.v1.Cluster/DrainNode',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.DrainNodeResponse.FromString,
+                _registered_method=True)
+        self.SetNodeEligibility = channel.unary_unary(
+                '/raftsched.v1.Cluster/SetNodeEligibility',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
-    """Cluster introspection. Served by every node from its local replica.
+    """Cluster introspection, served by every node from its local replica; and node
+    operations (issue 15), written through the leader.
     """
 
     def ListNodes(self, request, context):
@@ -59,6 +71,21 @@ class ClusterServicer:
 
     def ClusterStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """No new jobs on the node; attempts still running at the deadline are stopped and
+        requeued (not counted against their retry budget). Operator with every namespace ("*").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNodeEligibility(self, request, context):
+        """eligible=false: no new jobs, running ones untouched; true: new jobs again, ends a drain.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -76,6 +103,16 @@ def add_ClusterServicer_to_server(servicer, server):
                     request_deserializer=raftsched_dot_v1_dot_cluster__pb2.ClusterStatusRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_cluster__pb2.ClusterStatusResponse.SerializeToString,
             ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.DrainNodeRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'SetNodeEligibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeEligibility,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'raftsched.v1.Cluster', rpc_method_handlers)
@@ -85,7 +122,8 @@ def add_ClusterServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Cluster:
-    """Cluster introspection. Served by every node from its local replica.
+    """Cluster introspection, served by every node from its local replica; and node
+    operations (issue 15), written through the leader.
     """
 
     @staticmethod
@@ -132,6 +170,60 @@ class Cluster:
             '/raftsched.v1.Cluster/ClusterStatus',
             raftsched_dot_v1_dot_cluster__pb2.ClusterStatusRequest.SerializeToString,
             raftsched_dot_v1_dot_cluster__pb2.ClusterStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/DrainNode',
+            raftsched_dot_v1_dot_cluster__pb2.DrainNodeRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNodeEligibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/SetNodeEligibility',
+            raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.FromString,
             options,
             channel_credentials,
             insecure,
