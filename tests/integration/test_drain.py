@@ -33,10 +33,44 @@ def ok(r: subprocess.CompletedProcess[str]) -> str:
     return r.stdout
 
 
-def sleeper(marker: str, seconds: float, **kw) -> jobs_pb2.JobSpec:
-    """A job whose process carries `marker-<attempt>` in its command line."""
-    return sh(f"exec {sys.executable} -c 'import time; time.sleep({seconds})' {marker}-$RAFTSCHED_ATTEMPT",
-              **kw)
+SLEEPER = """
+import signal, sys, time
+tag, ledger, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+def note(kind):
+    with open(ledger, "a") as f:
+        f.write(f"{kind} {tag} {time.time()}\\n")
+def term(*_):
+    note("end")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, term)
+note("start")
+time.sleep(seconds)
+note("end")
+"""
+
+
+def sleeper(c: TestCluster, marker: str, seconds: float, **kw) -> jobs_pb2.JobSpec:
+    """A job whose process carries `marker-<attempt>` in its command line and writes its
+    start and end (also when killed with SIGTERM) to the ledger `marker.ledger`."""
+    script = c.root / "sleeper.py"
+    script.write_text(SLEEPER)
+    return sh(f"exec {sys.executable} {script} {marker}-$RAFTSCHED_ATTEMPT {c.root / marker}.ledger "
+              f"{seconds}", **kw)
+
+
+def started_run(c: TestCluster, marker: str, tag: str) -> dict[str, dict[str, float]]:
+    """The ledger once the run `tag` has written its start."""
+    c.wait_until(lambda: "start" in ledger(c, marker).get(tag, {}), 20, f"{tag} started")
+    return ledger(c, marker)
+
+
+def ledger(c: TestCluster, marker: str) -> dict[str, dict[str, float]]:
+    """tag -> {"start": t, "end": t} from the ledger the sleepers of `marker` wrote."""
+    out: dict[str, dict[str, float]] = {}
+    for line in (c.root / f"{marker}.ledger").read_text().splitlines():
+        kind, tag, t = line.split()
+        out.setdefault(tag, {})[kind] = float(t)
+    return out
 
 
 def scheduling(client: Client, nid: str) -> str:
@@ -52,8 +86,8 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
         for nid in ("n1", "n3"):
             assert ok(cli(c, "node", "eligibility", nid, "--disable")).strip() == f"{nid}: ineligible"
         m = f"drain-{uuid.uuid4().hex[:8]}"
-        long_id = client.submit(sleeper(m, 600, retry=jobs_pb2.RetryPolicy(max_attempts=2)))
-        short_id = client.submit(sleeper(f"{m}s", 4))
+        long_id = client.submit(sleeper(c, m, 600, retry=jobs_pb2.RetryPolicy(max_attempts=2)))
+        short_id = client.submit(sleeper(c, f"{m}s", 12))
         c.wait_until(lambda: all(client.get(j).state == jobs_pb2.RUNNING for j in (long_id, short_id)),
                      30, "both jobs running on n2")
         assert {client.get(j).node_id for j in (long_id, short_id)} == {"n2"}
@@ -61,7 +95,7 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
             assert ok(cli(c, "node", "eligibility", nid, "--enable")).strip() == f"{nid}: eligible"
 
         out = ok(cli(c, "node", "drain", "n2", "--deadline", "30s"))
-        assert out.startswith("n2: draining (2 running, deadline "), out
+        assert out.startswith("n2: draining (2 running, deadline "), (out, client.get(long_id), client.get(short_id))
         # new jobs go to the other nodes; explain/plan say why not n2
         plan = ok(cli(c, "plan", "--", "true"))
         assert "ineligible" in plan and "draining" in plan, plan
@@ -80,8 +114,8 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
         n2 = next(n for n in info["nodes"] if n["id"] == "n2")
         assert n2["scheduling"] == "draining" and n2["draining"] and not n2.get("eligible", False)
 
-        # --force: the deadline is now; the long job is stopped, then requeued elsewhere
-        ok(cli(c, "node", "drain", "n2", "--force"))
+        # a shorter deadline: when it passes, the leader stops the long job, then requeues it
+        ok(cli(c, "node", "drain", "n2", "--deadline", "2s"))
         c.wait_until(lambda: client.get(long_id).attempt >= 2
                      and client.get(long_id).state == jobs_pb2.RUNNING, 40, "the long job running again")
         job = client.get(long_id)
@@ -93,6 +127,8 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
         # no overlap: attempt 1 was over (its process gone, reported) before attempt 2 was assigned
         assert first[0].finished_at <= job.assigned_at
         assert not marked(f"{m}-1") and marked(f"{m}-2")
+        runs = started_run(c, m, f"{m}-2")
+        assert runs[f"{m}-1"]["end"] <= runs[f"{m}-2"]["start"], runs
         c.wait_until(lambda: scheduling(client, "n2") == "drained", 20, "n2 drained")
         assert "drained" in ok(cli(c, "nodes"))
 
@@ -106,6 +142,16 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
         assert j.state == jobs_pb2.SUCCEEDED and j.node_id == "n2"
         # running jobs are untouched by --disable: the long job still runs on its node
         assert client.get(long_id).state == jobs_pb2.RUNNING and client.get(long_id).attempt == 2
+        # --force: the deadline is now
+        ok(cli(c, "node", "eligibility", "n1", "--enable"))
+        nid = client.get(long_id).node_id
+        ok(cli(c, "node", "drain", nid, "--force"))
+        c.wait_until(lambda: client.get(long_id).attempt >= 3
+                     and client.get(long_id).state == jobs_pb2.RUNNING, 40, "the long job moved again")
+        job = client.get(long_id)
+        assert job.node_id != nid and job.failures == 0 and job.state == jobs_pb2.RUNNING
+        runs = started_run(c, m, f"{m}-3")
+        assert runs[f"{m}-2"]["end"] <= runs[f"{m}-3"]["start"], runs
         client.cancel(long_id)
         c.wait_terminal([long_id], timeout=30, client=client)
         wait_gone(c, m)
