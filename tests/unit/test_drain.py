@@ -162,6 +162,10 @@ def test_never_started_attempt_is_requeued_as_lost_after_a_heartbeat() -> None:
     assert drain(st, "n2", 10.0, ts=10.0).value == (j,)
     assert reconcile.unconfirmed_starts(st, {}, 50.0, 1.0) == []  # no start re-sent
     assert nodes.evicted_gone(st, {"n2": set()}, {"n2": 10.5}, 1.0) == []  # too early
+    # a new leader has not heard from n2 yet (its `reported` is empty): no decision
+    assert nodes.evicted_gone(st, {}, {"n2": 12.0}, 1.0) == []
+    # a heartbeat that lists the attempt: it still runs there
+    assert nodes.evicted_gone(st, {"n2": {(j, 1)}}, {"n2": 12.0}, 1.0) == []
     items = nodes.evicted_gone(st, {"n2": set()}, {"n2": 12.0}, 1.0)
     assert [i.job_id for i in items] == [j] and items[0].lost
     assert fsm.apply(st, JobsFinished(rid(), 12.0, tuple(items))).ok

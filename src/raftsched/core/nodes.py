@@ -157,13 +157,14 @@ def evicted_gone(state: ClusterState, reported: Mapping[str, set[tuple[str, int]
                  heard_at: Mapping[str, float], slack: float) -> list[FinishedItem]:
     """Attempts being stopped for a drain that their node no longer runs (the start never
     arrived, or the kill's report was lost): a heartbeat well after the stop does not
-    list them. Reported lost: requeued outside the retry budget."""
+    list them. Reported lost: requeued outside the retry budget. Only nodes heard from
+    by this leader count (`reported` is emptied on election; `heard_at` is not)."""
     out = []
-    for nid in sorted({n for n in heard_at if n in state.nodes}):
+    for nid in sorted(n for n in reported if n in heard_at and n in state.nodes):
         for j in state.active_on(nid):
             if (j.evict_requested_at and j.state in STOPPABLE
                     and heard_at[nid] > j.evict_requested_at + slack
-                    and (j.id, j.attempt) not in reported.get(nid, ())):
+                    and (j.id, j.attempt) not in reported[nid]):
                 out.append(FinishedItem(j.id, j.attempt, j.fencing_token, None, lost=True,
                                         error="not running on its node when its drain stopped it"))
     return out
