@@ -6,9 +6,11 @@ two attempts never run at the same time; `eligibility --enable` brings the node 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import uuid
 
 import grpc
@@ -16,7 +18,8 @@ import pytest
 
 from raftsched.client.acl_client import AclClient
 from raftsched.client.client import Client
-from raftsched.v1 import jobs_pb2
+from raftsched.client.observe_client import ClusterWatcher
+from raftsched.v1 import events_pb2, jobs_pb2
 from tests.integration.test_isolation import marked, sh, wait_gone
 from tests.support.cluster import TestCluster, status_of
 
@@ -82,6 +85,15 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
     try:
         c.wait_ready()
         client = c.client()
+        events: list[events_pb2.ClusterEvent] = []
+        watcher = ClusterWatcher([c.addr("n3")], token=c.token, tls=c.tls)
+
+        def watch() -> None:
+            with contextlib.suppress(Exception):  # cancelled at the end
+                for ev in watcher.events():
+                    events.append(ev)
+
+        threading.Thread(target=watch, daemon=True).start()
         # only n2 eligible: the long and the short job go there
         for nid in ("n1", "n3"):
             assert ok(cli(c, "node", "eligibility", nid, "--disable")).strip() == f"{nid}: ineligible"
@@ -113,6 +125,14 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
         info = json.loads(ok(cli(c, "nodes", "--json")))
         n2 = next(n for n in info["nodes"] if n["id"] == "n2")
         assert n2["scheduling"] == "draining" and n2["draining"] and not n2.get("eligible", False)
+
+        # WatchCluster saw the changes (committed entries, from a follower's replica too)
+        c.wait_until(lambda: any(e.kind == events_pb2.NODE_SCHEDULING and e.node_id == "n2"
+                                 and e.reason.startswith("draining") for e in list(events)), 20,
+                     "a NODE_SCHEDULING event for the drain")
+        kinds = [(e.node_id, e.reason) for e in list(events) if e.kind == events_pb2.NODE_SCHEDULING]
+        assert ("n1", "ineligible") in kinds and ("n1", "eligible") in kinds, kinds
+        watcher.cancel()
 
         # a shorter deadline: when it passes, the leader stops the long job, then requeues it
         ok(cli(c, "node", "drain", "n2", "--deadline", "2s"))
