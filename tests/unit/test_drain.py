@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from raftsched.cli.common import UsageError
 from raftsched.core import apply as fsm
 from raftsched.core import liveness, nodes, reconcile
 from raftsched.core.commands import FinishedItem, JobsFinished, NodeUp
@@ -214,3 +217,24 @@ def test_cpu_capacity_of_a_stopping_attempt_is_held() -> None:
     (k,) = submit(st, spec(cpu=900), ts=11.0)
     assert [i.node_id for i in place([st.jobs[k]], candidates(st))] == ["n1"]
     assert j in st.allocated("n2").jobs
+
+
+def test_top_and_nodes_show_the_scheduling_state() -> None:
+    from raftsched.cli.nodeops import parse_duration, scheduling_text
+    from raftsched.cli.observe import render_top
+    from raftsched.v1 import cluster_pb2
+
+    node = {"id": "n2", "alive": True, "raft": "follower", "cpu_used": 0, "cpu_capacity": 1000,
+            "mem_used": 0, "mem_capacity": 1000, "active_jobs": 1}
+    d = {"answered_by": "n1", "leader": "n1", "term": 2, "commit_index": 9, "jobs_by_state": {},
+         "nodes": [dict(node, scheduling="draining"), dict(node, id="n3", scheduling="eligible")],
+         "running": [], "running_total": 0, "recent_failures": []}
+    rows = {ln.split()[0]: ln for ln in render_top(d, color=False).splitlines() if ln.startswith("n")}
+    assert "up draining" in rows["n2"] and "eligible" not in rows["n3"]
+    n = cluster_pb2.NodeInfo(id="n2", scheduling="draining", running_jobs=3, drain_deadline=1e9)
+    assert scheduling_text(n).startswith("draining (3 running, deadline ")
+    assert scheduling_text(cluster_pb2.NodeInfo(scheduling="drained")) == "drained"
+    assert parse_duration("1h30m") == 5400 and parse_duration("90") == 90 and parse_duration("10m") == 600
+    for bad in ("", "soon", "10 m", "5x", "-3s"):
+        with pytest.raises(UsageError, match="--deadline"):
+            parse_duration(bad)
