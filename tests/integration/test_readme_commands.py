@@ -57,7 +57,8 @@ def commands() -> tuple[list[str], list[str]]:
             if ln in NOT_COMMANDS:
                 continue
             assert re.match(r"^(\w+=\S+ )?raftsched ", ln), f"not a raftsched command: {ln!r}"
-            (server if re.match(r"^raftsched (node|cluster up)\b", ln) else client).append(ln)
+            # `raftsched node --id ...` runs a node; `raftsched node drain ...` is a client command
+            (server if re.match(r"^raftsched (node --|cluster up\b)", ln) else client).append(ln)
     return server, client
 
 

@@ -2,7 +2,8 @@
 
 Rules: submit (priorities, retry policies, sequence keys, idempotency keys),
 placement, random (possibly bad) assigns, start, succeed, fail, timeout, stale
-reports, cancel, node down/up, DLQ retry and purge, clock steps. Invariants
+reports, cancel, node down/up, drain (with a deadline or forced) and its deadline,
+eligibility, DLQ retry and purge, clock steps. Invariants
 checked after every step: no job in two places, attempts and fencing tokens
 only grow, no node over-committed, terminal states stay terminal (except an
 explicit DLQ retry of a DEAD job), jobs of one sequence key never active
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from raftsched.core import apply as fsm
+from raftsched.core import nodes
 from raftsched.core import runqueue as queue
 from raftsched.core.commands import (
     Assign,
@@ -45,6 +47,7 @@ from raftsched.core.model import (
     Resources,
     RetryPolicy,
 )
+from raftsched.core.nodeops import DrainDeadline, DrainNode, SetEligibility
 from raftsched.core.placement import Candidate, Strategy, place
 from raftsched.core.state import state_digest
 
@@ -140,7 +143,7 @@ class SemanticsMachine(RuleBasedStateMachine):
         res = self._apply(Assign(self._rid(), self.now, (AssignItem(jid, node, attempt),)))
         if isinstance(res.value[0], int):
             assert old.state is JobState.PENDING and old.not_before <= self.now
-            assert self.st.nodes[node].alive
+            assert self.st.nodes[node].alive and self.st.nodes[node].eligible
             self._check_in_order(jid)
 
     @precondition(lambda self: any(j.state in ACTIVE_STATES for j in self.st.jobs.values()))
@@ -166,6 +169,8 @@ class SemanticsMachine(RuleBasedStateMachine):
         new = self.st.jobs[jid]
         if j.state is JobState.CANCELLING:
             assert new.state in (JobState.CANCELLED, JobState.SUCCEEDED)
+        elif j.evict_requested_at and outcome in ("fail", "error"):  # stopped by a drain
+            assert new.state is JobState.PENDING and new.failures == j.failures
         elif outcome == "ok":
             assert new.state is JobState.SUCCEEDED
         else:
@@ -222,6 +227,36 @@ class SemanticsMachine(RuleBasedStateMachine):
     def node_up(self) -> None:
         node = next(n.id for n in self.st.nodes.values() if not n.alive)
         self._apply(NodeUp(self._rid(), self.now, Node(node, "g", "r", Resources(1000, 1000), LABELS[node])))
+
+    @rule(node=st.sampled_from(NODES), after=st.sampled_from([0.0, 0.0, 1.0, 5.0]))
+    def drain(self, node: str, after: float) -> None:
+        """Drain with a deadline `after` seconds away (0: --force)."""
+        before = {j.id: (j.failures, j.evict_requested_at) for j in self.st.active_on(node)}
+        assert self._apply(DrainNode(self._rid(), self.now, node, self.now + after)).ok
+        n = self.st.nodes[node]
+        assert not n.eligible and n.drain_deadline == self.now + after
+        for jid, (f, evict) in before.items():
+            j = self.st.jobs[jid]
+            assert j.failures == f and j.node_id == node  # nothing moves before it is stopped
+            if after == 0 and j.state is not JobState.CANCELLING:
+                assert j.evict_requested_at  # --force: being stopped now
+            elif after:
+                assert j.evict_requested_at == evict
+
+    @rule()
+    def drain_deadlines(self) -> None:
+        """What the leader proposes when deadlines pass (fenced by token and generation)."""
+        for nid, gen, attempts in nodes.due_drains(self.st, self.now):
+            res = self._apply(DrainDeadline(self._rid(), self.now, nid, gen, attempts))
+            assert res.ok and res.value == ("",) * len(attempts)
+            assert all(self.st.jobs[j].evict_requested_at == self.now for j, _, _ in attempts)
+
+    @rule(node=st.sampled_from(NODES), on=st.booleans())
+    def eligibility(self, node: str, on: bool) -> None:
+        assert self._apply(SetEligibility(self._rid(), self.now, node, on)).ok
+        assert self.st.nodes[node].eligible is on
+        if on:
+            assert not self.st.nodes[node].drain_deadline
 
     @precondition(lambda self: any(j.state is JobState.DEAD for j in self.st.jobs.values()))
     @rule(data=st.data())

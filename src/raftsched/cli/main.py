@@ -20,6 +20,7 @@ from raftsched.cli import (
     dlq,
     globalflags,
     listing,
+    nodeops,
     observe,
     operator,
     placement,
@@ -67,6 +68,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     from raftsched import logs
     from raftsched.node.runtime import serve
 
+    if not args.id:
+        raise UsageError("--id is required to run a node (or: node drain ID, node eligibility ID)")
     cfg = configmod.load(args.config)
     cfg.node(args.id)  # fail early on an unknown id
     logs.configure(args.log_format or cfg.log_format, args.log_level or cfg.log_level,
@@ -206,10 +209,11 @@ def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
             _lag(r.tick_lag_p99, r.tick_lag_max) if r and r.reachable else "-",
             n.grpc_address,
             n.labels.get("pool", "-") + (" (dedicated)" if n.dedicated_pool else ""),
+            nodeops.scheduling_text(n),
         ])
     print(table(rows, ["NODE", "HEALTH", "RAFT", "JOBS", "CPU", "MEMORY", "USED (CGROUPS)",
                        "APPLIED", "DIGEST", "LOOP LAG p99/max", "TICK LAG p99/max", "ADDRESS",
-                       "POOL"]))
+                       "POOL", "SCHEDULING"]))
     return EXIT_OK
 
 
@@ -268,13 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--key", help="client private key (PEM)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    sp = sub.add_parser("node", help="run one node of the cluster", formatter_class=fmt,
-                        description="Run one raftsched node (Raft replica, gRPC API, executor).\n"
-                        "Example: raftsched node --config cluster.toml --id n1")
-    sp.add_argument("--id", required=True, help="node id from the config")
-    sp.add_argument("--log-format", choices=["console", "json"], help="override config")
-    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    sp.set_defaults(func=cmd_node, needs_client=False)
+    nodeops.register(sub, fmt, cmd_node)  # `node --id n1` runs a node; `node drain ID`, ...
 
     cp = sub.add_parser("cluster", help="manage a local cluster")
     csub = cp.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)

@@ -190,7 +190,7 @@ def top_data(client: Client) -> dict[str, Any]:
         "commit_index": st.commit_index,
         "jobs_by_state": dict(st.jobs_by_state),
         "nodes": [{
-            "id": n.id, "alive": n.alive,
+            "id": n.id, "alive": n.alive, "scheduling": n.scheduling,
             "raft": (reps[n.id].raft_state if n.id in reps and reps[n.id].reachable else "unreachable"),
             "cpu_used": n.allocated.cpu_millis, "cpu_capacity": n.capacity.cpu_millis,
             "mem_used": n.allocated.memory_mib, "mem_capacity": n.capacity.memory_mib,
@@ -223,6 +223,8 @@ def render_top(d: dict[str, Any], color: bool, width: int = 100) -> str:
     rows = [["NODE", "STATE", "RAFT", "CPU", "MEMORY", "JOBS"]]
     for n in d["nodes"]:
         health = _colorize("up", "32", color) if n["alive"] else _colorize("down", "31", color)
+        if n.get("scheduling") not in (None, "", "eligible"):  # draining, drained, ineligible
+            health += " " + _colorize(n["scheduling"], "33", color)
         rows.append([n["id"], health, n["raft"], bar(n["cpu_used"], n["cpu_capacity"], bw, color),
                      bar(n["mem_used"], n["mem_capacity"], bw, color), str(n["active_jobs"])])
     lines += _columns(rows)

@@ -11,7 +11,7 @@ from raftsched.cli.format import color, dump_json, message_dict, table
 from raftsched.client.client import Client
 from raftsched.v1 import jobs_pb2
 
-CHECK_COLORS = {"ok": "32", "down": "31", "pool": "35", "labels": "35", "cpu": "33", "memory": "33"}
+CHECK_COLORS = {"ok": "32", "down": "31", "ineligible": "31", "pool": "35", "labels": "35", "cpu": "33", "memory": "33"}
 
 
 def render(e: jobs_pb2.PlacementExplanation) -> str:

@@ -223,6 +223,20 @@ class Client(NodesClient):
         req = cluster_pb2.ListNodesRequest(consistent=consistent)
         return list(self._call("cluster", "ListNodes", req).nodes)
 
+    def drain_node(self, node_id: str, deadline_s: float = 0.0, force: bool = False,
+                   request_id: str | None = None) -> cluster_pb2.NodeInfo:
+        """No new jobs on the node; what still runs there after `deadline_s` (now with
+        `force`) is stopped and requeued. Returns the node as it is then."""
+        req = cluster_pb2.DrainNodeRequest(node_id=node_id, deadline_seconds=deadline_s, force=force,
+                                           request_id=request_id or uuid.uuid4().hex)
+        return self._call("cluster", "DrainNode", req).node
+
+    def set_node_eligibility(self, node_id: str, eligible: bool,
+                             request_id: str | None = None) -> cluster_pb2.NodeInfo:
+        req = cluster_pb2.SetNodeEligibilityRequest(node_id=node_id, eligible=eligible,
+                                                    request_id=request_id or uuid.uuid4().hex)
+        return self._call("cluster", "SetNodeEligibility", req).node
+
     def status(self, include_replicas: bool = False,
                consistent: bool = False) -> cluster_pb2.ClusterStatusResponse:
         req = cluster_pb2.ClusterStatusRequest(include_replicas=include_replicas, consistent=consistent)

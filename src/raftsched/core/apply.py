@@ -7,7 +7,7 @@ remembered (bounded table): a command whose id was already applied returns the
 first result and changes nothing (Raft thesis §6.3, client sessions).
 
 One explicit dispatch table, `HANDLERS`, merged from the job lifecycle handlers
-(`jobs.py`), the dead-letter queue (`dlq.py`) and the templates/schedules/workflows
+(`jobs.py`), the node handlers (`nodes.py`), the dead-letter queue (`dlq.py`) and the templates/schedules/workflows
 handlers (`workflows.py`).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from raftsched.core import acl, batches, dlq, jobs, runas, workflows
+from raftsched.core import acl, batches, dlq, jobs, nodes, runas, workflows
 from raftsched.core.commands import Command, GcJobs
 from raftsched.core.snapshot import result_to_wire
 from raftsched.core.state import (
@@ -49,8 +49,9 @@ def _merge(*tables: dict[type, Handler]) -> dict[type, Handler]:
     return out
 
 
-HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, batches.HANDLERS, dlq.HANDLERS,
-                                       workflows.HANDLERS, acl.HANDLERS, runas.HANDLERS)
+HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, nodes.HANDLERS,
+                                       batches.HANDLERS, dlq.HANDLERS, workflows.HANDLERS,
+                                       acl.HANDLERS, runas.HANDLERS)
 
 
 def apply(state: ClusterState, cmd: Command) -> Result:

@@ -10,7 +10,8 @@ A log entry is a JSON list of commands, each `[tag, {fields}]`. Command tags are
 registered with `@command(tag)` and are append-only: never renumber or reuse
 one. Reserved ranges keep parallel work from colliding:
   1-19 core cluster and failure handling, 20-39 job semantics (retries, DLQ,
-  keys), 40-59 templates/schedules/workflows, 60-79 observability.
+  keys), 40-59 templates/schedules/workflows, 60-79 observability,
+  80-99 access control, 110-119 node operations (drain, eligibility).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 from raftsched.core import codec
 from raftsched.core.codec import command
 from raftsched.core.model import JobSpec, Node
+from raftsched.core.nodeops import DrainDeadline, DrainNode, SetEligibility
 from raftsched.core.runas import SetRunAs
 from raftsched.core.workflow_types import Schedule, Template
 
@@ -392,5 +393,5 @@ Command = (
     | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
     | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
     | RunScheduleNow | SubmitWorkflow | CancelWorkflow | AclBootstrap | CreateToken | RevokeToken
-    | SetQuota | SetRunAs
+    | SetQuota | SetRunAs | DrainNode | SetEligibility | DrainDeadline
 )

@@ -4,8 +4,8 @@ Submit (with idempotency keys), Assign (compare-and-swap: pending, attempt,
 not-before time, sequence head, and placement's own node filters), attempt
 reports (retry with backoff, DEAD after the budget, TIMED_OUT), cancel (of a
 running job: CANCELLING until the worker reports the process gone), node
-down (work returns to PENDING without using the retry budget). The dead-letter
-queue's handlers are in `dlq`.
+down (work returns to PENDING without using the retry budget: `lose_attempt`, used
+by the node handlers in `nodes`). The dead-letter queue's handlers are in `dlq`.
 
 `HANDLERS` at the bottom is merged into the dispatch table by `apply`.
 """
@@ -21,8 +21,6 @@ from raftsched.core.commands import (
     FinishedItem,
     JobsFinished,
     JobsStarted,
-    NodeDown,
-    NodeUp,
     SubmitJobs,
 )
 from raftsched.core.model import (
@@ -212,6 +210,7 @@ def _apply_assign(state: ClusterState, cmd: Assign) -> Result:
                     reason="",
                     not_before=0.0,
                     cancel_requested_at=0.0,
+                    evict_requested_at=0.0,
                 ),
                 cmd.ts,
             )
@@ -285,6 +284,7 @@ def _finish(state: ClusterState, job: Job, item: FinishedItem, ts: float) -> str
         result=pytask.stored_result(target is JobState.SUCCEEDED, item.result),
         failures=failures,
         not_before=not_before,
+        evict_requested_at=0.0,
         attempts=_with_attempt(job, _record(job, ts, rec_outcome, item.exit_code, why)),
     )
     state.put(job, new, ts)
@@ -300,9 +300,20 @@ def _apply_finished(state: ClusterState, cmd: JobsFinished) -> Result:
         elif item.lost:  # killed by the node's watchdog when its lease ran out
             lose_attempt(state, job, cmd.ts, f"attempt {job.attempt} lost on node {job.node_id}: {item.error}")
             out.append("")
+        elif evicted(job, item):  # stopped at its node's drain deadline
+            lose_attempt(state, job, cmd.ts, f"attempt {job.attempt} stopped on node {job.node_id} "
+                         f"at its drain deadline ({item.error or 'exited'}); requeued")
+            out.append("")
         else:
             out.append(_finish(state, job, item, cmd.ts))
     return ok(tuple(out))
+
+
+def evicted(job: Job, item: FinishedItem) -> bool:
+    """An attempt the drain deadline stopped that did not end on its own terms (success
+    or its own timeout): it is requeued like a lost one, outside the retry budget."""
+    return (bool(job.evict_requested_at) and job.state is not JobState.CANCELLING
+            and not item.timed_out and attempt_outcome(item)[0] is not JobState.SUCCEEDED)
 
 
 # ---- cancel ----------------------------------------------------------------------------
@@ -334,7 +345,7 @@ def _apply_cancel(state: ClusterState, cmd: CancelJob) -> Result:
     return ok(job.id)
 
 
-# ---- node down ---------------------------------------------------------------------------
+# ---- lost attempts (node down, restarted, lease expired, drained) ------------------------
 
 
 def lose_attempt(state: ClusterState, job: Job, ts: float, why: str) -> bool:
@@ -348,38 +359,10 @@ def lose_attempt(state: ClusterState, job: Job, ts: float, why: str) -> bool:
                       attempts=_with_attempt(job, _record(job, ts, "CANCELLED", None, why)))
         state.put(job, new, ts)
         return False
-    new = replace(job, state=JobState.PENDING, reason=why,
+    new = replace(job, state=JobState.PENDING, reason=why, evict_requested_at=0.0,
                   attempts=_with_attempt(job, _record(job, ts, "LOST", None, why)))
     state.put(job, new, ts)
     return True
-
-
-def _apply_node_down(state: ClusterState, cmd: NodeDown) -> Result:
-    node = state.nodes.get(cmd.node_id)
-    if node is None:
-        return Result(Code.NOT_FOUND, None, f"node {cmd.node_id} is not registered")
-    state.nodes[node.id] = replace(node, alive=False, since=cmd.ts, generation=node.generation + 1)
-    returned: list[str] = []
-    for job in state.active_on(node.id):
-        if lose_attempt(state, job, cmd.ts, f"node {node.id} down: {cmd.reason}"):
-            returned.append(job.id)
-    return ok(tuple(returned))
-
-
-def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
-    old = state.nodes.get(cmd.node.id)
-    rejoined = old is None or not old.alive or old.incarnation != cmd.node.incarnation
-    since = cmd.ts if rejoined or old is None else old.since
-    generation = (old.generation if old else 0) + (1 if rejoined else 0)
-    state.nodes[cmd.node.id] = replace(cmd.node, alive=True, since=since, generation=generation)
-    state._usage(cmd.node.id)
-    returned: list[str] = []
-    if old is not None and old.incarnation != cmd.node.incarnation:
-        # A new process: whatever the old one ran died with it (its watchdog saw to that).
-        for job in state.active_on(old.id):
-            if lose_attempt(state, job, cmd.ts, f"node {old.id} restarted"):
-                returned.append(job.id)
-    return ok(tuple(returned))
 
 
 HANDLERS: dict[type, Handler] = {
@@ -388,6 +371,4 @@ HANDLERS: dict[type, Handler] = {
     JobsStarted: _apply_started,
     JobsFinished: _apply_finished,
     CancelJob: _apply_cancel,
-    NodeDown: _apply_node_down,
-    NodeUp: _apply_node_up,
 }

@@ -59,8 +59,8 @@ def needs_node_up(state: ClusterState, node: Node) -> bool:
 
 def revoked(state: ClusterState, node_id: str, running: Iterable[Attempt]) -> list[Attempt]:
     """Attempts a node reports running that it must kill: their job is no longer
-    ASSIGNED/RUNNING there under that attempt and token. This is also how a cancel
-    of a running job (state CANCELLING) reaches its node."""
+    ASSIGNED/RUNNING there under that attempt and token, or is being stopped by a
+    drain. This is also how a cancel of a running job (state CANCELLING) reaches its node."""
     out = []
     for job_id, attempt, token in running:
         job = state.jobs.get(job_id)
@@ -70,6 +70,7 @@ def revoked(state: ClusterState, node_id: str, running: Iterable[Attempt]) -> li
             or job.attempt != attempt
             or job.fencing_token != token
             or job.state not in (JobState.ASSIGNED, JobState.RUNNING)
+            or job.evict_requested_at  # its node's drain deadline passed (core.nodes)
         ):
             out.append((job_id, attempt, token))
     return out

@@ -238,6 +238,9 @@ class Job:
     submitted_by: str = ""  # name of the token that submitted the job ("" without ACLs)
     cancelled_by: str = ""  # name of the token that asked to cancel it
     result: str = ""  # Python task: the succeeded attempt's return value, JSON (issue 14)
+    # Leader time at which its node's drain deadline asked to stop this attempt (issue 15):
+    # it is killed there and requeued without using the retry budget (core.nodes).
+    evict_requested_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +256,11 @@ class Node:
     generation: int = 0  # bumped when the node goes down or comes back: fences late starts
     # Dedicated to this pool (its `pool` label): only jobs asking for it are placed here.
     dedicated: str = ""
+    # Scheduling eligibility (issue 15, core.nodes): an ineligible node gets no new jobs.
+    eligible: bool = True
+    # Draining when > 0: leader time at which attempts still running here are stopped and
+    # requeued. A drain also makes the node ineligible; `eligibility --enable` ends it.
+    drain_deadline: float = 0.0
 
 
 @dataclass(slots=True)

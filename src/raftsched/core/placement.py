@@ -5,6 +5,7 @@ Feasibility filters, then ranking (Nomad's feasibility checkers and rankers,
 
   filters, in order, the first that fails names the node's verdict:
     down    the node is not alive
+    ineligible  the node takes no new jobs: draining, or made ineligible (core.nodes)
     pool    the node is dedicated to a pool the job does not ask for
     labels  a constraint (the job's `pool` included) does not hold on its labels
     cpu     requested CPU does not fit in what is left (e.g. cpu 1800+500m > 2000m)
@@ -46,6 +47,7 @@ class Strategy(StrEnum):
 class Check(StrEnum):
     OK = "ok"
     DOWN = "down"
+    INELIGIBLE = "ineligible"
     POOL = "pool"
     LABELS = "labels"
     CPU = "cpu"
@@ -118,10 +120,13 @@ def candidates(state: ClusterState) -> list[Candidate]:
 
 
 def node_filter(spec: JobSpec, node: Node) -> Verdict:
-    """The filters that do not depend on load, in order (down, pool, labels): the first
+    """The filters that do not depend on load, in order (down, ineligible, pool, labels): the first
     that fails, or OK. Depends only on the spec and the node: cached per spec in a round."""
     if not node.alive:
         return Verdict(node.id, Check.DOWN, "down")
+    if not node.eligible:
+        return Verdict(node.id, Check.INELIGIBLE,
+                       "draining: no new jobs" if node.drain_deadline else "ineligible: no new jobs")
     why = cons.pool_refusal(spec, node.dedicated)
     if why:
         return Verdict(node.id, Check.POOL, why)
@@ -149,6 +154,8 @@ def refusal(job_id: str, v: Verdict) -> str:
     """The compare-and-swap's message for a failed verdict (apply refuses the Assign item)."""
     if v.check is Check.DOWN:
         return f"node {v.node_id} is down"
+    if v.check is Check.INELIGIBLE:
+        return f"node {v.node_id} is {v.detail.split(':')[0]}"
     if v.check is Check.POOL:
         return f"node {v.node_id} is {v.detail}"
     if v.check is Check.LABELS:

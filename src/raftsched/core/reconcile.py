@@ -63,7 +63,7 @@ def unconfirmed_starts(state: ClusterState, reported: Reported, now: float,
     send their starts again (starts are idempotent on the worker)."""
     return [
         j for j in active_jobs(state)
-        if j.state is JobState.ASSIGNED
+        if j.state is JobState.ASSIGNED and not j.evict_requested_at
         and now - j.assigned_at > resend_after
         and (j.id, j.attempt) not in reported.get(j.node_id, ())
     ]
@@ -89,7 +89,7 @@ def startable(state: ClusterState, node_id: str, jobs: Iterable[Job]) -> tuple[N
     for j in jobs:
         cur = state.jobs.get(j.id)
         if (cur is not None and cur.state is JobState.ASSIGNED and cur.node_id == node_id
-                and (cur.attempt, cur.fencing_token) == (j.attempt, j.fencing_token)):
+                and not cur.evict_requested_at and (cur.attempt, cur.fencing_token) == (j.attempt, j.fencing_token)):
             out.append(cur)
     return node, out
 
@@ -111,6 +111,8 @@ def stale_start(state: ClusterState, node_id: str, job_id: str, attempt: int, to
         return f"attempt {attempt} is over: the job is {job.state.value}"
     if job.node_id != node_id:
         return f"attempt {attempt} is assigned to {job.node_id}"
+    if job.evict_requested_at:
+        return f"attempt {attempt} is being stopped: node {node_id} is drained"
     return ""
 
 

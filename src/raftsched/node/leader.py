@@ -23,10 +23,11 @@ from typing import Any
 import structlog
 
 from raftsched.config import ClusterConfig
-from raftsched.core import batches, liveness, reconcile
+from raftsched.core import batches, liveness, nodes, reconcile
 from raftsched.core import runqueue as queue
 from raftsched.core.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
 from raftsched.core.model import Job, JobState, Node
+from raftsched.core.nodeops import DrainDeadline
 from raftsched.core.placement import Candidate, candidates, place
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
@@ -120,6 +121,7 @@ class Leader:
                 if self.armed_term != term:
                     await self._on_elected(term)
                 await self._liveness()
+                await self._drain_deadlines()
                 await self._place()
                 await self._collect_garbage()
                 await self._fire_schedules()
@@ -166,6 +168,16 @@ class Leader:
             if res.ok and res.value:
                 log.info("jobs returned to pending", node=nid, jobs=len(res.value))
 
+    async def _drain_deadlines(self) -> None:
+        """Stop the attempts still running on nodes whose drain deadline passed."""
+        now = time.time()
+        with self.replica.lock:
+            due = nodes.due_drains(self.replica.state, now)
+        for nid, generation, attempts in due:
+            res = await self.proposer.propose(DrainDeadline(new_rid(), now, nid, generation, attempts))
+            log.info("drain deadline: stopping attempts", node=nid, jobs=len(attempts),
+                     refused=res.message)
+
     async def _fire_schedules(self) -> None:
         with self.replica.lock:
             active = reconcile.active_schedules(self.replica.state)
@@ -197,7 +209,8 @@ class Leader:
         fresh, self.fresh = self.fresh, []
         if not st.pending:
             return None
-        cands = [c for c in candidates(st) if c.node.alive]
+        # a node made eligible again has "gained" room: the next round scans the whole queue
+        cands = [c for c in candidates(st) if c.node.alive and c.node.eligible]
         free = {
             c.node.id: (c.node.capacity.cpu_millis - c.allocated.cpu_millis,
                         c.node.capacity.memory_mib - c.allocated.memory_mib)
@@ -302,13 +315,16 @@ class Leader:
             self._dispatch(stale)
 
     async def _resolve_cancelling(self) -> None:
-        """End CANCELLING attempts their node no longer runs (see reconcile.cancelled_gone)."""
+        """End CANCELLING attempts, and attempts a drain stops, that their node no longer
+        runs (reconcile.cancelled_gone, nodes.evicted_gone)."""
         with self.replica.lock:
             items = reconcile.cancelled_gone(self.replica.state, self.reported, self.hb_wall,
                                              2 * self.cfg.heartbeat_interval)
+            items += nodes.evicted_gone(self.replica.state, self.reported, self.hb_wall,
+                                        2 * self.cfg.heartbeat_interval)
         if items:
             await self.proposer.propose(JobsFinished(new_rid(), time.time(), tuple(items)))
-            log.info("cancelled attempts not running on their node", jobs=len(items))
+            log.info("cancelled or drained attempts not running on their node", jobs=len(items))
 
     def stamp_retries(self, items: list[FinishedItem], now: float) -> list[FinishedItem]:
         """Put the leader's retry time (backoff with jitter) into failed attempts' reports."""

@@ -136,7 +136,7 @@ class NodeRuntime:
              SchedulerServicer(cfg, sm, self.writes, self.reads)),
             (cluster_pb2_grpc.add_ClusterServicer_to_server,
              ClusterServicer(cfg, me, sm, self.raft, self.peers, self.leader, self.status,
-                             self.reads, self.freshness)),
+                             self.writes, self.reads, self.freshness)),
             (node_pb2_grpc.add_NodeAgentServicer_to_server,
              NodeAgentServicer(cfg, me, self.incarnation, self.raft, self.proposer, self.lease,
                                self.executor, self.leader, self.status, sm, self.freshness)),

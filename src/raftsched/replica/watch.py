@@ -29,6 +29,7 @@ from typing import Any
 
 from raftsched.core.commands import Command, NodeDown, NodeUp
 from raftsched.core.model import Job
+from raftsched.core.nodeops import DrainNode, SetEligibility
 
 ENTRY_END = 0xFFFFFFFF  # ordinal meaning "the whole entry"
 DEFAULT_CAPACITY = 100_000
@@ -48,7 +49,7 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class ClusterChange:
-    kind: str  # LEADER_CHANGED, NODE_DOWN, NODE_UP
+    kind: str  # LEADER_CHANGED, NODE_DOWN, NODE_UP, NODE_SCHEDULING
     node_id: str
     term: int = 0
     at: float = 0.0
@@ -192,8 +193,19 @@ def tick_hook(hub: WatchHub, sm: Any, loop: asyncio.AbstractEventLoop
                 if n is not None and n.alive and n.since == cmd.ts:  # it was down or new
                     ev = ClusterChange("NODE_UP", cmd.node.id, 0, cmd.ts, index, "")
                     loop.call_soon_threadsafe(hub.publish_cluster, ev)
+            elif isinstance(cmd, DrainNode | SetEligibility):
+                ev = ClusterChange("NODE_SCHEDULING", cmd.node_id, 0, cmd.ts, index, scheduling_reason(cmd))
+                loop.call_soon_threadsafe(hub.publish_cluster, ev)
 
     return hook
+
+
+def scheduling_reason(cmd: DrainNode | SetEligibility) -> str:
+    """The reason of a NODE_SCHEDULING event: draining (deadline in epoch seconds),
+    ineligible or eligible."""
+    if isinstance(cmd, DrainNode):
+        return f"draining: no new jobs; running ones requeued at {cmd.deadline:.3f}"
+    return "eligible" if cmd.eligible else "ineligible"
 
 
 class JobFilter:

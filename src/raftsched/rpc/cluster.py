@@ -1,5 +1,6 @@
 """Public gRPC service Cluster: nodes (with the leader's view of heartbeats) and the
-cluster's status (Raft position, job counts, optionally every replica's digest)."""
+cluster's status (Raft position, job counts, optionally every replica's digest); node
+drain and eligibility (rpc/nodeops.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ import time
 import grpc
 
 from raftsched.config import ClusterConfig
-from raftsched.core.model import JobState
+from raftsched.core.model import JobState, Node
 from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
 from raftsched.rpc import convert
 from raftsched.rpc.freshness import Freshness
 from raftsched.rpc.limits import ReadLimiter
+from raftsched.rpc.nodeops import NodeOps
 from raftsched.rpc.snapshot import SnapshotSaver
 from raftsched.rpc.status import ReplicaStatus
+from raftsched.rpc.writes import Writes
 from raftsched.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, node_pb2_grpc
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     def __init__(self, cfg: ClusterConfig, me_id: str, replica: ReplicaView, raft: RaftStatus,
-                 peers: Peers, leader: LeaderDuties, status: ReplicaStatus,
+                 peers: Peers, leader: LeaderDuties, status: ReplicaStatus, writes: Writes,
                  reads: ReadLimiter | None = None, freshness: Freshness | None = None) -> None:
         self.cfg = cfg
         self.me_id = me_id
@@ -31,6 +34,22 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         self.leader = leader
         self.status = status
         self.snapshots = SnapshotSaver(cfg, me_id, replica, raft, reads or ReadLimiter(), freshness)
+        self.ops = NodeOps(replica, writes, self._info)
+
+    def _info(self, n: Node) -> cluster_pb2.NodeInfo:
+        """One registered node as ListNodes shows it."""
+        with self.replica.lock:
+            u = self.replica.state.usage.get(n.id)
+            alloc, running = (u.as_resources(), len(u.jobs)) if u else (convert.Resources(0, 0), 0)
+        seen = self.leader.last_seen.get(n.id) if self.raft.is_leader() else None
+        age = max(0.0, time.monotonic() - seen) if seen is not None else -1.0
+        return convert.node_to_pb(n, alloc, running, age)
+
+    async def DrainNode(self, request, context):
+        return await self.ops.drain(request, context)
+
+    async def SetNodeEligibility(self, request, context):
+        return await self.ops.eligibility(request, context)
 
     async def ListNodes(self, request, context):
         st = self.replica.state
@@ -47,6 +66,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                     id=nc.id, grpc_address=nc.grpc, raft_address=nc.raft,
                     capacity=convert.resources_to_pb(nc.capacity), alive=False,
                     labels=nc.labels, last_heartbeat_age=-1, dedicated_pool=nc.dedicated,
+                    eligible=True, scheduling="eligible",
                 )
                 out.append(info)
                 continue

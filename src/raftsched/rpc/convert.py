@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from raftsched.core import nodes
 from raftsched.core.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_REQUEST,
@@ -197,4 +198,8 @@ def node_to_pb(n: Node, allocated: Resources, running: int, hb_age: float) -> cl
         labels=dict(n.labels),
         last_heartbeat_age=hb_age,
         dedicated_pool=n.dedicated,
+        eligible=n.eligible,
+        draining=bool(n.drain_deadline),
+        drain_deadline=n.drain_deadline,
+        scheduling=nodes.scheduling(n, running),
     )

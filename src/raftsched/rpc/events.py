@@ -47,6 +47,7 @@ KIND = {
     "LEADER_CHANGED": events_pb2.LEADER_CHANGED,
     "NODE_DOWN": events_pb2.NODE_DOWN,
     "NODE_UP": events_pb2.NODE_UP,
+    "NODE_SCHEDULING": events_pb2.NODE_SCHEDULING,
 }
 
 

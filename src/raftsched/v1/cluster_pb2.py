@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from raftsched.v1 import jobs_pb2 as raftsched_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araftsched/v1/cluster.proto\x12\x0craftsched.v1\x1a\x17raftsched/v1/jobs.proto\"\xd5\x02\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x14\n\x0craft_address\x18\x03 \x01(\t\x12)\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x17.raftsched.v1.Resources\x12*\n\tallocated\x18\x05 \x01(\x0b\x32\x17.raftsched.v1.Resources\x12\r\n\x05\x61live\x18\x06 \x01(\x08\x12\x14\n\x0crunning_jobs\x18\x07 \x01(\x05\x12\x32\n\x06labels\x18\x08 \x03(\x0b\x32\".raftsched.v1.NodeInfo.LabelsEntry\x12\x1a\n\x12last_heartbeat_age\x18\t \x01(\x01\x12\x16\n\x0e\x64\x65\x64icated_pool\x18\x46 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x10ListNodesRequest\x12\x13\n\nconsistent\x18\xc8\x01 \x01(\x08\":\n\x11ListNodesResponse\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.raftsched.v1.NodeInfo\"E\n\x14\x43lusterStatusRequest\x12\x18\n\x10include_replicas\x18\x01 \x01(\x08\x12\x13\n\nconsistent\x18\xc8\x01 \x01(\x08\"\xc4\x02\n\rReplicaStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\treachable\x18\x02 \x01(\x08\x12\x12\n\nraft_state\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x15\n\rapplied_index\x18\x06 \x01(\x03\x12\x14\n\x0cstate_digest\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x17\n\x0f\x63pu_millis_used\x18\x14 \x01(\x03\x12\x17\n\x0fmemory_mib_used\x18\x15 \x01(\x03\x12\x11\n\tisolation\x18\x16 \x01(\t\x12\x14\n\x0cloop_lag_p99\x18\t \x01(\x01\x12\x14\n\x0cloop_lag_max\x18\n \x01(\x01\x12\x14\n\x0ctick_lag_p99\x18\x0b \x01(\x01\x12\x14\n\x0ctick_lag_max\x18\x0c \x01(\x01\"\xd4\x02\n\x15\x43lusterStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x16\n\x0eleader_address\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x15\n\rapplied_index\x18\x06 \x01(\x03\x12\x14\n\x0cstate_digest\x18\x07 \x01(\t\x12K\n\rjobs_by_state\x18\x08 \x03(\x0b\x32\x34.raftsched.v1.ClusterStatusResponse.JobsByStateEntry\x12-\n\x08replicas\x18\t \x03(\x0b\x32\x1b.raftsched.v1.ReplicaStatus\x1a\x32\n\x10JobsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"*\n\x13SaveSnapshotRequest\x12\x13\n\nconsistent\x18\xc8\x01 \x01(\x08\"\xd2\x01\n\x0cSnapshotInfo\x12\x15\n\rapplied_index\x18\x01 \x01(\x03\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x14\n\x0c\x63luster_name\x18\x04 \x01(\t\x12\x10\n\x08node_ids\x18\x05 \x03(\t\x12\x14\n\x0cstate_digest\x18\x06 \x01(\t\x12\x11\n\tjob_count\x18\x07 \x01(\x03\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x10\n\x08\x65ncoding\x18\t \x01(\t\x12\x15\n\rstate_version\x18\n \x01(\x03\"v\n\rSnapshotChunk\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x1a.raftsched.v1.SnapshotInfo\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x16\n\x0epayload_sha256\x18\x03 \x01(\t\x12\x15\n\rpayload_bytes\x18\x04 \x01(\x03\x32\x83\x02\n\x07\x43luster\x12L\n\tListNodes\x12\x1e.raftsched.v1.ListNodesRequest\x1a\x1f.raftsched.v1.ListNodesResponse\x12X\n\rClusterStatus\x12\".raftsched.v1.ClusterStatusRequest\x1a#.raftsched.v1.ClusterStatusResponse\x12P\n\x0cSaveSnapshot\x12!.raftsched.v1.SaveSnapshotRequest\x1a\x1b.raftsched.v1.SnapshotChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araftsched/v1/cluster.proto\x12\x0craftsched.v1\x1a\x17raftsched/v1/jobs.proto\"\xa5\x03\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x14\n\x0craft_address\x18\x03 \x01(\t\x12)\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x17.raftsched.v1.Resources\x12*\n\tallocated\x18\x05 \x01(\x0b\x32\x17.raftsched.v1.Resources\x12\r\n\x05\x61live\x18\x06 \x01(\x08\x12\x14\n\x0crunning_jobs\x18\x07 \x01(\x05\x12\x32\n\x06labels\x18\x08 \x03(\x0b\x32\".raftsched.v1.NodeInfo.LabelsEntry\x12\x1a\n\x12last_heartbeat_age\x18\t \x01(\x01\x12\x16\n\x0e\x64\x65\x64icated_pool\x18\x46 \x01(\t\x12\x10\n\x08\x65ligible\x18n \x01(\x08\x12\x10\n\x08\x64raining\x18o \x01(\x08\x12\x16\n\x0e\x64rain_deadline\x18p \x01(\x01\x12\x12\n\nscheduling\x18q \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x10\x44rainNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x02 \x01(\x01\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"9\n\x11\x44rainNodeResponse\x12$\n\x04node\x18\x01 \x01(\x0b\x32\x16.raftsched.v1.NodeInfo\"R\n\x19SetNodeEligibilityRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"B\n\x1aSetNodeEligibilityResponse\x12$\n\x04node\x18\x01 \x01(\x0b\x32\x16.raftsched.v1.NodeInfo\"\'\n\x10ListNodesRequest\x12\x13\n\nconsistent\x18\xc8\x01 \x01(\x08\":\n\x11ListNodesResponse\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.raftsched.v1.NodeInfo\"E\n\x14\x43lusterStatusRequest\x12\x18\n\x10include_replicas\x18\x01 \x01(\x08\x12\x13\n\nconsistent\x18\xc8\x01 \x01(\x08\"\xc4\x02\n\rReplicaStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\treachable\x18\x02 \x01(\x08\x12\x12\n\nraft_state\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x15\n\rapplied_index\x18\x06 \x01(\x03\x12\x14\n\x0cstate_digest\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x17\n\x0f\x63pu_millis_used\x18\x14 \x01(\x03\x12\x17\n\x0fmemory_mib_used\x18\x15 \x01(\x03\x12\x11\n\tisolation\x18\x16 \x01(\t\x12\x14\n\x0cloop_lag_p99\x18\t \x01(\x01\x12\x14\n\x0cloop_lag_max\x18\n \x01(\x01\x12\x14\n\x0ctick_lag_p99\x18\x0b \x01(\x01\x12\x14\n\x0ctick_lag_max\x18\x0c \x01(\x01\"\xd4\x02\n\x15\x43lusterStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x16\n\x0eleader_address\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x15\n\rapplied_index\x18\x06 \x01(\x03\x12\x14\n\x0cstate_digest\x18\x07 \x01(\t\x12K\n\rjobs_by_state\x18\x08 \x03(\x0b\x32\x34.raftsched.v1.ClusterStatusResponse.JobsByStateEntry\x12-\n\x08replicas\x18\t \x03(\x0b\x32\x1b.raftsched.v1.ReplicaStatus\x1a\x32\n\x10JobsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"*\n\x13SaveSnapshotRequest\x12\x13\n\nconsistent\x18\xc8\x01 \x01(\x08\"\xd2\x01\n\x0cSnapshotInfo\x12\x15\n\rapplied_index\x18\x01 \x01(\x03\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x14\n\x0c\x63luster_name\x18\x04 \x01(\t\x12\x10\n\x08node_ids\x18\x05 \x03(\t\x12\x14\n\x0cstate_digest\x18\x06 \x01(\t\x12\x11\n\tjob_count\x18\x07 \x01(\x03\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x10\n\x08\x65ncoding\x18\t \x01(\t\x12\x15\n\rstate_version\x18\n \x01(\x03\"v\n\rSnapshotChunk\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x1a.raftsched.v1.SnapshotInfo\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x16\n\x0epayload_sha256\x18\x03 \x01(\t\x12\x15\n\rpayload_bytes\x18\x04 \x01(\x03\x32\xba\x03\n\x07\x43luster\x12L\n\tListNodes\x12\x1e.raftsched.v1.ListNodesRequest\x1a\x1f.raftsched.v1.ListNodesResponse\x12X\n\rClusterStatus\x12\".raftsched.v1.ClusterStatusRequest\x1a#.raftsched.v1.ClusterStatusResponse\x12P\n\x0cSaveSnapshot\x12!.raftsched.v1.SaveSnapshotRequest\x1a\x1b.raftsched.v1.SnapshotChunk0\x01\x12L\n\tDrainNode\x12\x1e.raftsched.v1.DrainNodeRequest\x1a\x1f.raftsched.v1.DrainNodeResponse\x12g\n\x12SetNodeEligibility\x12\'.raftsched.v1.SetNodeEligibilityRequest\x1a(.raftsched.v1.SetNodeEligibilityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,27 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERSTATUSRESPONSE_JOBSBYSTATEENTRY']._loaded_options = None
   _globals['_CLUSTERSTATUSRESPONSE_JOBSBYSTATEENTRY']._serialized_options = b'8\001'
   _globals['_NODEINFO']._serialized_start=70
-  _globals['_NODEINFO']._serialized_end=411
-  _globals['_NODEINFO_LABELSENTRY']._serialized_start=366
-  _globals['_NODEINFO_LABELSENTRY']._serialized_end=411
-  _globals['_LISTNODESREQUEST']._serialized_start=413
-  _globals['_LISTNODESREQUEST']._serialized_end=452
-  _globals['_LISTNODESRESPONSE']._serialized_start=454
-  _globals['_LISTNODESRESPONSE']._serialized_end=512
-  _globals['_CLUSTERSTATUSREQUEST']._serialized_start=514
-  _globals['_CLUSTERSTATUSREQUEST']._serialized_end=583
-  _globals['_REPLICASTATUS']._serialized_start=586
-  _globals['_REPLICASTATUS']._serialized_end=910
-  _globals['_CLUSTERSTATUSRESPONSE']._serialized_start=913
-  _globals['_CLUSTERSTATUSRESPONSE']._serialized_end=1253
-  _globals['_CLUSTERSTATUSRESPONSE_JOBSBYSTATEENTRY']._serialized_start=1203
-  _globals['_CLUSTERSTATUSRESPONSE_JOBSBYSTATEENTRY']._serialized_end=1253
-  _globals['_SAVESNAPSHOTREQUEST']._serialized_start=1255
-  _globals['_SAVESNAPSHOTREQUEST']._serialized_end=1297
-  _globals['_SNAPSHOTINFO']._serialized_start=1300
-  _globals['_SNAPSHOTINFO']._serialized_end=1510
-  _globals['_SNAPSHOTCHUNK']._serialized_start=1512
-  _globals['_SNAPSHOTCHUNK']._serialized_end=1630
-  _globals['_CLUSTER']._serialized_start=1633
-  _globals['_CLUSTER']._serialized_end=1892
+  _globals['_NODEINFO']._serialized_end=491
+  _globals['_NODEINFO_LABELSENTRY']._serialized_start=446
+  _globals['_NODEINFO_LABELSENTRY']._serialized_end=491
+  _globals['_DRAINNODEREQUEST']._serialized_start=493
+  _globals['_DRAINNODEREQUEST']._serialized_end=589
+  _globals['_DRAINNODERESPONSE']._serialized_start=591
+  _globals['_DRAINNODERESPONSE']._serialized_end=648
+  _globals['_SETNODEELIGIBILITYREQUEST']._serialized_start=650
+  _globals['_SETNODEELIGIBILITYREQUEST']._serialized_end=732
+  _globals['_SETNODEELIGIBILITYRESPONSE']._serialized_start=734
+  _globals['_SETNODEELIGIBILITYRESPONSE']._serialized_end=800
+  _globals['_LISTNODESREQUEST']._serialized_start=802
+  _globals['_LISTNODESREQUEST']._serialized_end=841
+  _globals['_LISTNODESRESPONSE']._serialized_start=843
+  _globals['_LISTNODESRESPONSE']._serialized_end=901
+  _globals['_CLUSTERSTATUSREQUEST']._serialized_start=903
+  _globals['_CLUSTERSTATUSREQUEST']._serialized_end=972
+  _globals['_REPLICASTATUS']._serialized_start=975
+  _globals['_REPLICASTATUS']._serialized_end=1299
+  _globals['_CLUSTERSTATUSRESPONSE']._serialized_start=1302
+  _globals['_CLUSTERSTATUSRESPONSE']._serialized_end=1642
+  _globals['_CLUSTERSTATUSRESPONSE_JOBSBYSTATEENTRY']._serialized_start=1592
+  _globals['_CLUSTERSTATUSRESPONSE_JOBSBYSTATEENTRY']._serialized_end=1642
+  _globals['_SAVESNAPSHOTREQUEST']._serialized_start=1644
+  _globals['_SAVESNAPSHOTREQUEST']._serialized_end=1686
+  _globals['_SNAPSHOTINFO']._serialized_start=1689
+  _globals['_SNAPSHOTINFO']._serialized_end=1899
+  _globals['_SNAPSHOTCHUNK']._serialized_start=1901
+  _globals['_SNAPSHOTCHUNK']._serialized_end=2019
+  _globals['_CLUSTER']._serialized_start=2022
+  _globals['_CLUSTER']._serialized_end=2464
 # @@protoc_insertion_point(module_scope)

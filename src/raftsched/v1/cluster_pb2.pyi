@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeInfo(_message.Message):
-    __slots__ = ("id", "grpc_address", "raft_address", "capacity", "allocated", "alive", "running_jobs", "labels", "last_heartbeat_age", "dedicated_pool")
+    __slots__ = ("id", "grpc_address", "raft_address", "capacity", "allocated", "alive", "running_jobs", "labels", "last_heartbeat_age", "dedicated_pool", "eligible", "draining", "drain_deadline", "scheduling")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,10 @@ class NodeInfo(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_AGE_FIELD_NUMBER: _ClassVar[int]
     DEDICATED_POOL_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULING_FIELD_NUMBER: _ClassVar[int]
     id: str
     grpc_address: str
     raft_address: str
@@ -36,7 +40,45 @@ class NodeInfo(_message.Message):
     labels: _containers.ScalarMap[str, str]
     last_heartbeat_age: float
     dedicated_pool: str
-    def __init__(self, id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., alive: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat_age: _Optional[float] = ..., dedicated_pool: _Optional[str] = ...) -> None: ...
+    eligible: bool
+    draining: bool
+    drain_deadline: float
+    scheduling: str
+    def __init__(self, id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., alive: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat_age: _Optional[float] = ..., dedicated_pool: _Optional[str] = ..., eligible: _Optional[bool] = ..., draining: _Optional[bool] = ..., drain_deadline: _Optional[float] = ..., scheduling: _Optional[str] = ...) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id", "deadline_seconds", "force", "request_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    deadline_seconds: float
+    force: bool
+    request_id: str
+    def __init__(self, node_id: _Optional[str] = ..., deadline_seconds: _Optional[float] = ..., force: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DrainNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
+
+class SetNodeEligibilityRequest(_message.Message):
+    __slots__ = ("node_id", "eligible", "request_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    eligible: bool
+    request_id: str
+    def __init__(self, node_id: _Optional[str] = ..., eligible: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SetNodeEligibilityResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ("consistent",)

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ClusterStub:
-    """Cluster introspection. Served by every node from its local replica.
+    """Cluster introspection, served by every node from its local replica; and node
+    operations (issue 15), written through the leader.
     """
 
     def __init__(self, channel):
@@ -50,10 +51,21 @@ class ClusterStub:
                 request_serializer=raftsched_dot_v1_dot_cluster__pb2.SaveSnapshotRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_cluster__pb2.SnapshotChunk.FromString,
                 _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/raftsched.v1.Cluster/DrainNode',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.DrainNodeResponse.FromString,
+                _registered_method=True)
+        self.SetNodeEligibility = channel.unary_unary(
+                '/raftsched.v1.Cluster/SetNodeEligibility',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
-    """Cluster introspection. Served by every node from its local replica.
+    """Cluster introspection, served by every node from its local replica; and node
+    operations (issue 15), written through the leader.
     """
 
     def ListNodes(self, request, context):
@@ -71,6 +83,21 @@ class ClusterServicer:
     def SaveSnapshot(self, request, context):
         """Backup (admin): a consistent snapshot of this node's applied replicated state at one
         Raft index, streamed in chunks; see docs/operations.md "Backup and restore".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """No new jobs on the node; attempts still running at the deadline are stopped and
+        requeued (not counted against their retry budget). Operator with every namespace ("*").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNodeEligibility(self, request, context):
+        """eligible=false: no new jobs, running ones untouched; true: new jobs again, ends a drain.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +121,16 @@ def add_ClusterServicer_to_server(servicer, server):
                     request_deserializer=raftsched_dot_v1_dot_cluster__pb2.SaveSnapshotRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_cluster__pb2.SnapshotChunk.SerializeToString,
             ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.DrainNodeRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'SetNodeEligibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeEligibility,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'raftsched.v1.Cluster', rpc_method_handlers)
@@ -103,7 +140,8 @@ def add_ClusterServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Cluster:
-    """Cluster introspection. Served by every node from its local replica.
+    """Cluster introspection, served by every node from its local replica; and node
+    operations (issue 15), written through the leader.
     """
 
     @staticmethod
@@ -177,6 +215,60 @@ class Cluster:
             '/raftsched.v1.Cluster/SaveSnapshot',
             raftsched_dot_v1_dot_cluster__pb2.SaveSnapshotRequest.SerializeToString,
             raftsched_dot_v1_dot_cluster__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/DrainNode',
+            raftsched_dot_v1_dot_cluster__pb2.DrainNodeRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNodeEligibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/SetNodeEligibility',
+            raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.FromString,
             options,
             channel_credentials,
             insecure,

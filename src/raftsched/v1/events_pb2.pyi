@@ -14,6 +14,7 @@ class ClusterEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEADER_CHANGED: _ClassVar[ClusterEventKind]
     NODE_DOWN: _ClassVar[ClusterEventKind]
     NODE_UP: _ClassVar[ClusterEventKind]
+    NODE_SCHEDULING: _ClassVar[ClusterEventKind]
 
 class OutputSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,6 +25,7 @@ CLUSTER_EVENT_KIND_UNSPECIFIED: ClusterEventKind
 LEADER_CHANGED: ClusterEventKind
 NODE_DOWN: ClusterEventKind
 NODE_UP: ClusterEventKind
+NODE_SCHEDULING: ClusterEventKind
 OUTPUT_SOURCE_UNSPECIFIED: OutputSource
 NODE_FILE: OutputSource
 REPLICATED_TAIL: OutputSource
