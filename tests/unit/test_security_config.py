@@ -15,7 +15,7 @@ import pytest
 from raftsched import config as configmod
 from raftsched.client.credentials import ClientTLS, discover
 from raftsched.core.names import is_safe_path_component
-from raftsched.node import certs, jobenv
+from raftsched.node import certs, exposure, jobenv
 from raftsched.node.runtime import prepare
 from raftsched.replica import rafttransport as rt
 
@@ -48,16 +48,16 @@ def test_loopback_is_decided_on_addresses_not_text() -> None:
 
 
 def test_exposed_node_needs_tls_acl_and_a_strong_secret(tmp_path: Path) -> None:
-    assert configmod.exposure_problems(cfg_for(tmp_path, secret="x", extra="tls = false"), "n1") == []
+    assert exposure.exposure_problems(cfg_for(tmp_path, secret="x", extra="tls = false"), "n1") == []
     weak = cfg_for(tmp_path, host="0.0.0.0", secret="x")
-    probs = configmod.exposure_problems(weak, "n1")
+    probs = exposure.exposure_problems(weak, "n1")
     assert len(probs) == 1 and "shorter than 32 bytes" in probs[0]
     with pytest.raises(configmod.ConfigError, match="insecure_i_know"):
         prepare(weak, "n1")
     off = cfg_for(tmp_path, host="0.0.0.0", extra="tls = false\nacl = false")
-    assert [p for p in configmod.exposure_problems(off, "n1") if "tls = false" in p or "acl = false" in p]
-    assert configmod.exposure_problems(cfg_for(tmp_path, host="0.0.0.0"), "n1") == []
-    assert configmod.weak_secret("a" * 40)  # long but not random
+    assert [p for p in exposure.exposure_problems(off, "n1") if "tls = false" in p or "acl = false" in p]
+    assert exposure.exposure_problems(cfg_for(tmp_path, host="0.0.0.0"), "n1") == []
+    assert exposure.weak_secret("a" * 40)  # long but not random
     with pytest.raises(configmod.ConfigError, match="tls must be true or false"):
         cfg_for(tmp_path, extra='tls = "no"')
     with pytest.raises(configmod.ConfigError, match="demo secret"):

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import grpc
 
-from raftsched import config as configmod
+import raftsched.config as configmod
 from raftsched.client.api import TERMINAL, result_of
 from raftsched.client.credentials import OPTIONS, discover, discover_token, open_aio_channel, token_metadata
 from raftsched.client.specs import job_spec

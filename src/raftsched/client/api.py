@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from raftsched import config as configmod
+import raftsched.config as configmod
 from raftsched.client.client import Client as JobsClient
 from raftsched.client.credentials import discover, discover_token
 from raftsched.client.observe_client import JobWatcher

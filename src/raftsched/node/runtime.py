@@ -18,13 +18,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from raftsched import logs
-from raftsched.config import ClusterConfig, ConfigError, NodeConfig, exposure_problems
+from raftsched.config import ClusterConfig, ConfigError, NodeConfig
 from raftsched.core.commands import Command
 from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
 from raftsched.node import acl_bootstrap, certs, isolation
 from raftsched.node.executor import Executor
+from raftsched.node.exposure import exposure_problems
 from raftsched.node.jobenv import Scratch
 from raftsched.node.lag import monitor_loop
 from raftsched.node.leader import Leader
