@@ -30,10 +30,13 @@ against a process kill, not against a machine crash.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gzip
 import hashlib
 import logging
 import os
+import signal
 import struct
 from typing import Any, BinaryIO
 
@@ -132,6 +135,27 @@ def read_snapshot(path: str) -> Any:
             return _pickle.load(g)
 
 
+SNAPSHOT_CHILD_MAX_SECONDS = 900  # a snapshot child still running then is killed
+
+
+def _bound_the_child(parent: int) -> None:
+    """In the forked snapshot child: die with the node, and never outlive a bound.
+
+    The child inherits every descriptor of the node, its Raft and gRPC listening
+    sockets included. A node SIGKILLed while its child writes would leave the child
+    holding those ports, and the restarted node could not bind them (seen in
+    tests/chaos/test_compaction_kills.py); a child stuck after the fork (gRPC's threads
+    restarted in the child, a lock copied while held) would hold them, and block every
+    later compaction, for good. So: SIGKILL when the parent dies (prctl
+    PR_SET_PDEATHSIG), and SIGALRM's default action after SNAPSHOT_CHILD_MAX_SECONDS."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the node died before the prctl took effect
+        os._exit(1)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(SNAPSHOT_CHILD_MAX_SECONDS)
+
+
 class DurableSerializer(Serializer):
     """pysyncobj's Serializer with the snapshot file format and write order above.
     Constructed by SyncObj.__init__ (see SafeSyncObj), so every snapshot it ever
@@ -148,10 +172,12 @@ class DurableSerializer(Serializer):
         self._Serializer__currentID = id
         use_fork = self._Serializer__useFork
         if use_fork:
+            parent = os.getpid()
             pid = os.fork()
             if pid != 0:
                 self._Serializer__pid = pid
                 return None
+            _bound_the_child(parent)
         try:
             last = data[1]  # (command, index, term) of the last included entry
             write_snapshot(path, data, last[1], last[2], self.durable)
