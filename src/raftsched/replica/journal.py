@@ -5,6 +5,7 @@ mmap), which tracks what is dirty and flushes it with fsync when asked."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from pysyncobj import pickle as _pickle
@@ -23,6 +24,10 @@ class DurableFileJournal(FileJournal):
         self._rs_meta_dirty = True
         self._rs_last_sync = float("-inf")
         self._rs_syncs = 0
+        # The node's first rs_sync (SafeSyncObj.__init__, main thread) can run while
+        # pysyncobj's tick thread, already started, syncs too: both wrote and renamed
+        # the same meta .tmp file and one start failed with FileNotFoundError.
+        self._rs_lock = threading.Lock()
 
     def add(self, command, idx, term):
         super().add(command, idx, term)
@@ -63,6 +68,10 @@ class DurableFileJournal(FileJournal):
 
     def rs_sync(self, force_entries: bool = True) -> bool:
         """Make dirty state durable; returns True if anything was written."""
+        with self._rs_lock:
+            return self._rs_sync(force_entries)
+
+    def _rs_sync(self, force_entries: bool) -> bool:
         wrote = False
         if self._rs_dirty and force_entries:
             rfile = self._FileJournal__journalFile
