@@ -9,6 +9,7 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from raftsched.core import constraints as cons
 from raftsched.core import runas
@@ -33,6 +34,9 @@ class NodeConfig:
     capacity: Resources
     labels: dict[str, str] = field(default_factory=dict)
     metrics: str = ""  # host:port of this node's Prometheus endpoint ("" = none)
+    # host:port of the node's control port: node heartbeats only, served and sent on
+    # threads of their own so a busy event loop cannot cost a lease ("" = grpc port + 100)
+    control: str = ""
     dedicated: str = ""  # the pool this node is dedicated to ("" = shared: takes any job)
     allowed_run_as: tuple[str, ...] = ()  # users jobs may run as on this node (none by default)
     python: PyPoolConfig = field(default_factory=PyPoolConfig)  # Python task pool (issue 14)
@@ -120,7 +124,7 @@ class ClusterConfig:
         return [(n.id, n.labels, n.capacity, n.dedicated) for n in self.nodes]
 
     def all_loopback(self) -> bool:
-        return all(is_loopback(a) for n in self.nodes for a in (n.raft, n.grpc))
+        return all(is_loopback(a) for n in self.nodes for a in (n.raft, n.grpc, n.control))
 
     def max_capacity(self) -> Resources:
         return Resources(
@@ -136,6 +140,16 @@ def _addr(value: object, where: str) -> str:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: expected 'host:port', got {value!r}")
     return value
+
+
+def _control(n: dict[str, Any], where: str) -> str:
+    """The control port: given, or the gRPC port + 100 on the gRPC host."""
+    if n.get("control"):
+        return _addr(n["control"], f"{where}.control")
+    host, _, port = _addr(n.get("grpc"), f"{where}.grpc").rpartition(":")
+    if int(port) + 100 > 65535:
+        raise ConfigError(f"{where}.control: set it (the default, grpc port + 100, is past 65535)")
+    return f"{host}:{int(port) + 100}"
 
 
 def _positive(value: object, where: str) -> float:
@@ -273,6 +287,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
                 capacity=Resources(cpu, mem),
                 labels=labels,
                 metrics=_addr(n["metrics"], f"{where}.metrics") if n.get("metrics") else "",
+                control=_control(n, where),
                 dedicated=dedicated,
                 allowed_run_as=_run_as(n, where),
                 python=_python_pool(n, where, p.parent),

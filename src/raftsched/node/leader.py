@@ -32,7 +32,7 @@ from raftsched.core.placement import Candidate, candidates, place
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 
-Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+Spawn = Callable[[Coroutine[Any, Any, Any]], None]  # callable from any thread
 
 log = structlog.get_logger("raftsched.node.leader")
 
@@ -90,7 +90,8 @@ class Leader:
                                     self.raft.leader_confirmed(), self.cfg.lease)
 
     def heartbeat(self, node: Node, running: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
-        """Record a heartbeat; returns the attempts the node must kill."""
+        """Record a heartbeat; returns the attempts the node must kill. Runs on a thread
+        of the control port (rpc/control.py), not on the event loop."""
         self.last_seen[node.id] = time.monotonic()
         self.hb_wall[node.id] = time.time()
         self.reported[node.id] = {(j, a) for j, a, _ in running}
@@ -308,7 +309,8 @@ class Leader:
     def _resend_unconfirmed(self) -> None:
         """Re-send starts of ASSIGNED jobs their node has not confirmed for a while."""
         with self.replica.lock:
-            stale = reconcile.unconfirmed_starts(self.replica.state, self.reported, time.time(),
+            # copies (one C call each): the heartbeat thread writes these dicts
+            stale = reconcile.unconfirmed_starts(self.replica.state, dict(self.reported), time.time(),
                                                  RESEND_AFTER)
         if stale:
             log.info("re-sending unconfirmed starts", jobs=len(stale))
@@ -317,10 +319,11 @@ class Leader:
     async def _resolve_cancelling(self) -> None:
         """End CANCELLING attempts, and attempts a drain stops, that their node no longer
         runs (reconcile.cancelled_gone, nodes.evicted_gone)."""
+        reported, hb_wall = dict(self.reported), dict(self.hb_wall)  # see _resend_unconfirmed
         with self.replica.lock:
-            items = reconcile.cancelled_gone(self.replica.state, self.reported, self.hb_wall,
+            items = reconcile.cancelled_gone(self.replica.state, reported, hb_wall,
                                              2 * self.cfg.heartbeat_interval)
-            items += nodes.evicted_gone(self.replica.state, self.reported, self.hb_wall,
+            items += nodes.evicted_gone(self.replica.state, reported, hb_wall,
                                         2 * self.cfg.heartbeat_interval)
         if items:
             await self.proposer.propose(JobsFinished(new_rid(), time.time(), tuple(items)))

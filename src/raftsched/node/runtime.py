@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -26,12 +27,13 @@ from raftsched.core.state import Result
 from raftsched.node import acl_bootstrap, certs, isolation
 from raftsched.node.executor import Executor
 from raftsched.node.exposure import exposure_problems
+from raftsched.node.heartbeat import Heartbeater
 from raftsched.node.jobenv import Scratch
 from raftsched.node.lag import monitor_loop
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
 from raftsched.node.pytasks.pool import PyPool
-from raftsched.node.worker import Heartbeater, Reporter
+from raftsched.node.worker import Reporter
 from raftsched.replica import raft_node
 from raftsched.replica import watch as watchmod
 from raftsched.replica.proposer import Proposer
@@ -41,6 +43,7 @@ from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.auth import AuthInterceptor
 from raftsched.rpc.bounds import MAX_MESSAGE_BYTES
 from raftsched.rpc.cluster import ClusterServicer
+from raftsched.rpc.control import ControlServer, HeartbeatDesk
 from raftsched.rpc.events import EventsServicer
 from raftsched.rpc.freshness import Freshness, FreshnessInterceptor
 from raftsched.rpc.identity import NodeIdentity, node_client_tls, server_credentials
@@ -75,6 +78,7 @@ class NodeRuntime:
         self.data_dir = cfg.node_data_dir(node_id)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.sm = raft_node.JobStateMachine()
         self.incarnation = uuid.uuid4().hex[:12]
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -110,7 +114,10 @@ class NodeRuntime:
                                        self.executor.scratch, cfg.isolation.pids_limit)
         self.leader = Leader(cfg, self.sm, self.raft, self.proposer, self.peers, self.spawn)
         self.heartbeater = Heartbeater(self.me, cfg.heartbeat_interval, self.incarnation,
-                                       self.peers, self.executor, self.lease)
+                                       self._leader_control, node_client_tls(cfg, node_id),
+                                       self.executor, self.lease, self.loop)
+        self.control = ControlServer(cfg, self.me.id, self.me.control,
+                                     HeartbeatDesk(cfg, self.me.id, self.raft, self.leader).answer)
         self.metrics = None
         if cfg.metrics_enabled and self.me.metrics:
             from raftsched.node.metrics import NodeMetrics, Sources
@@ -124,11 +131,19 @@ class NodeRuntime:
         self.server: grpc.aio.Server | None = None
         self.started_at = time.time()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` on the event loop; callable from any thread (the control port's
+        heartbeat handler proposes NodeUp through here)."""
+        if threading.get_ident() != self._loop_thread:
+            self.loop.call_soon_threadsafe(self.spawn, coro)
+            return
         t = self.loop.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
-        return t
+
+    def _leader_control(self) -> str | None:
+        lc = self.raft.leader_config()
+        return lc.control if lc is not None else None
 
     def _servicers(self) -> list[tuple[Callable[[Any, grpc.aio.Server], None], Any]]:
         cfg, me, sm = self.cfg, self.me.id, self.sm
@@ -204,7 +219,9 @@ class NodeRuntime:
         self.proposer.start()
         assert self.executor.pytasks is not None
         self.executor.pytasks.start()
-        for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run(),
+        self.control.start()
+        self.heartbeater.start()
+        for coro in (self.leader.run(), self.reporter.run(),
                      monitor_loop(self.loop_lag), self.status.refresh_forever()):
             self.spawn(coro)
         token = acl_bootstrap.bootstrap_file(self.cfg)
@@ -214,7 +231,8 @@ class NodeRuntime:
         if self.metrics is not None:
             self.metrics.serve(self.me.metrics)
             log.info("metrics served", address=f"http://{self.me.metrics}/metrics")
-        log.info("node started", grpc=self.me.grpc, raft=self.me.raft, incarnation=self.incarnation,
+        log.info("node started", grpc=self.me.grpc, raft=self.me.raft, control=self.me.control,
+                 incarnation=self.incarnation,
                  data_dir=str(self.data_dir))
 
     def _caught_up(self) -> bool:
@@ -236,6 +254,8 @@ class NodeRuntime:
             self.metrics.stop()
         if self.server is not None:
             await self.server.stop(0.5)
+        self.heartbeater.stop()
+        self.control.stop()
         for t in list(self._tasks):
             t.cancel()
         await self.proposer.stop()

@@ -67,16 +67,22 @@ class NodeIdentity:
     def __init__(self, tls: bool) -> None:
         self.tls = tls
 
-    async def require(self, context: grpc.aio.ServicerContext, claimed: str | None = None) -> str | None:
-        """Abort unless the caller holds a node certificate (naming `claimed` if given).
+    def problem(self, context: grpc.ServicerContext | grpc.aio.ServicerContext,
+                claimed: str | None = None) -> str | None:
+        """Why the caller may not make this node-to-node call (None: it may).
         The message names no internal counter: the caller is not trusted yet."""
         if not self.tls:
-            return claimed
+            return None
         who = peer_node_id(context)
         if who is None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "node-to-node calls need a node certificate of this cluster")
+            return "node-to-node calls need a node certificate of this cluster"
         if claimed is not None and who != claimed:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"the caller's certificate is node {who}, not {claimed!r}")
-        return who
+            return f"the caller's certificate is node {who}, not {claimed!r}"
+        return None
+
+    async def require(self, context: grpc.aio.ServicerContext, claimed: str | None = None) -> str | None:
+        """Abort unless the caller holds a node certificate (naming `claimed` if given)."""
+        why = self.problem(context, claimed)
+        if why:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+        return peer_node_id(context) if self.tls else claimed
