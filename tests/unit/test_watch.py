@@ -95,6 +95,34 @@ def test_idle_waiters_return_after_the_timeout_sharing_one_timer() -> None:
     assert asyncio.run(main()) == 1
 
 
+def test_a_waiter_of_named_jobs_wakes_only_for_them_a_reset_or_the_pulse() -> None:
+    async def main() -> None:
+        hub = WatchHub()
+        named = asyncio.create_task(hub.wait(hub.end, timeout=60, ids={"j7", "missing"}))
+        broad = asyncio.create_task(hub.wait(hub.end, timeout=60))
+        await asyncio.sleep(0)
+        hub.feed(1, [job(1), job(2)])  # other jobs: only the broad waiter wakes
+        await asyncio.sleep(0.01)
+        assert broad.done() and not named.done()
+        hub.feed(2, [job(3), job(7)])
+        await asyncio.wait_for(named, 5)
+        assert not hub._keyed and not hub._keyed_all  # unregistered when it returned
+        # a snapshot install (reset) wakes every named waiter: its stream must re-check
+        named = asyncio.create_task(hub.wait(hub.end, timeout=60, ids={"j9"}))
+        await asyncio.sleep(0)
+        hub.feed(10, [job(1)], reset=True)
+        await asyncio.wait_for(named, 5)
+        # and the shared pulse wakes it when nothing of its jobs changes
+        if hub._pulse is not None:
+            hub._pulse.cancel()
+            hub._pulse = None
+        named = asyncio.create_task(hub.wait(hub.end, timeout=0.05, ids={"j9"}))
+        await asyncio.wait_for(named, 5)
+        assert not hub._keyed
+
+    asyncio.run(main())
+
+
 def test_filter() -> None:
     j = job(1, JobState.RUNNING, node="n2", attempt=1)
     assert JobFilter()(j)
