@@ -98,6 +98,8 @@ class ClusterConfig:
     insecure_i_know: bool = False  # allow a non-loopback node without TLS/ACL/strong secret
     pre_vote: bool = True  # Raft pre-vote + leader stickiness (replica/prevote.py)
     check_quorum: bool = True  # a leader without a majority for a timeout steps down (replica/checkquorum.py)
+    # nice value of the Raft tick, heartbeat and control-port threads (node/priority.py)
+    critical_nice: int = -5
 
     def is_local(self) -> bool:
         """Every node listens on loopback: a cluster on this machine only."""
@@ -366,6 +368,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         insecure_i_know=insecure,
         pre_vote=_flag(c, "pre_vote", True, p),
         check_quorum=_flag(c, "check_quorum", True, p),
+        critical_nice=_nice(c.get("critical_nice", -5), p),
     )
 
 
@@ -374,6 +377,12 @@ def _python_pool(n: dict, where: str, base: Path) -> PyPoolConfig:
         return parse_pool(n, where, base)
     except PyConfigError as e:
         raise ConfigError(str(e)) from None
+
+
+def _nice(v: object, p: Path) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not -20 <= v <= 0:
+        raise ConfigError(f"{p}: [cluster] critical_nice must be an integer from -20 to 0, got {v!r}")
+    return v
 
 
 def _flag(c: dict, key: str, default: bool, p: Path) -> bool:

@@ -149,3 +149,36 @@ def test_control_port_refusals_keep_their_status(cluster_cfg: configmod.ClusterC
                 assert ei.value.code() == code and text in (ei.value.details() or "")
     finally:
         server.stop()
+
+
+def test_critical_threads_get_their_nice_value_where_allowed() -> None:
+    import os
+    import threading
+
+    from raftsched.node.priority import favour_me
+
+    got: list[tuple[bool, int]] = []
+
+    def thread() -> None:
+        ok = favour_me(-5, "test")
+        got.append((ok, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+    t = threading.Thread(target=thread)
+    t.start()
+    t.join(10)
+    ok, nice = got[0]
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert base != -5  # only that thread changed
+    if ok:
+        assert nice == -5
+    else:  # not root: refused, left at its normal priority
+        assert os.geteuid() != 0 and nice == base
+
+
+def test_critical_nice_is_validated(tmp_path: Path) -> None:
+    for bad in ("5", "-21", "true", '"high"'):
+        path = write_config(tmp_path / bad.strip('"'), 1, cpu=1000, mem=1000,
+                            cluster_extra=f"critical_nice = {bad}")
+        with pytest.raises(configmod.ConfigError, match="critical_nice"):
+            configmod.load(path)
+    assert configmod.load(write_config(tmp_path / "ok", 1, cpu=1000, mem=1000)).critical_nice == -5

@@ -20,6 +20,7 @@ import structlog
 from raftsched.client.credentials import ClientTLS, open_channel
 from raftsched.config import NodeConfig
 from raftsched.node.lease import Lease
+from raftsched.node.priority import favour_me
 from raftsched.ports import Runner
 from raftsched.rpc import convert
 from raftsched.rpc.control import SERVICE
@@ -34,7 +35,7 @@ METHOD = f"/{SERVICE}/Heartbeat"
 class Heartbeater:
     def __init__(self, me: NodeConfig, interval: float, incarnation: str,
                  leader_control: Callable[[], str | None], tls: ClientTLS | None,
-                 runner: Runner, lease: Lease, loop: asyncio.AbstractEventLoop) -> None:
+                 runner: Runner, lease: Lease, loop: asyncio.AbstractEventLoop, nice: int = 0) -> None:
         self.me = me
         self.interval = interval
         self.incarnation = incarnation
@@ -43,6 +44,7 @@ class Heartbeater:
         self.runner = runner
         self.lease = lease
         self.loop = loop
+        self.nice = nice  # node/priority.py
         self.failures = 0  # in a row
         self.sent = 0
         self._lapsed = False
@@ -63,6 +65,7 @@ class Heartbeater:
             self._channel = None
 
     def _run(self) -> None:
+        favour_me(self.nice, "heartbeat")
         while not self._stop.is_set():
             try:
                 self.beat()

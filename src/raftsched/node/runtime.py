@@ -24,7 +24,7 @@ from raftsched.core.commands import Command
 from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
-from raftsched.node import acl_bootstrap, certs, isolation
+from raftsched.node import acl_bootstrap, certs, isolation, priority
 from raftsched.node.executor import Executor
 from raftsched.node.exposure import exposure_problems
 from raftsched.node.heartbeat import Heartbeater
@@ -115,9 +115,11 @@ class NodeRuntime:
         self.leader = Leader(cfg, self.sm, self.raft, self.proposer, self.peers, self.spawn)
         self.heartbeater = Heartbeater(self.me, cfg.heartbeat_interval, self.incarnation,
                                        self._leader_control, node_client_tls(cfg, node_id),
-                                       self.executor, self.lease, self.loop)
+                                       self.executor, self.lease, self.loop, cfg.critical_nice)
         self.control = ControlServer(cfg, self.me.id, self.me.control,
-                                     HeartbeatDesk(cfg, self.me.id, self.raft, self.leader).answer)
+                                     HeartbeatDesk(cfg, self.me.id, self.raft, self.leader).answer,
+                                     lambda: priority.favour_me(cfg.critical_nice, "control"))
+        priority.favour(self.raft.tick_thread_id(), cfg.critical_nice, "raft tick")
         self.metrics = None
         if cfg.metrics_enabled and self.me.metrics:
             from raftsched.node.metrics import NodeMetrics, Sources

@@ -95,18 +95,21 @@ class ControlServer:
     """The node's control listener (synchronous gRPC, thread pool)."""
 
     def __init__(self, cfg: ClusterConfig, me_id: str, address: str,
-                 answer: Callable[[node_pb2.HeartbeatRequest], node_pb2.HeartbeatResponse]) -> None:
+                 answer: Callable[[node_pb2.HeartbeatRequest], node_pb2.HeartbeatResponse],
+                 thread_init: Callable[[], object] | None = None) -> None:
         self.cfg = cfg
         self.me_id = me_id
         self.address = address
         self.answer = answer
+        self.thread_init = thread_init  # run first on each handler thread (its CPU priority)
         self.identity = NodeIdentity(cfg.tls)
         self.server: grpc.Server | None = None
         self.answered = 0  # heartbeats answered with a lease (metrics, tests)
 
     def start(self) -> None:
         server = grpc.server(
-            ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="control"),
+            ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="control",
+                               initializer=self.thread_init),
             options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                      *SERVER_KEEPALIVE_OPTIONS, ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=16 * WORKERS,
