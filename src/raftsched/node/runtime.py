@@ -116,8 +116,8 @@ class NodeRuntime:
         self.heartbeater = Heartbeater(self.me, cfg.heartbeat_interval, self.incarnation,
                                        self._leader_control, node_client_tls(cfg, node_id),
                                        self.executor, self.lease, self.loop, cfg.critical_nice)
-        self.control = ControlServer(cfg, self.me.id, self.me.control,
-                                     HeartbeatDesk(cfg, self.me.id, self.raft, self.leader).answer,
+        self.heartbeat_desk = HeartbeatDesk(cfg, self.me.id, self.raft, self.leader)
+        self.control = ControlServer(cfg, self.me.id, self.me.control, self.heartbeat_desk.answer,
                                      lambda: priority.favour_me(cfg.critical_nice, "control"))
         priority.favour(self.raft.tick_thread_id(), cfg.critical_nice, "raft tick")
         self.metrics = None
@@ -127,7 +127,7 @@ class NodeRuntime:
             self.metrics = NodeMetrics(Sources(
                 self.me.id, cfg.heartbeat_interval, self.sm, self.raft, self.leader,
                 self.proposer.stats, self.executor, self.watch, lambda: self.leader_changes,
-                self.loop_lag, self.raft.tick_lag,
+                self.loop_lag, self.raft.tick_lag, self.lease, self.heartbeat_desk.refusals,
             ))
             self.watch.listeners.append(self.metrics.jobs.observe)
         self.server: grpc.aio.Server | None = None

@@ -56,6 +56,8 @@ class HeartbeatDesk:
         self.me_id = me_id
         self.raft = raft
         self.leader = leader
+        # heartbeats answered without a lease, by reason (metrics: raftsched_lease_refusals)
+        self.refusals = {"unconfirmed": 0, "node_down": 0}
 
     def answer(self, request: node_pb2.HeartbeatRequest) -> node_pb2.HeartbeatResponse:
         err = bounds.check(request)
@@ -82,6 +84,8 @@ class HeartbeatDesk:
         running = [(r.job_id, r.attempt, r.fencing_token) for r in request.running]
         revoke = self.leader.heartbeat(node, running)
         lease, generation = self.leader.lease_for(node.id)
+        if lease <= 0:
+            self.refusals["node_down" if self.raft.leader_confirmed() else "unconfirmed"] += 1
         return node_pb2.HeartbeatResponse(
             leader_id=self.me_id,
             term=self.raft.term(),
