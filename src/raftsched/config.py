@@ -41,6 +41,10 @@ class NodeConfig:
     allowed_run_as: tuple[str, ...] = ()  # users jobs may run as on this node (none by default)
     python: PyPoolConfig = field(default_factory=PyPoolConfig)  # Python task pool (issue 14)
 
+    def __post_init__(self) -> None:
+        if not self.control and ":" in self.grpc:  # however made: every node has a control port
+            object.__setattr__(self, "control", default_control(self.grpc))
+
 
 @dataclass(frozen=True)
 class IsolationConfig:
@@ -144,14 +148,20 @@ def _addr(value: object, where: str) -> str:
     return value
 
 
+def default_control(grpc: str) -> str:
+    """A node's control address when none is set: its gRPC port + 100, same host."""
+    host, _, port = grpc.rpartition(":")
+    return f"{host}:{int(port) + 100}"
+
+
 def _control(n: dict[str, Any], where: str) -> str:
     """The control port: given, or the gRPC port + 100 on the gRPC host."""
     if n.get("control"):
         return _addr(n["control"], f"{where}.control")
-    host, _, port = _addr(n.get("grpc"), f"{where}.grpc").rpartition(":")
-    if int(port) + 100 > 65535:
+    grpc = _addr(n.get("grpc"), f"{where}.grpc")
+    if int(grpc.rpartition(":")[2]) + 100 > 65535:
         raise ConfigError(f"{where}.control: set it (the default, grpc port + 100, is past 65535)")
-    return f"{host}:{int(port) + 100}"
+    return default_control(grpc)
 
 
 def _positive(value: object, where: str) -> float:
