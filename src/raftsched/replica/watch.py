@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,9 +75,9 @@ class WatchHub:
         self.generation = 0  # bumped when the buffer is reset (snapshot installed)
         self._wake = asyncio.Event()
         self._pulse: asyncio.TimerHandle | None = None  # wakes idle waiters (wait)
-        # watchers of named jobs: job id -> their futures; woken only by those jobs' changes
-        self._keyed: dict[str, set[asyncio.Future[None]]] = {}
-        self._keyed_all: set[asyncio.Future[None]] = set()
+        # watchers of named jobs: job id -> their waits; woken only by those jobs' changes
+        self._keyed: dict[str, set[_KeyedWait]] = {}
+        self._keyed_all: set[_KeyedWait] = set()
         self.listeners: list[Listener] = []
         self.cluster_subscribers: set[asyncio.Queue[ClusterChange | None]] = set()
 
@@ -111,10 +111,12 @@ class WatchHub:
         self._wake.set()
         self._wake = asyncio.Event()
         if reset:
-            self._wake_keyed(self._keyed_all)
+            for w in list(self._keyed_all):
+                w.wake(relevant=True)
         elif self._keyed:
-            hit = self._keyed.keys() & {j.id for j in changes}
-            self._wake_keyed(f for i in hit for f in self._keyed[i])
+            for i in self._keyed.keys() & {j.id for j in changes}:
+                for w in list(self._keyed[i]):
+                    w.wake(relevant=True)
 
     def publish_cluster(self, ev: ClusterChange) -> None:
         for q in list(self.cluster_subscribers):
@@ -162,7 +164,7 @@ class WatchHub:
         start = cursor - self._base
         return self._ids[start:start + limit]
 
-    async def wait(self, cursor: int, timeout: float, ids: Collection[str] = ()) -> None:
+    async def wait(self, cursor: int, timeout: float, ids: Collection[str] = ()) -> bool:
         """Return when changes past `cursor` exist, or after at most `timeout`.
 
         One shared pulse timer wakes every idle waiter instead of an `asyncio.wait_for`
@@ -170,41 +172,55 @@ class WatchHub:
         loop under the load scenario went to those). A waiter that names `ids` (it
         watches those jobs only) is woken only by a change of one of them, a snapshot
         install or the pulse: thousands of `Client.wait` streams cost nothing per
-        entry (issue 12: they were a third of the loop's time)."""
+        entry (issue 12: they were a third of the loop's time). Returns True when no
+        change since `cursor` can concern such a waiter (woken by the pulse alone): it
+        may continue from `end` without reading them."""
         if cursor < self.end:
-            return
+            return False
         loop = asyncio.get_running_loop()
         if self._pulse is None:
             self._pulse = loop.call_later(timeout, self._on_pulse)
         if not ids:
             await self._wake.wait()
-            return
-        fut: asyncio.Future[None] = loop.create_future()
-        self._keyed_all.add(fut)
+            return False
+        w = _KeyedWait(loop.create_future())
+        self._keyed_all.add(w)
         for i in ids:
-            self._keyed.setdefault(i, set()).add(fut)
+            self._keyed.setdefault(i, set()).add(w)
         try:
-            await fut
-        finally:
-            self._keyed_all.discard(fut)
+            await w.future
+        finally:  # no await from here to the return: nothing is fed in between
+            self._keyed_all.discard(w)
             for i in ids:
                 waiting = self._keyed.get(i)
                 if waiting is not None:
-                    waiting.discard(fut)
+                    waiting.discard(w)
                     if not waiting:
                         del self._keyed[i]
-
-    @staticmethod
-    def _wake_keyed(futures: Iterable[asyncio.Future[None]]) -> None:
-        for f in list(futures):
-            if not f.done():
-                f.set_result(None)
+        return not w.relevant
 
     def _on_pulse(self) -> None:
         self._pulse = None
         self._wake.set()
         self._wake = asyncio.Event()
-        self._wake_keyed(self._keyed_all)
+        for w in list(self._keyed_all):
+            w.wake(relevant=False)
+
+
+class _KeyedWait:
+    """One wait of a watcher of named jobs: its future, and whether anything it watches
+    (or a snapshot install) happened since it began."""
+
+    __slots__ = ("future", "relevant")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.relevant = False
+
+    def wake(self, relevant: bool) -> None:
+        self.relevant = self.relevant or relevant
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 def tick_hook(hub: WatchHub, sm: Any, loop: asyncio.AbstractEventLoop

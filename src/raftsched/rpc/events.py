@@ -224,7 +224,8 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                 sent = hub.last_pos
                 last_msg = time.monotonic()
                 yield events_pb2.WatchJobsResponse(position=pos_pb(sent))
-            await hub.wait(cursor, progress_every, filt.job_ids)
+            if await hub.wait(cursor, progress_every, filt.job_ids):
+                cursor = hub.end  # woken by the pulse alone: nothing since concerns this stream
             if len(self.streams) >= COALESCE_FROM:
                 await asyncio.sleep(COALESCE)
 
