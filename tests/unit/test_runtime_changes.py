@@ -1,0 +1,179 @@
+"""Runtime changes (issue 15): `UpdateNode` (labels, capacity) and `SetSetting` (cluster
+settings). Placement sees a change from the next decision on; a capacity lowered below
+what runs stops nothing and places nothing new until there is room; the changes survive
+the node's restart (NodeUp), a snapshot and the digest; bad input is refused, naming the
+field, and changes nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from raftsched.core import apply as fsm
+from raftsched.core import liveness, settings
+from raftsched.core.commands import NodeUp
+from raftsched.core.constraints import parse as parse_constraint
+from raftsched.core.invariants import Auditor
+from raftsched.core.model import JobState
+from raftsched.core.nodeupdate import UpdateNode
+from raftsched.core.placement import Strategy, candidates, place
+from raftsched.core.runqueue import QueueOrder
+from raftsched.core.settings import SetSetting, SettingError
+from raftsched.core.state import ClusterState, Code
+from tests.unit.fsm_helpers import assign, cluster, finished, node, rid, spec, started, submit
+
+BASE = settings.Settings(Strategy.SPREAD, QueueOrder.PRIORITY, 1 / 60, 3600.0, 86400.0)
+
+
+def update(st: ClusterState, nid: str, **kw) -> fsm.Result:
+    return fsm.apply(st, UpdateNode(rid(), 10.0, nid, **kw))
+
+
+def setting(st: ClusterState, key: str, value: str) -> fsm.Result:
+    return fsm.apply(st, SetSetting(rid(), 10.0, key, value))
+
+
+def test_a_label_set_at_runtime_places_a_constrained_job_there() -> None:
+    st = cluster("n1", "n2")
+    job = replace(spec(), constraints=(parse_constraint("zone=b"),))
+    [jid] = submit(st, job)
+    assert place([st.jobs[jid]], candidates(st)) == []
+    assert update(st, "n2", set_labels=(("zone", "b"),)).ok
+    assert st.nodes["n2"].labels == (("zone", "b"),)
+    [item] = place([st.jobs[jid]], candidates(st))
+    assert item.node_id == "n2"
+    # removed again: nothing fits, and the CAS refuses an assignment decided before
+    assert update(st, "n2", remove_labels=("zone",)).ok
+    assert st.nodes["n2"].labels == ()
+    assert place([st.jobs[jid]], candidates(st)) == []
+    assert assign(st, jid, "n2").value != (1,)
+    assert st.jobs[jid].state is JobState.PENDING
+
+
+def test_lower_capacity_stops_nothing_and_places_nothing_beyond_it() -> None:
+    st = cluster("n1", cpu=1000)
+    ids = submit(st, *[spec(cpu=300) for _ in range(3)])
+    for j in ids:
+        assert assign(st, j, "n1").ok and started(st, j).ok
+    audit = Auditor(st)
+    st.changes.clear()
+    res = update(st, "n1", cpu_millis=500)
+    assert res.ok and st.nodes["n1"].capacity.cpu_millis == 500
+    assert audit.check(UpdateNode("x", 10.0, "n1"), res, st.changes) is None
+    assert all(st.jobs[j].state is JobState.RUNNING for j in ids)  # nothing killed
+    [new] = submit(st, spec(cpu=100), ts=11.0)
+    assert place([st.jobs[new]], candidates(st)) == []
+    assert assign(st, new, "n1").value != (st.fencing + 1,)
+    assert st.jobs[new].state is JobState.PENDING
+    # jobs ending on the over-full node are no invariant violation
+    for j in ids[:2]:
+        st.changes.clear()
+        r = finished(st, j)
+        assert r.ok and audit.check(r, r, st.changes) is None
+    # 300m used of 500m: the 100m job fits now
+    [item] = place([st.jobs[new]], candidates(st))
+    assert item.node_id == "n1" and assign(st, new, "n1").ok
+
+
+def test_changes_survive_the_node_restart_snapshot_and_digest() -> None:
+    st = cluster("n1", "n2")
+    before = st.digest()
+    assert update(st, "n1", set_labels=(("gpu", "yes"), ("zone", "a")), cpu_millis=4000,
+                  memory_mib=2048).ok
+    after = st.digest()
+    assert after != before
+    # the node restarts with its own (config) labels and capacity: the operator's win
+    registered = replace(node("n1"), labels=(("zone", "z"), ("rack", "r1")), incarnation="new")
+    assert liveness.needs_node_up(st, registered)
+    assert fsm.apply(st, NodeUp(rid(), 20.0, registered)).ok
+    n1 = st.nodes["n1"]
+    assert dict(n1.labels) == {"gpu": "yes", "zone": "a", "rack": "r1"}
+    assert (n1.capacity.cpu_millis, n1.capacity.memory_mib) == (4000, 2048)
+    # its next heartbeat (same incarnation) is not a change: no NodeUp loop
+    assert not liveness.needs_node_up(st, registered)
+    assert update(st, "n1", remove_labels=("rack",)).ok
+    assert fsm.apply(st, NodeUp(rid(), 21.0, replace(registered, incarnation="newer"))).ok
+    assert "rack" not in dict(st.nodes["n1"].labels)
+    assert setting(st, "strategy", "binpack").ok
+    restored = ClusterState.from_dict(json.loads(json.dumps(st.to_dict())))
+    assert restored.digest() == st.digest()
+    assert restored.nodes["n1"] == st.nodes["n1"]
+    assert settings.overrides(restored) == {"strategy": "binpack"}
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({}, "nothing to change"),
+    ({"cpu_millis": -5}, "cpu_millis -5"),
+    ({"memory_mib": 2_000_000_000}, "memory_mib 2000000000"),
+    ({"set_labels": (("", "x"),)}, "set_labels key ''"),
+    ({"set_labels": (("a=b", "x"),)}, "set_labels key 'a=b'"),
+    ({"set_labels": (("k", "v"),), "remove_labels": ("k",)}, "both set and removed"),
+    ({"remove_labels": ("",)}, "remove_labels ''"),
+])
+def test_bad_updates_are_refused_naming_the_field_and_change_nothing(kw, message) -> None:
+    st = cluster("n1")
+    res = update(st, "n1", **kw)
+    assert res.code is Code.INVALID and message in res.message, res
+    st.dedup.clear()
+    assert st.nodes["n1"] == cluster("n1").nodes["n1"]
+    assert update(st, "nx", cpu_millis=5).code is Code.NOT_FOUND
+
+
+def test_pool_label_of_a_dedicated_node_needs_a_restart() -> None:
+    st = ClusterState()
+    assert fsm.apply(st, NodeUp(rid(), 1.0, replace(node("n1"), labels=(("pool", "gpu"),),
+                                                    dedicated="gpu"))).ok
+    res = update(st, "n1", set_labels=(("pool", "cpu"),))
+    assert res.code is Code.INVALID and "dedicated to pool 'gpu'" in res.message
+
+
+def test_settings_override_cluster_toml_and_reset() -> None:
+    st = cluster("n1")
+    assert settings.effective(st, BASE) == BASE
+    assert setting(st, "strategy", "binpack").value == "binpack"
+    assert setting(st, "queue_order", "fifo").ok
+    assert setting(st, "aging_rate", "0").value == "0.0"
+    assert setting(st, "job_retention", "120").value == "120.0"
+    assert setting(st, "idempotency_retention", "7200").ok
+    eff = settings.effective(st, BASE)
+    assert eff == settings.Settings(Strategy.BINPACK, QueueOrder.FIFO, 0.0, 120.0, 7200.0)
+    assert setting(st, "strategy", "").value == ""  # back to cluster.toml
+    assert settings.effective(st, BASE).strategy is Strategy.SPREAD
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("strategy", "random", "value 'random' for strategy: one of spread, binpack, round-robin"),
+    ("queue_order", "lifo", "value 'lifo' for queue_order: one of priority, fifo"),
+    ("aging_rate", "-1", "value '-1' for aging_rate: must be >= 0"),
+    ("aging_rate", "nan", "value 'nan' for aging_rate"),
+    ("job_retention", "0", "value '0' for job_retention: must be > 0"),
+    ("idempotency_retention", "soon", "value 'soon' for idempotency_retention: not a number"),
+    ("colour", "blue", "key 'colour': not a cluster setting"),
+    ("heartbeat_ttl", "3", "key 'heartbeat_ttl' cannot change at runtime"),
+    ("fsync", "always", "restart them one at a time"),
+])
+def test_bad_settings_are_refused_naming_key_and_value(key: str, value: str, message: str) -> None:
+    st = cluster("n1")
+    assert setting(st, "queue_order", "fifo").ok
+    res = setting(st, key, value)
+    assert res.code is Code.INVALID and message in res.message, res.message
+    assert settings.overrides(st) == {"queue_order": "fifo"}
+    with pytest.raises(SettingError, match=message.split(":")[0]):
+        settings.parse(key, value)
+
+
+def test_two_replicas_fed_the_same_changes_are_equal() -> None:
+    a = cluster("n1", "n2")
+    b = ClusterState.from_dict(a.to_dict())
+    cmds = [UpdateNode("u1", 5.0, "n1", set_labels=(("zone", "a"),), cpu_millis=700),
+            SetSetting("s1", 6.0, "strategy", "round-robin"),
+            UpdateNode("u2", 7.0, "n2", remove_labels=("x",), memory_mib=99),
+            SetSetting("s2", 8.0, "aging_rate", "2")]
+    for st in (a, b):
+        for c in cmds:
+            assert fsm.apply(st, c).ok
+        assert fsm.apply(st, cmds[0]).ok  # a repeated request id applies once
+    assert a.digest() == b.digest()
+    assert a.nodes["n1"].capacity.cpu_millis == 700 and a.nodes["n2"].capacity.memory_mib == 99
