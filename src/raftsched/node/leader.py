@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from raftsched.config import ClusterConfig
-from raftsched.core import batches, liveness, nodes, reconcile
+from raftsched.core import batches, liveness, nodes, reconcile, settings
 from raftsched.core import runqueue as queue
 from raftsched.core.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
 from raftsched.core.model import Job, JobState, Node
@@ -194,7 +194,12 @@ class Leader:
                 self._bad_schedules.add(sid)
                 log.error("schedule cannot be evaluated", schedule=sid, error=error)
 
-    def _scan(self, now: float
+    def _settings(self) -> settings.Settings:
+        """cluster.toml's settings with the replicated runtime overrides (operator config
+        set). Caller holds the lock."""
+        return settings.effective(self.replica.state, settings.base_of(self.cfg))
+
+    def _scan(self, now: float, cfg: settings.Settings
               ) -> tuple[list[Job] | FullScan, list[Candidate], dict[str, tuple[int, int]]] | None:
         """What placement should look at this round (caller holds the state lock).
 
@@ -205,7 +210,6 @@ class Leader:
         can fit where it did not fit before.
         """
         st = self.replica.state
-        cfg = self.cfg
         fresh, self.fresh = self.fresh, []
         if not st.pending:
             return None
@@ -250,10 +254,10 @@ class Leader:
 
     async def _place(self) -> None:
         st = self.replica.state
-        cfg = self.cfg
         now = time.time()
         with self.replica.lock:
-            scan = self._scan(now)
+            cfg = self._settings()
+            scan = self._scan(now, cfg)
         if scan is None:
             return
         pending, cands, free = scan
@@ -292,8 +296,8 @@ class Leader:
         if time.monotonic() - self._last_gc < GC_INTERVAL:
             return
         self._last_gc = time.monotonic()
-        cutoff = time.time() - self.cfg.job_retention
         with self.replica.lock:
+            cutoff = time.time() - self._settings().job_retention
             due = self.replica.state.has_finished_before(cutoff)
         if due:
             res = await self.proposer.propose(GcJobs(new_rid(), time.time(), cutoff))
