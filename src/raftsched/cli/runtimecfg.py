@@ -112,10 +112,10 @@ def _rows(settings: list[cluster_pb2.ClusterSetting]) -> list[list[str]]:
 
 def cmd_config_get(args: argparse.Namespace, client: Client) -> int:
     settings = client.cluster_config(consistent=bool(getattr(args, "consistent", False)))
-    if args.key:
-        settings = [s for s in settings if s.key == args.key]
+    if args.setting:
+        settings = [s for s in settings if s.key == args.setting]
         if not settings:
-            raise UsageError(f"key {args.key!r}: not a cluster setting")
+            raise UsageError(f"key {args.setting!r}: not a cluster setting")
     if args.json:
         dump_json({"settings": [message_dict(s) for s in settings]})
     else:
@@ -132,11 +132,11 @@ def _show_setting(args: argparse.Namespace, s: cluster_pb2.ClusterSetting) -> in
 
 
 def cmd_config_set(args: argparse.Namespace, client: Client) -> int:
-    return _show_setting(args, client.set_cluster_config(args.key, args.value))
+    return _show_setting(args, client.set_cluster_config(args.setting, args.value))
 
 
 def cmd_config_reset(args: argparse.Namespace, client: Client) -> int:
-    return _show_setting(args, client.set_cluster_config(args.key, reset=True))
+    return _show_setting(args, client.set_cluster_config(args.setting, reset=True))
 
 
 def register_node(nsub: Any, fmt: type[argparse.HelpFormatter]) -> None:
@@ -176,12 +176,12 @@ def register_operator(osub: Any, fmt: type[argparse.HelpFormatter]) -> None:
                          "  raftsched operator config set strategy binpack")
     csub = cp.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     p = csub.add_parser("get", help="the settings in effect and where they come from")
-    p.add_argument("key", nargs="?", help="only this setting")
+    p.add_argument("setting", nargs="?", metavar="KEY", help="only this setting")
     p.set_defaults(func=cmd_config_get, needs_client=True)
     p = csub.add_parser("set", help="override a setting (admin)", epilog=EXIT_CODES_HELP)
-    p.add_argument("key")
-    p.add_argument("value")
+    p.add_argument("setting", metavar="KEY")  # not "key": --key is the TLS key file
+    p.add_argument("value", metavar="VALUE")
     p.set_defaults(func=cmd_config_set, needs_client=True)
     p = csub.add_parser("reset", help="back to cluster.toml's value (admin)", epilog=EXIT_CODES_HELP)
-    p.add_argument("key")
+    p.add_argument("setting", metavar="KEY")
     p.set_defaults(func=cmd_config_reset, needs_client=True)
