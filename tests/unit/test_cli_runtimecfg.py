@@ -59,3 +59,19 @@ def test_readiness(kw: dict, target: int, why: str) -> None:
     assert why in got and (got == "") == (why == ""), got
     assert commit == (100 if kw.get("leader", True) else 0)
     assert "not in the cluster" in readiness("n9", nodes, status, target)[0]
+
+
+def test_watch_cluster_events_of_runtime_changes() -> None:
+    from raftsched.core.nodeupdate import UpdateNode
+    from raftsched.core.settings import SetSetting
+    from raftsched.replica.watch import runtime_change
+    from raftsched.rpc.events import cluster_pb
+    from raftsched.v1 import events_pb2
+
+    ev = runtime_change(UpdateNode("r", 5.0, "n2", (("zone", "b"),), ("gpu",), cpu_millis=2000), 7)
+    assert (ev.kind, ev.node_id, ev.reason) == ("NODE_UPDATED", "n2", "labels zone=b, -gpu; cpu_millis 2000")
+    assert cluster_pb(ev, "n1").kind == events_pb2.NODE_UPDATED
+    ev = runtime_change(SetSetting("r", 5.0, "strategy", "binpack"), 8)
+    assert (ev.kind, ev.node_id, ev.reason) == ("CLUSTER_CONFIG", "", "strategy = binpack")
+    assert runtime_change(SetSetting("r", 5.0, "strategy"), 9).reason == "strategy reset to cluster.toml"
+    assert cluster_pb(ev, "n1").kind == events_pb2.CLUSTER_CONFIG

@@ -177,3 +177,20 @@ def test_two_replicas_fed_the_same_changes_are_equal() -> None:
         assert fsm.apply(st, cmds[0]).ok  # a repeated request id applies once
     assert a.digest() == b.digest()
     assert a.nodes["n1"].capacity.cpu_millis == 700 and a.nodes["n2"].capacity.memory_mib == 99
+
+
+def test_no_settings_digest_and_snapshot_as_before_the_extension_existed() -> None:
+    """A state without overrides has no "settings" key in its snapshot or digest, so
+    backups of older versions restore and old and new nodes agree on the digest during a
+    rolling upgrade; new Node fields at their defaults are left out of the wire form."""
+    st = cluster("n1")
+    small = st.digest_small()
+    assert "settings" not in st.to_dict() and "settings" not in small
+    assert not any(k in w for w in st.to_dict()["nodes"]
+                   for k in ("label_overrides", "labels_removed", "cpu_override", "memory_override"))
+    assert setting(st, "strategy", "binpack").ok
+    assert st.to_dict()["settings"] == {"strategy": "binpack"} and "settings" in st.digest_small()
+    assert setting(st, "strategy", "").ok
+    assert "settings" not in st.to_dict()
+    assert {k: v for k, v in st.digest_small().items() if k != "applied_index"} == \
+        {k: v for k, v in small.items() if k != "applied_index"}

@@ -116,7 +116,7 @@ class SetSetting:
     fp: str = ""
 
 
-state_extension("settings", dict, lambda d: dict(sorted(d.items())), dict)
+state_extension("settings", dict, lambda d: dict(sorted(d.items())), dict, optional=True)
 
 
 def overrides(state: ClusterState) -> dict[str, str]:

@@ -36,9 +36,9 @@ def cluster_nodes(cfg: ClusterConfig, replica: ReplicaView) -> list[tuple[str, d
     runtime changes), else as cluster.toml says: what a submitted job is checked against."""
     with replica.lock:
         known = dict(replica.state.nodes)
-    out = [(n.id, dict(n.labels), n.capacity, n.dedicated) for n in known.values()]
-    out += [(n.id, n.labels, n.capacity, n.dedicated) for n in cfg.nodes if n.id not in known]
-    return out
+    out = [(k.id, dict(k.labels), k.capacity, k.dedicated) if (k := known.pop(n.id, None))
+           else (n.id, n.labels, n.capacity, n.dedicated) for n in cfg.nodes]  # config order
+    return out + [(k.id, dict(k.labels), k.capacity, k.dedicated) for k in known.values()]
 
 
 def largest(nodes: list[tuple[str, dict[str, str], Resources, str]]) -> Resources:
