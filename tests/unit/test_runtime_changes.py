@@ -10,9 +10,12 @@ import json
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from raftsched.core import apply as fsm
-from raftsched.core import liveness, settings
+from raftsched.core import liveness
+from raftsched.core import settings as runtime_settings
 from raftsched.core.commands import NodeUp
 from raftsched.core.constraints import parse as parse_constraint
 from raftsched.core.invariants import Auditor
@@ -22,9 +25,10 @@ from raftsched.core.placement import Strategy, candidates, place
 from raftsched.core.runqueue import QueueOrder
 from raftsched.core.settings import SetSetting, SettingError
 from raftsched.core.state import ClusterState, Code
+from tests.unit import test_fsm_properties as props
 from tests.unit.fsm_helpers import assign, cluster, finished, node, rid, spec, started, submit
 
-BASE = settings.Settings(Strategy.SPREAD, QueueOrder.PRIORITY, 1 / 60, 3600.0, 86400.0)
+BASE = runtime_settings.Settings(Strategy.SPREAD, QueueOrder.PRIORITY, 1 / 60, 3600.0, 86400.0)
 
 
 def update(st: ClusterState, nid: str, **kw) -> fsm.Result:
@@ -100,7 +104,7 @@ def test_changes_survive_the_node_restart_snapshot_and_digest() -> None:
     restored = ClusterState.from_dict(json.loads(json.dumps(st.to_dict())))
     assert restored.digest() == st.digest()
     assert restored.nodes["n1"] == st.nodes["n1"]
-    assert settings.overrides(restored) == {"strategy": "binpack"}
+    assert runtime_settings.overrides(restored) == {"strategy": "binpack"}
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -131,16 +135,16 @@ def test_pool_label_of_a_dedicated_node_needs_a_restart() -> None:
 
 def test_settings_override_cluster_toml_and_reset() -> None:
     st = cluster("n1")
-    assert settings.effective(st, BASE) == BASE
+    assert runtime_settings.effective(st, BASE) == BASE
     assert setting(st, "strategy", "binpack").value == "binpack"
     assert setting(st, "queue_order", "fifo").ok
     assert setting(st, "aging_rate", "0").value == "0.0"
     assert setting(st, "job_retention", "120").value == "120.0"
     assert setting(st, "idempotency_retention", "7200").ok
-    eff = settings.effective(st, BASE)
-    assert eff == settings.Settings(Strategy.BINPACK, QueueOrder.FIFO, 0.0, 120.0, 7200.0)
+    eff = runtime_settings.effective(st, BASE)
+    assert eff == runtime_settings.Settings(Strategy.BINPACK, QueueOrder.FIFO, 0.0, 120.0, 7200.0)
     assert setting(st, "strategy", "").value == ""  # back to cluster.toml
-    assert settings.effective(st, BASE).strategy is Strategy.SPREAD
+    assert runtime_settings.effective(st, BASE).strategy is Strategy.SPREAD
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -159,9 +163,9 @@ def test_bad_settings_are_refused_naming_key_and_value(key: str, value: str, mes
     assert setting(st, "queue_order", "fifo").ok
     res = setting(st, key, value)
     assert res.code is Code.INVALID and message in res.message, res.message
-    assert settings.overrides(st) == {"queue_order": "fifo"}
+    assert runtime_settings.overrides(st) == {"queue_order": "fifo"}
     with pytest.raises(SettingError, match=message.split(":")[0]):
-        settings.parse(key, value)
+        runtime_settings.parse(key, value)
 
 
 def test_two_replicas_fed_the_same_changes_are_equal() -> None:
@@ -194,3 +198,43 @@ def test_no_settings_digest_and_snapshot_as_before_the_extension_existed() -> No
     assert "settings" not in st.to_dict()
     assert {k: v for k, v in st.digest_small().items() if k != "applied_index"} == \
         {k: v for k, v in small.items() if k != "applied_index"}
+
+
+STRATEGIES = ["spread", "binpack", "round-robin", "", "bogus"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(props.ops, hs.lists(hs.tuples(hs.integers(0, 90), hs.sampled_from(props.NODES),
+                                     hs.integers(0, 9), hs.sampled_from(["cpu", "label", "setting"])),
+                           max_size=8), hs.integers(0, 100))
+def test_random_runtime_changes_keep_replicas_equal_and_placements_within_capacity(
+        ops_: list[props.Op], changes: list[tuple[int, str, int, str]], cut: int) -> None:
+    """The fsm property commands with node updates (capacity up and down, labels) and
+    setting changes mixed in: no assignment ever lands beyond the capacity in effect
+    (the audit's rules hold at every step), and a replica restored from a snapshot at
+    any point ends equal."""
+    cmds = props.build(ops_)
+    for i, (pos, nid, v, kind) in enumerate(changes):
+        c: object
+        if kind == "cpu":
+            c = UpdateNode(f"u{i}", 1.5, nid, cpu_millis=100 * v)  # 0: refused, nothing to change
+        elif kind == "label":
+            c = (UpdateNode(f"u{i}", 1.5, nid, set_labels=(("zone", str(v)),)) if v % 2
+                 else UpdateNode(f"u{i}", 1.5, nid, remove_labels=("zone",)))
+        else:
+            c = SetSetting(f"u{i}", 1.5, "strategy", STRATEGIES[v % len(STRATEGIES)])
+        cmds.insert(min(pos, len(cmds)), c)
+    a = ClusterState()
+    audit = Auditor(a)
+    for c in cmds:
+        a.changes.clear()
+        res = fsm.apply(a, c)
+        assert audit.check(c, res, a.changes) is None, (c, res)
+    cut = min(cut, len(cmds))
+    b = ClusterState()
+    for c in cmds[:cut]:
+        fsm.apply(b, c)
+    b = ClusterState.from_dict(json.loads(json.dumps(b.to_dict())))
+    for c in cmds[cut:]:
+        fsm.apply(b, c)
+    assert a.digest() == b.digest()

@@ -74,6 +74,7 @@ class Leader:
         self._last_resend = 0.0
         self.fresh: list[str] = []  # jobs that became PENDING since the last placement round
         self._free_after: dict[str, tuple[int, int]] | None = None
+        self._labels = 0  # hash of the candidate nodes' labels at the last round
         self._last_full_scan = 0.0
         self._last_gc = 0.0
         self._delayed: list[tuple[float, str]] = []  # (not_before, job) of waiting retries
@@ -224,6 +225,9 @@ class Leader:
         gained = base is None or any(
             nid not in base or f[0] > base[nid][0] or f[1] > base[nid][1] for nid, f in free.items()
         )
+        # labels changed at runtime (`node update`) may open nodes to waiting jobs too
+        labels = hash(tuple((c.node.id, c.node.labels) for c in cands))
+        gained, self._labels = gained or labels != self._labels, labels
         due = self._delayed_due(now)
         # A long queue is scanned less often when nothing changed (aging still applies).
         every = FULL_SCAN_EVERY if len(st.pending) < LONG_QUEUE else FULL_SCAN_EVERY * 5
