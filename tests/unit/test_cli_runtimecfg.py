@@ -62,8 +62,7 @@ def test_readiness(kw: dict, target: int, why: str) -> None:
 
 
 def test_watch_cluster_events_of_runtime_changes() -> None:
-    from raftsched.core.nodeupdate import UpdateNode
-    from raftsched.core.settings import SetSetting
+    from raftsched.core.runtimeops import SetSetting, UpdateNode
     from raftsched.replica.watch import runtime_change
     from raftsched.rpc.events import cluster_pb
     from raftsched.v1 import events_pb2

@@ -20,10 +20,10 @@ from raftsched.core.commands import NodeUp
 from raftsched.core.constraints import parse as parse_constraint
 from raftsched.core.invariants import Auditor
 from raftsched.core.model import JobState
-from raftsched.core.nodeupdate import UpdateNode
 from raftsched.core.placement import Strategy, candidates, place
 from raftsched.core.runqueue import QueueOrder
-from raftsched.core.settings import SetSetting, SettingError
+from raftsched.core.runtimeops import SetSetting, UpdateNode
+from raftsched.core.settings import SettingError
 from raftsched.core.state import ClusterState, Code
 from tests.unit import test_fsm_properties as props
 from tests.unit.fsm_helpers import assign, cluster, finished, node, rid, spec, started, submit

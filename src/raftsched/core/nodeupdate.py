@@ -1,5 +1,5 @@
 """Runtime changes of a node's labels and capacity (issue 15): `raftsched node update`.
-Pure and deterministic. Tag 131.
+Pure and deterministic.
 
 The operator's changes are kept in the node's record (`Node.label_overrides`,
 `labels_removed`, `cpu_override`, `memory_override`) and applied on top of what the node
@@ -8,37 +8,22 @@ heartbeat with the state), so they survive the node's restart and a snapshot. Pl
 reads `Node.labels` and `Node.capacity`, which already hold the result, from the next
 decision on. A capacity lowered below what runs there stops nothing: running attempts
 finish, and nothing new is placed until they leave room (the Assign check `fits`).
+The command, `UpdateNode`, is in `core.runtimeops`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from raftsched.core.codec import command
 from raftsched.core.constraints import POOL_LABEL
 from raftsched.core.model import Node, Resources
+from raftsched.core.runtimeops import UpdateNode
 from raftsched.core.state import ClusterState, Code, Handler, Result, ok
 
 MAX_LABELS = 256
 MAX_LABEL_TEXT = 256
 MAX_CAPACITY = 1_000_000_000  # millicores or MiB
-
-
-@command(131)
-@dataclass(frozen=True, slots=True)
-class UpdateNode:
-    """Set and remove labels of a node; set its capacity (0: leave it as it is)."""
-
-    rid: str
-    ts: float
-    node_id: str
-    set_labels: tuple[tuple[str, str], ...] = ()
-    remove_labels: tuple[str, ...] = ()
-    cpu_millis: int = 0
-    memory_mib: int = 0
-    by: str = ""
-    fp: str = ""
 
 
 def _label_error(set_labels: Iterable[tuple[str, str]], remove: Iterable[str]) -> str | None:

@@ -4,18 +4,20 @@ config set KEY VALUE`. Pure and deterministic.
 An override is replicated (state extension "settings": key -> canonical text) and wins
 over cluster.toml; a key without one takes the file's value (`effective`). Only settings
 the leader and the API read afresh at each decision are here; the others need every node
-restarted (`RESTART_ONLY`, docs/operations.md "Rolling restart / upgrade"). Tag 130.
+restarted (`RESTART_ONLY`, docs/operations.md "Rolling restart / upgrade"). The
+command, `SetSetting`, is in `core.runtimeops`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
-from raftsched.core.codec import command
 from raftsched.core.placement import Strategy
 from raftsched.core.runqueue import QueueOrder
+from raftsched.core.runtimeops import SetSetting
 from raftsched.core.state import ClusterState, Code, Handler, Result, ok, state_extension
 
 KEYS = ("strategy", "queue_order", "aging_rate", "job_retention", "idempotency_retention")
@@ -87,8 +89,7 @@ def parse(key: str, value: str) -> tuple[Any, str]:
     err = key_error(key)
     if err:
         raise SettingError(err)
-    enum: type[Strategy] | type[QueueOrder] | None = {"strategy": Strategy,
-                                                       "queue_order": QueueOrder}.get(key)
+    enum: type[StrEnum] | None = {"strategy": Strategy, "queue_order": QueueOrder}.get(key)
     if enum is not None:
         try:
             e = enum(value)
@@ -101,19 +102,6 @@ def parse(key: str, value: str) -> tuple[Any, str]:
     else:
         v = _number(key, value, False, MAX_SECONDS, "seconds")
     return v, repr(v)
-
-
-@command(130)
-@dataclass(frozen=True, slots=True)
-class SetSetting:
-    """Override one cluster setting (`value` "": back to cluster.toml's value)."""
-
-    rid: str
-    ts: float
-    key: str
-    value: str = ""
-    by: str = ""
-    fp: str = ""
 
 
 state_extension("settings", dict, lambda d: dict(sorted(d.items())), dict, optional=True)

@@ -30,8 +30,7 @@ from typing import Any
 from raftsched.core.commands import Command, NodeDown, NodeUp
 from raftsched.core.model import Job
 from raftsched.core.nodeops import DrainNode, SetEligibility
-from raftsched.core.nodeupdate import UpdateNode
-from raftsched.core.settings import SetSetting
+from raftsched.core.runtimeops import SetSetting, UpdateNode
 
 ENTRY_END = 0xFFFFFFFF  # ordinal meaning "the whole entry"
 DEFAULT_CAPACITY = 100_000

@@ -18,7 +18,8 @@ import grpc
 from raftsched.config import ClusterConfig
 from raftsched.core import settings
 from raftsched.core.model import Node, Resources
-from raftsched.core.nodeupdate import UpdateNode, update_error
+from raftsched.core.nodeupdate import update_error
+from raftsched.core.runtimeops import SetSetting, UpdateNode
 from raftsched.ports import ReplicaView
 from raftsched.rpc import auth
 from raftsched.rpc.writes import Writes
@@ -86,7 +87,7 @@ class RuntimeOps:
 
         async def local(rid: str) -> cluster_pb2.SetClusterConfigResponse:
             value = "" if request.reset else request.value
-            await self.writes.propose(context, settings.SetSetting(rid, time.time(), request.key, value,
+            await self.writes.propose(context, SetSetting(rid, time.time(), request.key, value,
                                                                    by=auth.principal().name))
             [row] = [s for s in self._settings() if s.key == request.key]
             return cluster_pb2.SetClusterConfigResponse(setting=row)
