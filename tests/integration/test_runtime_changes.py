@@ -7,14 +7,17 @@ surviving a restart of every node."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 
 import grpc
 import pytest
 
 from raftsched.client.acl_client import AclClient
 from raftsched.client.client import Client
-from raftsched.v1 import jobs_pb2
+from raftsched.client.observe_client import ClusterWatcher
+from raftsched.v1 import events_pb2, jobs_pb2
 from tests.integration.test_drain import cli, ledger, ok, sleeper
 from tests.integration.test_isolation import sh
 from tests.support.cluster import TestCluster, status_of
@@ -33,6 +36,15 @@ def test_node_update_and_config_set_take_effect_and_survive_a_restart() -> None:
     try:
         c.wait_ready()
         client = c.client()
+        events: list[events_pb2.ClusterEvent] = []
+        watcher = ClusterWatcher([c.addr("n3")], token=c.token, tls=c.tls)
+
+        def watch() -> None:
+            with contextlib.suppress(Exception):  # cancelled below
+                for ev in watcher.events():
+                    events.append(ev)
+
+        threading.Thread(target=watch, daemon=True).start()
         zone_b = jobs_pb2.JobSpec(command=["true"], constraints=[jobs_pb2.Constraint(key="zone", value="b")])
         code, msg = status_of(lambda: client.submit(zone_b))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "zone=b" in msg, msg
@@ -83,6 +95,14 @@ def test_node_update_and_config_set_take_effect_and_survive_a_restart() -> None:
         ok(cli(c, "operator", "config", "set", "queue_order", "fifo"))
         ok(cli(c, "operator", "config", "reset", "strategy"))
         assert "strategy spread" in ok(cli(c, "plan", "--", "true"))
+        # WatchCluster (n3's replica) saw each committed change
+        want = [(events_pb2.NODE_UPDATED, "n2", "labels rack=r7, zone=b"),
+                (events_pb2.NODE_UPDATED, "n2", "cpu_millis 1000"),
+                (events_pb2.CLUSTER_CONFIG, "", "strategy = binpack"),
+                (events_pb2.CLUSTER_CONFIG, "", "strategy reset to cluster.toml")]
+        c.wait_until(lambda: all(w in [(e.kind, e.node_id, e.reason) for e in list(events)] for w in want),
+                     20, f"WatchCluster events {want}")
+        watcher.cancel()
 
         # every node restarted: the changes come back from the replicated log
         for n in c.cfg.nodes:
