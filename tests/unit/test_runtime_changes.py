@@ -238,3 +238,26 @@ def test_random_runtime_changes_keep_replicas_equal_and_placements_within_capaci
     for c in cmds[cut:]:
         fsm.apply(b, c)
     assert a.digest() == b.digest()
+
+
+def test_backup_file_and_restore_carry_runtime_changes(tmp_path) -> None:
+    """Through the backup payload and file (rpc.snapshot, client.backup) and the seeded
+    Raft snapshot of a restore (replica.restore), as test_backup does for the rest."""
+    from raftsched.client import backup
+    from raftsched.replica import restore
+    from raftsched.replica.durable import read_snapshot
+    from tests.unit.test_backup import _cfg, _write
+
+    st = cluster("n1", "n2")
+    assert update(st, "n2", set_labels=(("zone", "b"),), remove_labels=("x",), memory_mib=512).ok
+    assert setting(st, "queue_order", "fifo").ok
+    st.applied_index = 9
+    f = tmp_path / "b.rsb"
+    _write(f, st)
+    header, state = backup.load(f)
+    assert header["state_digest"] == st.digest()
+    back = ClusterState.from_dict(state)
+    assert back.nodes["n2"] == st.nodes["n2"] and runtime_settings.overrides(back) == {"queue_order": "fifo"}
+    [p, *_] = restore.seed(_cfg(tmp_path), state, 9, st.digest())
+    seeded = ClusterState.from_dict(read_snapshot(str(p))[0][1])
+    assert seeded.digest() == st.digest() and seeded.nodes["n2"].memory_override == 512
