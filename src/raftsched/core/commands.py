@@ -14,6 +14,7 @@ from raftsched.core.codec import command
 from raftsched.core.model import JobSpec, Node
 from raftsched.core.nodeops import DrainDeadline, DrainNode, SetEligibility
 from raftsched.core.runas import SetRunAs
+from raftsched.core.runtimeops import SetSetting, UpdateNode
 from raftsched.core.workflow_types import Schedule, Template
 
 
@@ -393,5 +394,5 @@ Command = (
     | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
     | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
     | RunScheduleNow | SubmitWorkflow | CancelWorkflow | AclBootstrap | CreateToken | RevokeToken
-    | SetQuota | SetRunAs | DrainNode | SetEligibility | DrainDeadline
+    | SetQuota | SetRunAs | DrainNode | SetEligibility | DrainDeadline | SetSetting | UpdateNode
 )

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from raftsched.config import ClusterConfig
-from raftsched.core import batches, liveness, nodes, reconcile
+from raftsched.core import batches, liveness, nodes, reconcile, settings
 from raftsched.core import runqueue as queue
 from raftsched.core.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
 from raftsched.core.model import Job, JobState, Node
@@ -74,6 +74,7 @@ class Leader:
         self._last_resend = 0.0
         self.fresh: list[str] = []  # jobs that became PENDING since the last placement round
         self._free_after: dict[str, tuple[int, int]] | None = None
+        self._labels = 0  # hash of the candidate nodes' labels at the last round
         self._last_full_scan = 0.0
         self._last_gc = 0.0
         self._delayed: list[tuple[float, str]] = []  # (not_before, job) of waiting retries
@@ -195,7 +196,12 @@ class Leader:
                 self._bad_schedules.add(sid)
                 log.error("schedule cannot be evaluated", schedule=sid, error=error)
 
-    def _scan(self, now: float
+    def _settings(self) -> settings.Settings:
+        """cluster.toml's settings with the replicated runtime overrides (operator config
+        set). Caller holds the lock."""
+        return settings.effective(self.replica.state, settings.base_of(self.cfg))
+
+    def _scan(self, now: float, cfg: settings.Settings
               ) -> tuple[list[Job] | FullScan, list[Candidate], dict[str, tuple[int, int]]] | None:
         """What placement should look at this round (caller holds the state lock).
 
@@ -206,7 +212,6 @@ class Leader:
         can fit where it did not fit before.
         """
         st = self.replica.state
-        cfg = self.cfg
         fresh, self.fresh = self.fresh, []
         if not st.pending:
             return None
@@ -221,6 +226,9 @@ class Leader:
         gained = base is None or any(
             nid not in base or f[0] > base[nid][0] or f[1] > base[nid][1] for nid, f in free.items()
         )
+        # labels changed at runtime (`node update`) may open nodes to waiting jobs too
+        labels = hash(tuple((c.node.id, c.node.labels) for c in cands))
+        gained, self._labels = gained or labels != self._labels, labels
         due = self._delayed_due(now)
         # A long queue is scanned less often when nothing changed (aging still applies).
         every = FULL_SCAN_EVERY if len(st.pending) < LONG_QUEUE else FULL_SCAN_EVERY * 5
@@ -251,10 +259,10 @@ class Leader:
 
     async def _place(self) -> None:
         st = self.replica.state
-        cfg = self.cfg
         now = time.time()
         with self.replica.lock:
-            scan = self._scan(now)
+            cfg = self._settings()
+            scan = self._scan(now, cfg)
         if scan is None:
             return
         pending, cands, free = scan
@@ -293,8 +301,8 @@ class Leader:
         if time.monotonic() - self._last_gc < GC_INTERVAL:
             return
         self._last_gc = time.monotonic()
-        cutoff = time.time() - self.cfg.job_retention
         with self.replica.lock:
+            cutoff = time.time() - self._settings().job_retention
             due = self.replica.state.has_finished_before(cutoff)
         if due:
             res = await self.proposer.propose(GcJobs(new_rid(), time.time(), cutoff))

@@ -102,6 +102,7 @@ class NodeRuntime:
         self.previews = ReadLimiter(executor=self.helpers)
         self.status = ReplicaStatus(self.me.id, self.sm, self.raft, lambda: self.executor.actual_use(),
                                     self.loop_lag, self.raft.tick_lag)
+        self.status.incarnation = self.incarnation
         self.lease = Lease(cfg.lease)
         self.reporter = Reporter(self.me.id, self.peers)
         self.executor = Executor(

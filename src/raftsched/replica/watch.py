@@ -30,6 +30,7 @@ from typing import Any
 from raftsched.core.commands import Command, NodeDown, NodeUp
 from raftsched.core.model import Job
 from raftsched.core.nodeops import DrainNode, SetEligibility
+from raftsched.core.runtimeops import SetSetting, UpdateNode
 
 ENTRY_END = 0xFFFFFFFF  # ordinal meaning "the whole entry"
 DEFAULT_CAPACITY = 100_000
@@ -49,7 +50,7 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class ClusterChange:
-    kind: str  # LEADER_CHANGED, NODE_DOWN, NODE_UP, NODE_SCHEDULING
+    kind: str  # LEADER_CHANGED, NODE_DOWN, NODE_UP, NODE_SCHEDULING, NODE_UPDATED, CLUSTER_CONFIG
     node_id: str
     term: int = 0
     at: float = 0.0
@@ -247,8 +248,22 @@ def tick_hook(hub: WatchHub, sm: Any, loop: asyncio.AbstractEventLoop
             elif isinstance(cmd, DrainNode | SetEligibility):
                 ev = ClusterChange("NODE_SCHEDULING", cmd.node_id, 0, cmd.ts, index, scheduling_reason(cmd))
                 loop.call_soon_threadsafe(hub.publish_cluster, ev)
+            elif isinstance(cmd, UpdateNode | SetSetting):
+                ev = runtime_change(cmd, index)
+                loop.call_soon_threadsafe(hub.publish_cluster, ev)
 
     return hook
+
+
+def runtime_change(cmd: UpdateNode | SetSetting, index: int) -> ClusterChange:
+    """NODE_UPDATED ("labels zone=b, -gpu; cpu_millis 2000") or CLUSTER_CONFIG ("strategy = binpack")."""
+    if isinstance(cmd, SetSetting):
+        what = f"{cmd.key} = {cmd.value}" if cmd.value else f"{cmd.key} reset to cluster.toml"
+        return ClusterChange("CLUSTER_CONFIG", "", 0, cmd.ts, index, what)
+    labels = [f"{k}={v}" for k, v in cmd.set_labels] + [f"-{k}" for k in cmd.remove_labels]
+    parts = [f"labels {', '.join(labels)}"] if labels else []
+    parts += [f"{name} {v}" for name, v in (("cpu_millis", cmd.cpu_millis), ("memory_mib", cmd.memory_mib)) if v]
+    return ClusterChange("NODE_UPDATED", cmd.node_id, 0, cmd.ts, index, "; ".join(parts))
 
 
 def scheduling_reason(cmd: DrainNode | SetEligibility) -> str:

@@ -49,6 +49,8 @@ KIND = {
     "NODE_DOWN": events_pb2.NODE_DOWN,
     "NODE_UP": events_pb2.NODE_UP,
     "NODE_SCHEDULING": events_pb2.NODE_SCHEDULING,
+    "NODE_UPDATED": events_pb2.NODE_UPDATED,
+    "CLUSTER_CONFIG": events_pb2.CLUSTER_CONFIG,
 }
 
 
