@@ -156,12 +156,8 @@ def default_control(grpc: str) -> str:
 
 def _control(n: dict[str, Any], where: str) -> str:
     """The control port: given, or the gRPC port + 100 on the gRPC host."""
-    if n.get("control"):
-        return _addr(n["control"], f"{where}.control")
-    grpc = _addr(n.get("grpc"), f"{where}.grpc")
-    if int(grpc.rpartition(":")[2]) + 100 > 65535:
-        raise ConfigError(f"{where}.control: set it (the default, grpc port + 100, is past 65535)")
-    return default_control(grpc)
+    addr = n.get("control") or default_control(_addr(n.get("grpc"), f"{where}.grpc"))
+    return _addr(addr, f"{where}.control (default: grpc port + 100)")
 
 
 def _positive(value: object, where: str) -> float:
