@@ -94,6 +94,21 @@ class ClusterConfig:
     insecure_i_know: bool = False  # allow a non-loopback node without TLS/ACL/strong secret
     pre_vote: bool = True  # Raft pre-vote + leader stickiness (replica/prevote.py)
     check_quorum: bool = True  # a leader without a majority for a timeout steps down (replica/checkquorum.py)
+    seed_nodes: tuple[NodeConfig, ...] = ()  # the [[nodes]] of the file, once `nodes` was replaced
+
+    def set_nodes(self, nodes: tuple[NodeConfig, ...]) -> None:
+        """Replace the member list (the one field that changes after load): the replicated
+        member list (core/members.py) once it exists, cluster.toml only seeds it."""
+        if not self.seed_nodes:
+            object.__setattr__(self, "seed_nodes", self.nodes)
+        object.__setattr__(self, "nodes", tuple(nodes))
+
+    def seed(self) -> tuple[NodeConfig, ...]:
+        """The file's [[nodes]]: the member list before the first membership change."""
+        return self.seed_nodes or self.nodes
+
+    def node_ids(self) -> set[str]:
+        return {n.id for n in self.nodes}
 
     def is_local(self) -> bool:
         """Every node listens on loopback: a cluster on this machine only."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from raftsched.core import codec
 from raftsched.core.codec import command
+from raftsched.core.members import AddMember, RemoveMember
 from raftsched.core.model import JobSpec, Node
 from raftsched.core.nodeops import DrainDeadline, DrainNode, SetEligibility
 from raftsched.core.runas import SetRunAs
@@ -393,5 +394,5 @@ Command = (
     | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
     | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
     | RunScheduleNow | SubmitWorkflow | CancelWorkflow | AclBootstrap | CreateToken | RevokeToken
-    | SetQuota | SetRunAs | DrainNode | SetEligibility | DrainDeadline
+    | SetQuota | SetRunAs | DrainNode | SetEligibility | DrainDeadline | AddMember | RemoveMember
 )

@@ -1,6 +1,6 @@
 """Public gRPC service Cluster: nodes (with the leader's view of heartbeats) and the
 cluster's status (Raft position, job counts, optionally every replica's digest); node
-drain and eligibility (rpc/nodeops.py)."""
+drain and eligibility (rpc/nodeops.py); membership (rpc/members.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
 from raftsched.rpc import convert
 from raftsched.rpc.freshness import Freshness
 from raftsched.rpc.limits import ReadLimiter
+from raftsched.rpc.members import MembersOps
 from raftsched.rpc.nodeops import NodeOps
 from raftsched.rpc.snapshot import SnapshotSaver
 from raftsched.rpc.status import ReplicaStatus
@@ -25,7 +26,8 @@ from raftsched.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, node_pb2_grpc
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     def __init__(self, cfg: ClusterConfig, me_id: str, replica: ReplicaView, raft: RaftStatus,
                  peers: Peers, leader: LeaderDuties, status: ReplicaStatus, writes: Writes,
-                 reads: ReadLimiter | None = None, freshness: Freshness | None = None) -> None:
+                 reads: ReadLimiter | None = None, freshness: Freshness | None = None,
+                 members: MembersOps | None = None) -> None:
         self.cfg = cfg
         self.me_id = me_id
         self.replica = replica
@@ -35,6 +37,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         self.status = status
         self.snapshots = SnapshotSaver(cfg, me_id, replica, raft, reads or ReadLimiter(), freshness)
         self.ops = NodeOps(replica, writes, self._info)
+        self.members = members
 
     def _info(self, n: Node) -> cluster_pb2.NodeInfo:
         """One registered node as ListNodes shows it."""
@@ -50,6 +53,21 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
 
     async def SetNodeEligibility(self, request, context):
         return await self.ops.eligibility(request, context)
+
+    async def _members(self, context: grpc.aio.ServicerContext) -> MembersOps:
+        if self.members is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "membership is not served here")
+        assert self.members is not None
+        return self.members
+
+    async def ListMembers(self, request, context):
+        return await (await self._members(context)).list(request, context)
+
+    async def AddMember(self, request, context):
+        return await (await self._members(context)).add(request, context)
+
+    async def RemoveMember(self, request, context):
+        return await (await self._members(context)).remove(request, context)
 
     async def ListNodes(self, request, context):
         st = self.replica.state

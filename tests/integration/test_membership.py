@@ -1,0 +1,157 @@
+"""Membership changes on a real cluster (issue 15), TLS and ACLs on, through the CLI as an
+operator types it: grow 3 -> 5 while jobs run (the new nodes join with an empty data dir,
+catch up and receive jobs), then shrink 5 -> 3 removing the leader (it hands over first)
+and an original node; every job succeeds once, no two attempts of a job overlap, the
+replicas end identical. Bad input is refused naming the field."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections import defaultdict
+
+import grpc
+import pytest
+
+from raftsched.dev.launcher import free_ports
+from raftsched.v1 import cluster_pb2, jobs_pb2
+from tests.integration.test_drain import cli, ok, scheduling
+from tests.integration.test_isolation import sh
+from tests.support.cluster import TestCluster, status_of
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+JOBS = 150
+
+
+def members(c: TestCluster) -> dict[str, dict]:
+    out = json.loads(ok(cli(c, "--json", "operator", "members")))
+    return {m["id"]: m for m in out["members"]}
+
+
+def add_node(c: TestCluster, nid: str, via: str) -> None:
+    """Certificate from the cluster CA, `members add`, then start it with --join."""
+    ok(cli(c, "tls", "node", nid, "--host", "127.0.0.1"))
+    raft, grpc_port, metrics = free_ports(3)
+    out = ok(cli(c, "operator", "members", "add", nid, "--raft", f"127.0.0.1:{raft}",
+                 "--grpc", f"127.0.0.1:{grpc_port}", "--metrics", f"127.0.0.1:{metrics}",
+                 "--cpu-millis", "2000", "--memory-mib", "2048", "--label", "joined=yes"))
+    assert f"added {nid}" in out
+    c.added[nid] = f"127.0.0.1:{grpc_port}"
+    c.start_node(nid, "--join", c.addr(via))
+
+
+def alive(c: TestCluster, via: str) -> set[str]:
+    try:
+        return {n.id for n in c.client(via).nodes() if n.alive}
+    except grpc.RpcError:
+        return set()
+
+
+def job(c: TestCluster, i: int) -> jobs_pb2.JobSpec:
+    led = c.root / "ledger"
+    line = '"$1 $RAFTSCHED_JOB_ID $RAFTSCHED_ATTEMPT $RAFTSCHED_NODE_ID $(date +%s.%N)"'
+    return sh(f"note() {{ echo {line} >> {led}; }}; note start; sleep 0.3; note end",
+              resources=jobs_pb2.Resources(cpu_millis=100, memory_mib=16), name=f"m{i}")
+
+
+def check_ledger(c: TestCluster, done: dict[str, jobs_pb2.Job]) -> set[str]:
+    """No two attempts of a job overlap; each job's final attempt ran to its end once.
+    Returns the nodes that ran jobs."""
+    runs: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    nodes = set()
+    for line in (c.root / "ledger").read_text().splitlines():
+        kind, jid, attempt, node, t = line.split()
+        runs[(jid, attempt)][kind].append(float(t))
+        nodes.add(node)
+    for jid, j in done.items():
+        assert j.state == jobs_pb2.SUCCEEDED, (jid, j.state, j.last_error)
+        mine = sorted((v["start"][0], v.get("end", [float("inf")])[0], a)
+                      for (x, a), v in runs.items() if x == jid)
+        assert all(len(runs[(jid, a)]["start"]) == 1 for _, _, a in mine), (jid, mine)
+        for (_, end, _), (start, _, _) in itertools.pairwise(mine):
+            assert end <= start, f"job {jid}: attempts overlap: {mine}"
+        assert len(runs[(jid, str(j.attempt))]["end"]) == 1, (jid, j.attempt, mine)
+    return nodes
+
+
+def test_grow_3_to_5_and_shrink_to_3_while_jobs_run() -> None:
+    with TestCluster(3) as c:
+        c.start()
+        leader0 = c.wait_ready()
+        submitted: list[str] = []
+        stop = threading.Event()
+
+        def submit() -> None:
+            cl = c.client()
+            for i in range(0, JOBS, 10):
+                submitted.extend(cl.submit_batch([job(c, k) for k in range(i, i + 10)]))
+                if stop.wait(0.3):
+                    return
+
+        t = threading.Thread(target=submit, daemon=True)
+        t.start()
+        # grow: 3 -> 5, one change at a time, each new node joining with an empty data dir
+        for nid in ("n4", "n5"):
+            add_node(c, nid, "n1")
+            c.wait_until(lambda nid=nid: nid in alive(c, "n2"), 60, f"{nid} registered alive")
+        ms = members(c)
+        assert set(ms) == {"n1", "n2", "n3", "n4", "n5"}
+        assert sum(m["role"] == "leader" for m in ms.values()) == 1
+        assert ms["n4"]["labels"] == {"joined": "yes"}
+        c.wait_until(lambda: all(int(m.get("lag", 0)) < 50 for m in members(c).values()), 60,
+                     "the new members caught up")
+        c.wait_until(lambda: (c.root / "ledger").exists() and any(
+            line.split()[3] in ("n4", "n5") for line in (c.root / "ledger").read_text().splitlines()),
+            90, "a job placed on a joined node")
+        # shrink: 5 -> 3, removing the first leader (it hands over) and another original node
+        other = next(n for n in ("n1", "n2", "n3") if n != leader0)
+        keep = [n for n in ("n1", "n2", "n3", "n4", "n5") if n not in (leader0, other)]
+        for nid in (leader0, other):
+            ok(cli(c, "node", "drain", nid, "--deadline", "120s", "--node", c.addr(keep[0])))
+            c.wait_until(lambda nid=nid: scheduling(c.client(*keep), nid) == "drained", 60,
+                         f"{nid} drained")
+            out = ok(cli(c, "--node", c.addr(keep[0]), "operator", "members", "remove", nid))
+            assert f"removed {nid}" in out
+            c.stop_node(nid)
+        t.join(120)
+        stop.set()
+        assert len(submitted) == JOBS
+        cl = c.client(*keep)
+        final = json.loads(ok(cli(c, "--json", "--node", c.addr(keep[0]), "operator", "members")))
+        assert sorted(m["id"] for m in final["members"]) == sorted(keep)
+        assert final["leader_id"] in keep and final["leader_id"] != leader0
+        done = c.wait_terminal(submitted, 120, client=cl)
+        ran_on = check_ledger(c, done)
+        assert ran_on & {"n4", "n5"}, ran_on
+        reps = c.replicas_identical()
+        assert sorted(r.node_id for r in reps) == sorted(keep)
+
+
+def test_bad_membership_requests_name_the_field() -> None:
+    with TestCluster(3) as c:
+        c.start()
+        c.wait_ready()
+        cl = c.client()
+        n1 = c.cfg.node("n1")
+
+        def add(**kw) -> tuple[grpc.StatusCode, str]:
+            m = cluster_pb2.Member(**{"id": "n9", "raft_address": "127.0.0.1:1",
+                                      "grpc_address": "127.0.0.1:2", **kw})
+            return status_of(lambda: cl.add_member(m))
+
+        for kw, field in (({"id": "bad id!"}, "member.id"), ({"id": "n2"}, "member.id"),
+                          ({"raft_address": "nohost"}, "member.raft_address"),
+                          ({"grpc_address": "127.0.0.1:99999"}, "member.grpc_address"),
+                          ({"raft_address": n1.raft}, "member.raft_address"),
+                          ({"grpc_address": n1.grpc}, "member.grpc_address")):
+            code, msg = add(**kw)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and msg.startswith(field), (kw, code, msg)
+        code, msg = status_of(lambda: cl.remove_member("n9"))
+        assert code == grpc.StatusCode.NOT_FOUND and "node_id" in msg, (code, msg)
+        code, msg = status_of(lambda: cl.remove_member(""))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "node_id" in msg, (code, msg)
+        r = cli(c, "operator", "members", "add", "n9", "--raft", "x", "--grpc", "127.0.0.1:2")
+        assert r.returncode != 0 and "raft_address" in r.stderr, r
+        assert set(members(c)) == {"n1", "n2", "n3"}
