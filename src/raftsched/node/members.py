@@ -104,6 +104,7 @@ class LiveMembers:
         self.node_id = node_id
         self.replica = replica
         self.version = -1
+        self.member = False  # this node was in the list last seen
 
     def refresh(self, *_: Any) -> None:
         ms = members_of(self.replica.state)
@@ -117,7 +118,8 @@ class LiveMembers:
         except OSError as e:
             log.error("cannot save the member list", error=str(e))
         log.info("member list changed", version=ms.version, members=sorted(ms.members))
-        if self.node_id not in ms.members:
+        was, self.member = self.member, self.node_id in ms.members
+        if was and not self.member:
             log.warning("this node was removed from the cluster: stop it (its data dir can go)")
 
     def current(self) -> tuple[list[Member], bool]:

@@ -19,6 +19,7 @@ from raftsched.client.credentials import ClientTLS
 from raftsched.config import ClusterConfig
 
 NODE_PREFIX = "node:"
+NOT_MEMBER = "is not a member of this cluster"  # in the refusal of a removed node's call
 
 
 def node_tls_files(cfg: ClusterConfig, node_id: str) -> tuple[Path, Path, Path]:
@@ -85,6 +86,6 @@ class NodeIdentity:
                                 f"the caller's certificate is node {who}, not {claimed!r}")
         if self.members is not None and who not in self.members():
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"node {who} is not a member of this cluster (as this node's "
+                                f"node {who} {NOT_MEMBER} (as this node's "
                                 "replica has it): add it with `raftsched operator members add`")
         return who
