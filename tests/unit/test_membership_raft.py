@@ -1,0 +1,99 @@
+"""Membership entries on simulated MemberSyncObj replicas (replica/membership.py): one
+change at a time (pysyncobj 0.3.17's own guard is never armed), the carried command
+reaches every replica's state machine at the entry's index, and check-quorum counts
+majorities over the changed set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pysyncobj import FAIL_REASON
+from pysyncobj import pickle as ps_pickle
+from pysyncobj.syncobj import _COMMAND_TYPE
+
+from raftsched.replica.membership import MemberSyncObj
+from tests.unit.raft_sim import SimNet, elected, make_net  # noqa: F401  (fixture)
+
+
+def _net(make_net: Any) -> SimNet:  # noqa: F811
+    net: SimNet = make_net(cls=MemberSyncObj, dynamic=True, spare=2)
+    net.seen = {nid: [] for nid in net.ids}  # type: ignore[attr-defined]
+    for nid, so in net.nodes.items():
+        so._rs_membership_applied = \
+            lambda blob, nid=nid, so=so: net.seen[nid].append((blob, so.raftLastApplied + 1))  # type: ignore[attr-defined]
+    return net
+
+
+def change(net: SimNet, nid: str, kind: str, addr: str, blob: bytes, out: list[int]) -> None:
+    net.nodes[nid]._applyCommand(ps_pickle.dumps([kind, addr, addr, blob]),
+                                 lambda _r, err: out.append(err), _COMMAND_TYPE.MEMBERSHIP)
+
+
+def voters(net: SimNet, nid: str) -> set[str]:
+    return {n.address for n in net.nodes[nid]._SyncObj__otherNodes}
+
+
+def test_a_second_change_is_refused_while_the_first_is_unapplied(make_net: Any) -> None:  # noqa: F811
+    net = _net(make_net)
+    leader = elected(net)
+    first: list[int] = []
+    second: list[int] = []
+    spare1, spare2 = net.spares
+    # both queued before the leader ticks: the first is appended, the second refused
+    change(net, leader, "add", spare1, b"one", first)
+    change(net, leader, "add", spare2, b"two", second)
+    net.step()
+    assert second == [FAIL_REASON.REQUEST_DENIED]
+    assert spare1 in voters(net, leader) and spare2 not in voters(net, leader)
+    net.run_until(lambda: bool(first), 2, "the first change applied")
+    assert first == [FAIL_REASON.SUCCESS]
+    assert net.nodes[leader].rs_change_in_flight() is None
+    # once applied, the next change goes through (removing what the first added)
+    third: list[int] = []
+    change(net, leader, "rem", spare1, b"three", third)
+    net.run_until(lambda: bool(third), 2, "the removal applied")
+    assert third == [FAIL_REASON.SUCCESS]
+    net.run(0.5)
+    for nid in net.ids:  # every replica applied both carried commands, at the same indexes
+        assert [b for b, _ in net.seen[nid]] == [b"one", b"three"], nid  # type: ignore[attr-defined]
+        assert net.seen[nid] == net.seen[leader], nid  # type: ignore[attr-defined]
+        assert spare1 not in voters(net, nid)
+
+
+def test_a_change_that_cannot_commit_keeps_the_next_refused(make_net: Any) -> None:  # noqa: F811
+    """The leader is cut off after appending a change: it stays unapplied, and every later
+    change is refused (not queued behind it, not appended next to it)."""
+    net = _net(make_net)
+    leader = elected(net)
+    so = net.nodes[leader]
+    spare1, spare2 = net.spares
+    out: list[int] = []
+    for other in net.ids:
+        if other != leader:
+            net.cut(leader, other)  # the entry stays on the leader alone, unapplied
+    change(net, leader, "add", spare1, b"one", out)
+    net.step()
+    assert so.rs_change_in_flight() is not None
+    late: list[int] = []
+    change(net, leader, "add", spare2, b"two", late)
+    net.step()
+    assert late == [FAIL_REASON.REQUEST_DENIED]
+
+
+def test_check_quorum_counts_over_the_new_set(make_net: Any) -> None:  # noqa: F811
+    """3 voters + 1 added that never answers: the leader needs both followers now; with one
+    cut it no longer counts a majority (the old set of 3 would still say yes)."""
+    net = _net(make_net)
+    leader = elected(net)
+    cq = net.nodes[leader].rs_checkquorum()
+    assert cq is not None
+    out: list[int] = []
+    change(net, leader, "add", net.spares[0], b"one", out)
+    net.run_until(lambda: bool(out), 2, "the change applied")
+    net.run(0.2)
+    assert set(n.address for n in cq.heard) == voters(net, leader)
+    assert cq.heard_majority_within(0.2)
+    follower = next(n for n in net.ids if n != leader)
+    net.cut(leader, follower)
+    net.run(0.3)
+    assert not cq.heard_majority_within(0.2)
