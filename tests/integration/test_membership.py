@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import shutil
 import threading
 from collections import defaultdict
 
@@ -27,8 +28,8 @@ MAX_JOBS = 300
 COMPACT = 100
 
 
-def members(c: TestCluster) -> dict[str, dict]:
-    out = json.loads(ok(cli(c, "--json", "operator", "members")))
+def members(c: TestCluster, via: str = "n1") -> dict[str, dict]:
+    out = json.loads(ok(cli(c, "--json", "--node", c.addr(via), "operator", "members")))
     return {m["id"]: m for m in out["members"]}
 
 
@@ -73,26 +74,44 @@ def check_ledger(c: TestCluster, done: dict[str, jobs_pb2.Job]) -> set[str]:
     return nodes
 
 
+class Load:
+    """Chaos ledger jobs (dev/chaos.py), a few every 0.5 s from a thread until `finish`."""
+
+    def __init__(self, c: TestCluster) -> None:
+        self.c = c
+        self.submitted: list[str] = []
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        (c.root / "locks").mkdir()
+        (c.root / "ledger.txt").touch()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        rng = random.Random(15)
+        cl = self.c.client()
+        try:
+            while len(self.submitted) < MAX_JOBS:
+                self.submitted.extend(cl.submit_batch([job_spec(self.c.root, rng) for _ in range(3)]))
+                if self.stop.wait(0.5):
+                    return
+        except BaseException as e:  # reported by finish()
+            self.errors.append(e)
+
+    def finish(self) -> list[str]:
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive() and not self.errors, self.errors
+        assert len(self.submitted) >= 30, len(self.submitted)
+        return self.submitted
+
+
 def test_grow_3_to_5_and_shrink_to_3_while_jobs_run() -> None:
     # compaction after 100 entries: the joining nodes catch up by snapshot + log
     with TestCluster(3, cluster_extra=f"log_compaction_entries = {COMPACT}") as c:
         c.start()
         leader0 = c.wait_ready()
-        submitted: list[str] = []
-        stop = threading.Event()
-        rng = random.Random(15)
-        (c.root / "locks").mkdir()
-        (c.root / "ledger.txt").touch()
-
-        def submit() -> None:  # a few jobs every 0.5 s until the shrink is done
-            cl = c.client()
-            while len(submitted) < MAX_JOBS:
-                submitted.extend(cl.submit_batch([job_spec(c.root, rng) for _ in range(3)]))
-                if stop.wait(0.5):
-                    return
-
-        t = threading.Thread(target=submit, daemon=True)
-        t.start()
+        load = Load(c)
         c.wait_until(lambda: c.client().status().commit_index > 2 * COMPACT, 60, "a compacted log")
         # grow: 3 -> 5, one change at a time, each new node joining with an empty data dir
         for nid in ("n4", "n5"):
@@ -119,9 +138,7 @@ def test_grow_3_to_5_and_shrink_to_3_while_jobs_run() -> None:
             out = ok(cli(c, "--node", c.addr(keep[0]), "operator", "members", "remove", nid))
             assert f"removed {nid}" in out
             c.stop_node(nid)
-        stop.set()
-        t.join(60)
-        assert not t.is_alive() and len(submitted) >= 40, len(submitted)
+        submitted = load.finish()
         cl = c.client(*keep)
         final = json.loads(ok(cli(c, "--json", "--node", c.addr(keep[0]), "operator", "members")))
         assert sorted(m["id"] for m in final["members"]) == sorted(keep)
@@ -129,6 +146,40 @@ def test_grow_3_to_5_and_shrink_to_3_while_jobs_run() -> None:
         done = c.wait_terminal(submitted, 120, client=cl)
         ran_on = check_ledger(c, done)
         assert ran_on & {"n4", "n5"}, ran_on
+        reps = c.replicas_identical()
+        assert sorted(r.node_id for r in reps) == sorted(keep)
+
+
+def succeeded(c: TestCluster, via: list[str]) -> int:
+    return sum(j.state == jobs_pb2.SUCCEEDED for j in c.client(*via).list_all())
+
+
+def test_replace_a_node_whose_data_dir_was_lost() -> None:
+    """A follower dies with its disk: the two others keep a quorum; it is removed first
+    (3 -> 2, both alive), then a new node is added (2 -> 3: two of three commit without
+    it) and joins empty. Jobs go on completing at every step."""
+    with TestCluster(3) as c:
+        c.start()
+        leader = c.wait_ready()
+        load = Load(c)
+        victim = next(n for n in ("n1", "n2", "n3") if n != leader)
+        live = [n for n in ("n1", "n2", "n3") if n != victim]
+        c.wait_until(lambda: succeeded(c, live) >= 5, 60, "jobs completing")
+        c.kill(victim)
+        shutil.rmtree(c.cfg.node_data_dir(victim))
+        before = succeeded(c, live)
+        c.wait_until(lambda: succeeded(c, live) > before, 60, "jobs completing on two nodes")
+        out = ok(cli(c, "--node", c.addr(live[0]), "operator", "members", "remove", victim))
+        assert f"removed {victim}" in out
+        before = succeeded(c, live)
+        c.wait_until(lambda: succeeded(c, live) > before, 60, "jobs completing after the removal")
+        add_node(c, "n4", live[0])
+        c.wait_until(lambda: "n4" in alive(c, live[0]), 60, "n4 registered alive")
+        keep = [*live, "n4"]
+        assert set(members(c, keep[0])) == set(keep)
+        submitted = load.finish()
+        done = c.wait_terminal(submitted, 120, client=c.client(*keep))
+        check_ledger(c, done)
         reps = c.replicas_identical()
         assert sorted(r.node_id for r in reps) == sorted(keep)
 

@@ -59,6 +59,19 @@ def test_first_change_seeds_then_the_state_is_the_truth() -> None:
     assert sorted(members_of(st).members) == ["n2", "n3", "n4"]
 
 
+def test_a_removed_node_takes_no_new_placements() -> None:
+    from raftsched.core.model import Node, Resources
+
+    st = ClusterState()
+    st.nodes["n2"] = Node("n2", SEED[1].grpc, SEED[1].raft, Resources(1000, 1000))
+    assert st.nodes["n2"].eligible
+    assert apply(st, RemoveMember("r1", 1.0, "n2", SEED)).ok
+    assert not st.nodes["n2"].eligible
+    back = Member("n2", "10.0.0.9:7001", "10.0.0.9:8001")
+    assert apply(st, AddMember("r2", 2.0, back)).ok  # the same id again: eligible again
+    assert st.nodes["n2"].eligible
+
+
 def test_snapshot_round_trip_and_digest() -> None:
     a, b = ClusterState(), ClusterState()
     for st in (a, b):

@@ -94,18 +94,28 @@ def _seeded(ms: MembersState, seed: tuple[Member, ...]) -> None:
 
 
 def _apply_add(state: ClusterState, cmd: AddMember) -> Result:
+    """In the list; an id used before (removed, then added again) starts eligible."""
     ms = members_of(state)
     _seeded(ms, cmd.seed)
     ms.members = {**ms.members, cmd.member.id: cmd.member}
     ms.version += 1
+    node = state.nodes.get(cmd.member.id)
+    if node is not None and not node.eligible:
+        state.nodes[node.id] = replace(node, eligible=True, drain_deadline=0.0)
     return ok(ms.version)
 
 
 def _apply_remove(state: ClusterState, cmd: RemoveMember) -> Result:
+    """Gone from the list; its registration (if any) takes no new placements from here on,
+    and the leader declares it down once its heartbeats stop (they are refused now), which
+    requeues whatever it still ran (fenced, like any node failure)."""
     ms = members_of(state)
     _seeded(ms, cmd.seed)
     ms.members = {k: v for k, v in ms.members.items() if k != cmd.node_id}
     ms.version += 1
+    node = state.nodes.get(cmd.node_id)
+    if node is not None and node.eligible:
+        state.nodes[cmd.node_id] = replace(node, eligible=False)
     return ok(ms.version)
 
 
