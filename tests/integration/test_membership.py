@@ -18,6 +18,7 @@ import pytest
 
 from raftsched.dev.chaos import job_spec
 from raftsched.dev.launcher import free_ports
+from raftsched.replica.audit import audit_data_dir
 from raftsched.v1 import cluster_pb2, jobs_pb2
 from tests.integration.test_drain import cli, ok, scheduling
 from tests.support.cluster import TestCluster, status_of
@@ -148,6 +149,9 @@ def test_grow_3_to_5_and_shrink_to_3_while_jobs_run() -> None:
         assert ran_on & {"n4", "n5"}, ran_on
         reps = c.replicas_identical()
         assert sorted(r.node_id for r in reps) == sorted(keep)
+        for nid in keep:  # the journal replay (membership entries included) breaks no invariant
+            rep = audit_data_dir(c.cfg.node_data_dir(nid))
+            assert rep.ok, rep.summary()
 
 
 def succeeded(c: TestCluster, via: list[str]) -> int:

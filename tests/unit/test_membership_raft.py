@@ -5,10 +5,12 @@ majorities over the changed set."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pysyncobj import FAIL_REASON
 from pysyncobj import pickle as ps_pickle
+from pysyncobj.journal import FileJournal
 from pysyncobj.syncobj import _COMMAND_TYPE
 
 from raftsched.replica.membership import MemberSyncObj
@@ -97,3 +99,48 @@ def test_check_quorum_counts_over_the_new_set(make_net: Any) -> None:  # noqa: F
     net.cut(leader, follower)
     net.run(0.3)
     assert not cq.heard_majority_within(0.2)
+
+
+def test_audit_replays_the_command_a_membership_entry_carries(tmp_path: Path) -> None:
+    from raftsched.core import codec
+    from raftsched.core.apply import apply
+    from raftsched.core.members import AddMember, Member, members_of
+    from raftsched.core.state import ClusterState
+    from raftsched.replica.audit import audit_data_dir
+
+    m = Member("n4", "127.0.0.1:9", "127.0.0.1:10")
+    cmd = AddMember("m1", 1.0, m, (Member("n1", "127.0.0.1:1", "127.0.0.1:2"),))
+    journal = FileJournal(str(tmp_path / "raft.journal"))
+    journal.add(bytes([_COMMAND_TYPE.NO_OP]), 1, 1)
+    journal.add(bytes([_COMMAND_TYPE.MEMBERSHIP])
+                + ps_pickle.dumps(["add", m.raft, m.raft, codec.encode_entry([cmd])]), 2, 1)
+    journal._destroy()
+    rep = audit_data_dir(tmp_path)
+    assert rep.ok and rep.commands == 1, rep.summary()
+    want = ClusterState()
+    apply(want, cmd)
+    want.applied_index = 2
+    assert sorted(members_of(want).members) == ["n1", "n4"]
+    assert rep.digest == want.digest()
+
+
+def test_a_restart_puts_unapplied_journal_changes_in_effect(make_net: Any) -> None:  # noqa: F811
+    """The entry is appended on the leader and one follower, not committed (4 voters, the
+    other follower cut off). A restart rebuilds the configuration from the constructor
+    list, the snapshot and the applied entries: the scan puts the appended one back in
+    effect, as the thesis requires (a configuration is used once in the log)."""
+    net = _net(make_net)
+    leader = elected(net)
+    f, g = (n for n in net.ids if n != leader)
+    spare = net.spares[0]
+    net.cut(leader, g)
+    out: list[int] = []
+    change(net, leader, "add", spare, b"one", out)
+    net.run(0.2)
+    so = net.nodes[f]
+    assert not out and spare in voters(net, f)
+    assert so.raftLastApplied < so._SyncObj__getCurrentLogIndex()
+    so._SyncObj__doChangeCluster(["rem", spare, spare])  # what a restart starts from
+    assert spare not in voters(net, f)
+    so._rs_unapplied_changes()
+    assert spare in voters(net, f)

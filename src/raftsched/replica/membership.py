@@ -51,6 +51,16 @@ for _name in ("_SyncObj__doApplyCommand", "_SyncObj__changeCluster", "_SyncObj__
 MembershipHook = Callable[[bytes], None]
 
 
+def carried_command(command: bytes) -> bytes | None:
+    """The encoded `core.members` command a membership entry carries (None: not one)."""
+    if not command[:1] or ord(command[:1]) != _COMMAND_TYPE.MEMBERSHIP:
+        return None
+    request = _pickle.loads(command[1:])
+    if isinstance(request, list) and len(request) >= 4 and isinstance(request[3], bytes):
+        return request[3]
+    return None
+
+
 class ChangeRefused(Exception):
     """Refused before or by the leader: another change is in flight (FAILED_PRECONDITION)."""
 
@@ -115,10 +125,10 @@ class MemberSyncObj(SafeSyncObj):
     def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
         res = SyncObj._SyncObj__doApplyCommand(self, command)
         hook = self._rs_membership_applied
-        if hook is not None and command[:1] and ord(command[:1]) == _COMMAND_TYPE.MEMBERSHIP:
-            request = _pickle.loads(command[1:])
-            if isinstance(request, list) and len(request) >= 4 and isinstance(request[3], bytes):
-                hook(request[3])
+        if hook is not None:
+            blob = carried_command(command)
+            if blob is not None:
+                hook(blob)
         return res
 
     # -- any thread ----------------------------------------------------------------
