@@ -22,7 +22,7 @@ from raftsched.core import codec
 from raftsched.core.members import AddMember, Member, RemoveMember, add_error, members_of, remove_error
 from raftsched.ports import ReplicaView
 from raftsched.replica.membership import ChangeRefused, RaftMembership
-from raftsched.replica.proposer import NotLeader
+from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 from raftsched.rpc import auth
 from raftsched.rpc.convert_members import member_from_pb, member_to_pb
 from raftsched.rpc.writes import Writes
@@ -92,10 +92,19 @@ class MembersOps:
 
     async def _change(self, context: grpc.aio.ServicerContext, kind: str, raft_address: str,
                       cmd: Any) -> None:
+        membership = self.raft.membership
         try:
-            await self.raft.membership.change(kind, raft_address, codec.encode_entry([cmd]))
+            await membership.change(kind, raft_address, codec.encode_entry([cmd]))
         except ChangeRefused as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except OutcomeUnknown:
+            # Not confirmed in time: our entry may still be in the log. While it is in flight
+            # a retry would be refused as "another change", so wait for it here first.
+            deadline = time.monotonic() + (context.time_remaining() or 0.0) - 0.5
+            while membership.in_flight() is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if not self._applied(cmd.rid):
+                raise
 
     async def add(self, request: cluster_pb2.AddMemberRequest,
                   context: grpc.aio.ServicerContext) -> cluster_pb2.AddMemberResponse:
