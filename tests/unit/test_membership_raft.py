@@ -144,3 +144,57 @@ def test_a_restart_puts_unapplied_journal_changes_in_effect(make_net: Any) -> No
     assert spare not in voters(net, f)
     so._rs_unapplied_changes()
     assert spare in voters(net, f)
+
+
+def _single(d: Path) -> tuple[MemberSyncObj, Any]:
+    from raftsched.replica.raft_node import JobStateMachine
+    from tests.unit.test_crash_consistency import NoNet, conf_for
+
+    sm = JobStateMachine()
+    conf = conf_for(d, 10_000)
+    conf.dynamicMembershipChange = True
+    obj = MemberSyncObj("127.0.0.1:1", [], conf, consumers=[sm], transportClass=NoNet,
+                        membership_applied=sm.apply_membership, state_voters=sm.voters)
+    return obj, sm
+
+
+def test_after_a_snapshot_load_the_configuration_is_the_states(tmp_path: Path) -> None:
+    """pysyncobj stores the snapshotting node's set beside the snapshot and takes it on
+    load; the member list of the loaded state (plus later log entries) is what counts."""
+    import time
+
+    from raftsched.core import codec
+    from raftsched.core.members import AddMember, Member
+
+    obj, sm = _single(tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while not obj._isLeader() and time.monotonic() < deadline:
+            obj.doTick(0)
+        # the state's list says n1 + n2 (a REGULAR entry: Raft's own set stays {n1})
+        cmd = AddMember("r1", 1.0, Member("n2", "127.0.0.1:2", "127.0.0.1:3"),
+                        (Member("n1", "127.0.0.1:1", "127.0.0.1:4"),))
+        done: list[Any] = []
+        sm.apply_entry(codec.encode_entry([cmd]), callback=lambda r, _e: done.append(r))
+        while not done and time.monotonic() < deadline:
+            obj.doTick(0)
+        assert done and sorted(sm.voters()) == ["127.0.0.1:1", "127.0.0.1:2"]
+        obj.forceLogCompaction()
+        while not (tmp_path / "snapshot").exists() and time.monotonic() < deadline:
+            obj.doTick(0)
+        for _ in range(5):
+            obj.doTick(0)
+    finally:
+        obj._doDestroy()
+    again, sm2 = _single(tmp_path)
+    try:
+        for _ in range(3):
+            again.doTick(0)
+        assert sorted(sm2.voters()) == ["127.0.0.1:1", "127.0.0.1:2"]
+        assert voters_of(again) == {"127.0.0.1:2"}
+    finally:
+        again._doDestroy()
+
+
+def voters_of(so: MemberSyncObj) -> set[str]:
+    return {n.address for n in so._SyncObj__otherNodes}

@@ -16,7 +16,9 @@ We add two things on top, in `MemberSyncObj`:
   other command: Raft configuration and replicated member list come from one entry.
 * On restart, membership entries already in the journal but not yet applied take
   effect at once, as the thesis requires (pysyncobj would only apply them once
-  committed); and calls that must run on the tick thread (leadership transfer) are
+  committed); after a snapshot is loaded the configuration is the member list of the
+  state it holds plus the changes in the log after it (not the set pysyncobj stored
+  beside it); and calls that must run on the tick thread (leadership transfer) are
   queued to it.
 
 Check-quorum and pre-vote read the live set (`checkquorum.CheckQuorum` re-keys its
@@ -44,7 +46,8 @@ from raftsched.replica.raftsafe import SafeSyncObj
 logger = logging.getLogger(__name__)
 
 for _name in ("_SyncObj__doApplyCommand", "_SyncObj__changeCluster", "_SyncObj__doChangeCluster",
-              "_SyncObj__getEntries", "_SyncObj__parseChangeClusterRequest"):
+              "_SyncObj__getEntries", "_SyncObj__parseChangeClusterRequest",
+              "_SyncObj__updateClusterConfiguration"):
     if not hasattr(SyncObj, _name):
         raise ImportError(f"membership: pysyncobj internals changed ({_name} missing)")
 
@@ -71,6 +74,9 @@ class MemberSyncObj(SafeSyncObj):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # before SyncObj.__init__ (the tick thread starts inside it)
         self._rs_membership_applied: MembershipHook | None = kwargs.pop("membership_applied", None)
+        # Raft addresses of the members in the state just loaded from a snapshot (None: use
+        # the cluster set pysyncobj stored with the snapshot)
+        self._rs_state_voters: Callable[[], list[str]] | None = kwargs.pop("state_voters", None)
         self._rs_calls: collections.deque[Callable[[], None]] = collections.deque()
         self._rs_scanned = False
         self._rs_change_idx: int | None = None  # log index of the last change this leader appended
@@ -105,6 +111,23 @@ class MemberSyncObj(SafeSyncObj):
                 self._SyncObj__doChangeCluster(request)
                 logger.info("membership: journal entry %d (%s %s) in effect before commit",
                             entry[1], request[0], request[1])
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
+        """After a snapshot is loaded (restart, or installed from the leader) pysyncobj takes
+        the configuration stored beside it: the snapshotting node's set when it serialized,
+        which may include a change appended after the snapshot's index and never committed,
+        or miss one in the log this node kept after the snapshot. Raft's rule is the last
+        configuration in the log: the committed one at the snapshot's index (the member
+        list of the state just loaded) plus every change in the log after it."""
+        applied = self._SyncObj__raftLastApplied
+        super()._SyncObj__loadDumpFile(clearJournal)
+        voters = self._rs_state_voters() if self._rs_state_voters is not None else None
+        if not voters or self._SyncObj__raftLastApplied == applied:
+            return  # no member list in the state (never changed), or nothing was loaded
+        me = self._SyncObj__selfNode
+        self._SyncObj__updateClusterConfiguration(
+            [TCPNode(a) for a in voters if me is None or a != me.address])
+        self._rs_unapplied_changes()
 
     def _SyncObj__changeCluster(self, request: Any) -> bool:
         """Leader, about to append a membership entry. pysyncobj 0.3.17 never sets its

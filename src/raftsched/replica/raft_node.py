@@ -27,6 +27,7 @@ from raftsched.core import codec
 from raftsched.core.apply import apply
 from raftsched.core.commands import Command
 from raftsched.core.lagstats import LagStats
+from raftsched.core.members import members_of
 from raftsched.core.model import Job
 from raftsched.core.state import ClusterState, Result
 from raftsched.replica.checkquorum import now as checkquorum_now
@@ -86,6 +87,10 @@ class JobStateMachine(SyncObjConsumer):  # type: ignore[misc]
                 log.exception("applied hook failed")
         return results
 
+    def voters(self) -> list[str]:
+        """Raft addresses of the state's member list (empty: not changed since the seed)."""
+        return [m.raft for m in members_of(self.state).members.values()]
+
     def _serialize(self) -> _SnapshotView:
         return _SnapshotView(self.state)
 
@@ -127,7 +132,8 @@ def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any
     others = [n.raft for n in cfg.nodes if n.id != me.id]
     so = MemberSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync,
                        transportClass=BoundedTransport, pre_vote=cfg.pre_vote,
-                       check_quorum=cfg.check_quorum, membership_applied=sm.apply_membership)
+                       check_quorum=cfg.check_quorum, membership_applied=sm.apply_membership,
+                       state_voters=sm.voters)
     try:
         so.waitBinded()
     except Exception as e:
