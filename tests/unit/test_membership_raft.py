@@ -62,6 +62,18 @@ def test_a_second_change_is_refused_while_the_first_is_unapplied(make_net: Any) 
         assert spare1 not in voters(net, nid)
 
 
+def test_a_bare_pysyncobj_change_is_refused(make_net: Any) -> None:  # noqa: F811
+    """addNodeToCluster (or syncobj_admin -add) carries no member-list command: it would move
+    the Raft configuration alone, so the leader refuses it."""
+    net = _net(make_net)
+    leader = elected(net)
+    out: list[int] = []
+    net.nodes[leader].addNodeToCluster(net.spares[0], callback=lambda _r, err: out.append(err))
+    net.run_until(lambda: bool(out), 1, "an answer")
+    assert out == [FAIL_REASON.REQUEST_DENIED]
+    assert net.spares[0] not in voters(net, leader)
+
+
 def test_a_change_that_cannot_commit_keeps_the_next_refused(make_net: Any) -> None:  # noqa: F811
     """The leader is cut off after appending a change: it stays unapplied, and every later
     change is refused (not queued behind it, not appended next to it)."""

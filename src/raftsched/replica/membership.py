@@ -134,6 +134,12 @@ class MemberSyncObj(SafeSyncObj):
         `__changeClusterIDx`, so its one-change-at-a-time guard is dead code: refuse while
         any membership entry after the last applied one is in the log (ours or one a
         previous leader appended), then let pysyncobj check its no-op rule and apply it."""
+        if not (isinstance(request, list) and len(request) >= 4 and isinstance(request[3], bytes)):
+            # a bare pysyncobj change (syncobj_admin over the Raft port) would move the Raft
+            # configuration without the member list: only ours, carrying the command
+            logger.warning("membership: change without a member-list command refused: %r",
+                           request[:2] if isinstance(request, list) else request)
+            return False
         last_applied = self._SyncObj__raftLastApplied
         last = self._SyncObj__getCurrentLogIndex()
         if last > last_applied:
