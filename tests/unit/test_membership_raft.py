@@ -210,3 +210,16 @@ def test_after_a_snapshot_load_the_configuration_is_the_states(tmp_path: Path) -
 
 def voters_of(so: MemberSyncObj) -> set[str]:
     return {n.address for n in so._SyncObj__otherNodes}
+
+
+def test_prevote_counts_only_answers_of_current_members(make_net: Any) -> None:  # noqa: F811
+    """A grant from a node removed since it answered does not count towards a majority."""
+    from pysyncobj.node import TCPNode
+
+    net = _net(make_net)
+    elected(net)
+    so = net.nodes["n1"]
+    pv = so._rs_prevote
+    assert pv is not None
+    answered = {so._SyncObj__selfNode, TCPNode(net.addr["n2"]), TCPNode(net.spares[0])}
+    assert pv._members_in(answered) == 2
