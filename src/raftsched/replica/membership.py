@@ -189,6 +189,11 @@ class MemberSyncObj(SafeSyncObj):
         return sorted([self._SyncObj__selfNode.address, *(n.address for n in list(self._SyncObj__otherNodes))])
 
 
+def _settle(fut: asyncio.Future[int], err: int) -> None:
+    if not fut.done():
+        fut.set_result(err)
+
+
 class RaftMembership:
     """Proposes membership entries on the leader and waits for them to be applied."""
 
@@ -216,7 +221,7 @@ class RaftMembership:
         fut: asyncio.Future[int] = self.loop.create_future()
 
         def done(_res: Any, err: int) -> None:  # tick thread
-            self.loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(err))
+            self.loop.call_soon_threadsafe(_settle, fut, err)
 
         self.busy = True
         try:
@@ -243,7 +248,7 @@ class RaftMembership:
         fut: asyncio.Future[int] = self.loop.create_future()
 
         def done(_res: Any, err: int) -> None:
-            self.loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(err))
+            self.loop.call_soon_threadsafe(_settle, fut, err)
 
         node = TCPNode(raft_address) if raft_address else None
         self.so.rs_call_on_tick(lambda: self.so.transferLeadership(node, done))

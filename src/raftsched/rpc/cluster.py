@@ -61,7 +61,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         return self.members
 
     async def ListMembers(self, request, context):
-        return await (await self._members(context)).list(request, context)
+        return await (await self._members(context)).list_members(request, context)
 
     async def AddMember(self, request, context):
         return await (await self._members(context)).add(request, context)

@@ -72,7 +72,7 @@ class MembersOps:
             members=out, leader_id=self.me_id if leading else "", commit_index=commit,
             version=version, change_in_flight=self.raft.membership.in_flight() or 0)
 
-    async def list(self, request: cluster_pb2.ListMembersRequest,
+    async def list_members(self, request: cluster_pb2.ListMembersRequest,
                    context: grpc.aio.ServicerContext) -> cluster_pb2.ListMembersResponse:
         async def local(_rid: str) -> cluster_pb2.ListMembersResponse:
             if not self.raft.is_leader():
