@@ -28,7 +28,7 @@ from raftsched.rpc.convert_members import member_from_pb, member_to_pb
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import cluster_pb2, cluster_pb2_grpc
 
-HANDOVER_WAIT = 5.0  # seconds for a leadership transfer to show
+HANDOVER_WAIT = 10.0  # seconds for a leadership transfer to show
 
 
 class MembershipRaft(Protocol):
@@ -161,10 +161,11 @@ class MembersOps:
         if self.raft.membership.in_flight() is not None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 "another membership change is in flight; retry once it is applied")
-        deadline = time.monotonic() + HANDOVER_WAIT
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + min(HANDOVER_WAIT, max(1.0, (remaining or HANDOVER_WAIT) - 2.0))
         while time.monotonic() < deadline and self.raft.is_leader():
             await self.raft.membership.transfer_leadership(None)
-            step = time.monotonic() + 1.0
+            step = time.monotonic() + 0.5  # pysyncobj refuses while entries are in flight: retry
             while time.monotonic() < min(step, deadline) and self.raft.is_leader():
                 await asyncio.sleep(0.02)
         if self.raft.is_leader():
