@@ -16,6 +16,7 @@ from collections import defaultdict
 import grpc
 import pytest
 
+from raftsched.client.acl_client import AclClient
 from raftsched.dev.chaos import job_spec
 from raftsched.dev.launcher import free_ports
 from raftsched.replica.audit import audit_data_dir
@@ -99,11 +100,14 @@ class Load:
         except BaseException as e:  # reported by finish()
             self.errors.append(e)
 
-    def finish(self) -> list[str]:
+    def finish(self, at_least: int = 100) -> list[str]:
+        """Stop once `at_least` jobs were submitted; their ids."""
+        self.c.wait_until(lambda: len(self.submitted) >= at_least or not self.thread.is_alive(),
+                          120, f"{at_least} jobs submitted")
         self.stop.set()
         self.thread.join(60)
         assert not self.thread.is_alive() and not self.errors, self.errors
-        assert len(self.submitted) >= 30, len(self.submitted)
+        assert len(self.submitted) >= at_least, len(self.submitted)
         return self.submitted
 
 
@@ -213,4 +217,13 @@ def test_bad_membership_requests_name_the_field() -> None:
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "node_id" in msg, (code, msg)
         r = cli(c, "operator", "members", "add", "n9", "--raft", "x", "--grpc", "127.0.0.1:2")
         assert r.returncode != 0 and "raft_address" in r.stderr, r
+        # admin only: an operator of every namespace is refused
+        admin = AclClient([c.addr("n1")], token=c.token, tls=c.tls)
+        secret, _ = admin.create_token("ops", "operator", ["*"])
+        ops = c.client(token=secret)
+        for call in (ops.members, lambda: ops.remove_member("n2"),
+                     lambda: ops.add_member(cluster_pb2.Member(id="n9", raft_address="127.0.0.1:1",
+                                                               grpc_address="127.0.0.1:2"))):
+            code, _ = status_of(call)
+            assert code == grpc.StatusCode.PERMISSION_DENIED, code
         assert set(members(c)) == {"n1", "n2", "n3"}
