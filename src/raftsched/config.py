@@ -9,6 +9,7 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from raftsched.core import constraints as cons
 from raftsched.core import runas
@@ -33,9 +34,16 @@ class NodeConfig:
     capacity: Resources
     labels: dict[str, str] = field(default_factory=dict)
     metrics: str = ""  # host:port of this node's Prometheus endpoint ("" = none)
+    # host:port of the node's control port: node heartbeats only, served and sent on
+    # threads of their own so a busy event loop cannot cost a lease ("" = grpc port + 100)
+    control: str = ""
     dedicated: str = ""  # the pool this node is dedicated to ("" = shared: takes any job)
     allowed_run_as: tuple[str, ...] = ()  # users jobs may run as on this node (none by default)
     python: PyPoolConfig = field(default_factory=PyPoolConfig)  # Python task pool (issue 14)
+
+    def __post_init__(self) -> None:
+        if not self.control and ":" in self.grpc:  # however made: every node has a control port
+            object.__setattr__(self, "control", default_control(self.grpc))
 
 
 @dataclass(frozen=True)
@@ -94,21 +102,9 @@ class ClusterConfig:
     insecure_i_know: bool = False  # allow a non-loopback node without TLS/ACL/strong secret
     pre_vote: bool = True  # Raft pre-vote + leader stickiness (replica/prevote.py)
     check_quorum: bool = True  # a leader without a majority for a timeout steps down (replica/checkquorum.py)
-    seed_nodes: tuple[NodeConfig, ...] = ()  # the [[nodes]] of the file, once `nodes` was replaced
-
-    def set_nodes(self, nodes: tuple[NodeConfig, ...]) -> None:
-        """Replace the member list (the one field that changes after load): the replicated
-        member list (core/members.py) once it exists, cluster.toml only seeds it."""
-        if not self.seed_nodes:
-            object.__setattr__(self, "seed_nodes", self.nodes)
-        object.__setattr__(self, "nodes", tuple(nodes))
-
-    def seed(self) -> tuple[NodeConfig, ...]:
-        """The file's [[nodes]]: the member list before the first membership change."""
-        return self.seed_nodes or self.nodes
-
-    def node_ids(self) -> set[str]:
-        return {n.id for n in self.nodes}
+    # nice value of the Raft tick, heartbeat and control-port threads (node/priority.py)
+    critical_nice: int = -5
+    seed_nodes: tuple[NodeConfig, ...] = ()  # the file's [[nodes]] once node/members.py replaced them
 
     def is_local(self) -> bool:
         """Every node listens on loopback: a cluster on this machine only."""
@@ -135,7 +131,7 @@ class ClusterConfig:
         return [(n.id, n.labels, n.capacity, n.dedicated) for n in self.nodes]
 
     def all_loopback(self) -> bool:
-        return all(is_loopback(a) for n in self.nodes for a in (n.raft, n.grpc))
+        return all(is_loopback(a) for n in self.nodes for a in (n.raft, n.grpc, n.control))
 
     def max_capacity(self) -> Resources:
         return Resources(
@@ -151,6 +147,18 @@ def _addr(value: object, where: str) -> str:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: expected 'host:port', got {value!r}")
     return value
+
+
+def default_control(grpc: str) -> str:
+    """A node's control address when none is set: its gRPC port + 100, same host."""
+    host, _, port = grpc.rpartition(":")
+    return f"{host}:{int(port) + 100}"
+
+
+def _control(n: dict[str, Any], where: str) -> str:
+    """The control port: given, or the gRPC port + 100 on the gRPC host."""
+    addr = n.get("control") or default_control(_addr(n.get("grpc"), f"{where}.grpc"))
+    return _addr(addr, f"{where}.control (default: grpc port + 100)")
 
 
 def _positive(value: object, where: str) -> float:
@@ -288,6 +296,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
                 capacity=Resources(cpu, mem),
                 labels=labels,
                 metrics=_addr(n["metrics"], f"{where}.metrics") if n.get("metrics") else "",
+                control=_control(n, where),
                 dedicated=dedicated,
                 allowed_run_as=_run_as(n, where),
                 python=_python_pool(n, where, p.parent),
@@ -366,6 +375,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         insecure_i_know=insecure,
         pre_vote=_flag(c, "pre_vote", True, p),
         check_quorum=_flag(c, "check_quorum", True, p),
+        critical_nice=_nice(c.get("critical_nice", -5), p),
     )
 
 
@@ -374,6 +384,12 @@ def _python_pool(n: dict, where: str, base: Path) -> PyPoolConfig:
         return parse_pool(n, where, base)
     except PyConfigError as e:
         raise ConfigError(str(e)) from None
+
+
+def _nice(v: object, p: Path) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not -20 <= v <= 0:
+        raise ConfigError(f"{p}: [cluster] critical_nice must be an integer from -20 to 0, got {v!r}")
+    return v
 
 
 def _flag(c: dict, key: str, default: bool, p: Path) -> bool:

@@ -42,7 +42,8 @@ STREAMS = {"WatchJobs", "WatchCluster", "FollowJobOutput", "SaveSnapshot"}
 WRITES = {"SubmitJob", "SubmitJobs", "CancelJob", "RetryDeadJob", "PurgeDeadJobs", "CreateTemplate",
           "UpdateTemplate", "DeleteTemplate", "SubmitFromTemplate", "AddSchedule", "PauseSchedule",
           "ResumeSchedule", "DeleteSchedule", "RunScheduleNow", "SubmitWorkflow", "CancelWorkflow",
-          "Bootstrap", "CreateToken", "RevokeToken", "SetQuota", "DrainNode", "SetNodeEligibility"}
+          "Bootstrap", "CreateToken", "RevokeToken", "SetQuota", "DrainNode", "SetNodeEligibility",
+          "UpdateNode", "SetClusterConfig"}
 
 
 def _request_types() -> dict[str, tuple[Any, Any]]:

@@ -38,9 +38,10 @@ def members(c: TestCluster, via: str = "n1") -> dict[str, dict]:
 def add_node(c: TestCluster, nid: str, via: str) -> None:
     """Certificate from the cluster CA, `members add`, then start it with --join."""
     ok(cli(c, "tls", "node", nid, "--host", "127.0.0.1"))
-    raft, grpc_port, metrics = free_ports(3)
+    raft, grpc_port, metrics, control = free_ports(4)
     out = ok(cli(c, "operator", "members", "add", nid, "--raft", f"127.0.0.1:{raft}",
                  "--grpc", f"127.0.0.1:{grpc_port}", "--metrics", f"127.0.0.1:{metrics}",
+                 "--control", f"127.0.0.1:{control}",
                  "--cpu-millis", "2000", "--memory-mib", "2048", "--label", "joined=yes"))
     assert f"added {nid}" in out
     c.added[nid] = f"127.0.0.1:{grpc_port}"

@@ -145,6 +145,36 @@ def test_node_certificate_speaks_only_for_its_own_node(sec: TestCluster) -> None
     assert "evil" not in nodes
 
 
+def test_control_port_takes_only_a_nodes_own_heartbeat(sec: TestCluster) -> None:
+    """The control port (node heartbeats, rpc/control.py) has the same mutual TLS and
+    node identity checks as the main port; it serves nothing else."""
+    leader = sec.leader()
+    f1, f2 = sec.followers()
+    control = sec.cfg.node(leader).control
+    with grpc.insecure_channel(control) as ch:
+        refused(lambda: node_pb2_grpc.NodeAgentStub(ch).Heartbeat(heartbeat(sec, f1), timeout=5),
+                grpc.StatusCode.UNAVAILABLE)
+    with open_channel(control, sec.tls) as ch:  # a client certificate, not a node's
+        refused(lambda: node_pb2_grpc.NodeAgentStub(ch).Heartbeat(heartbeat(sec, f1), timeout=5),
+                grpc.StatusCode.PERMISSION_DENIED)
+    with open_channel(control, node_tls(sec, f1)) as ch:
+        stub = node_pb2_grpc.NodeAgentStub(ch)
+        msg = refused(lambda: stub.Heartbeat(heartbeat(sec, f2), timeout=5), grpc.StatusCode.PERMISSION_DENIED)
+        assert f1 in msg and "incarnation" not in msg
+        # as itself, but claiming another address: refused after the identity check
+        moved = heartbeat(sec, f1)
+        moved.grpc_address = "127.0.0.1:1"
+        assert "not in the cluster config" in refused(lambda: stub.Heartbeat(moved, timeout=5),
+                                                       grpc.StatusCode.PERMISSION_DENIED)
+        # only the heartbeat is served here
+        refused(lambda: stub.GetReplicaStatus(node_pb2.ReplicaStatusRequest(), timeout=5),
+                grpc.StatusCode.UNIMPLEMENTED)
+    # a follower's control port answers a heartbeat with "not the leader"
+    with open_channel(sec.cfg.node(f2).control, node_tls(sec, f1)) as ch:
+        refused(lambda: node_pb2_grpc.NodeAgentStub(ch).Heartbeat(heartbeat(sec, f1), timeout=5),
+                grpc.StatusCode.UNAVAILABLE)
+
+
 def test_a_node_cannot_report_on_another_nodes_job(sec: TestCluster) -> None:
     import time
 

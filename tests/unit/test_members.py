@@ -8,7 +8,8 @@ from raftsched.core.members import AddMember, Member, RemoveMember, add_error, m
 from raftsched.core.state import ClusterState
 
 SEED = (Member("n1", "10.0.0.1:7001", "10.0.0.1:8001", "10.0.0.1:9001", 2000, 2048),
-        Member("n2", "10.0.0.2:7001", "10.0.0.2:8001"), Member("n3", "10.0.0.3:7001", "10.0.0.3:8001"))
+        Member("n2", "10.0.0.2:7001", "10.0.0.2:8001"),
+        Member("n3", "10.0.0.3:7001", "10.0.0.3:8001", control="10.0.0.3:8101"))
 N4 = Member("n4", "10.0.0.4:7001", "10.0.0.4:8001", "", 1000, 512, (("zone", "b"),))
 
 
@@ -27,6 +28,8 @@ def test_add_errors_name_the_field() -> None:
         (Member("n4", SEED[1].raft, "h:2"), "raft_address"),  # duplicate addresses
         (Member("n4", "h:1", SEED[2].grpc), "grpc_address"),
         (Member("n4", "h:1", "h:2", SEED[0].metrics), "metrics_address"),
+        (Member("n4", "h:1", "h:2", control="c"), "control_address"),
+        (Member("n4", "h:1", "h:2", control=SEED[2].control), "control_address"),
     ]
     for m, field in cases:
         got, msg = add_error(list(SEED), m)

@@ -14,7 +14,7 @@ from raftsched.core.apply import apply
 from raftsched.core.members import AddMember, Member, RemoveMember
 from raftsched.core.state import ClusterState
 from raftsched.dev.launcher import write_config
-from raftsched.node.members import LiveMembers, load_persisted, seed_members
+from raftsched.node.members import LiveMembers, load_persisted, seed_members, seed_of
 
 
 class Replica:
@@ -40,12 +40,12 @@ def test_the_replicated_list_replaces_the_config_and_survives_a_restart(tmp_path
     four = cfg.node("n4")
     assert (four.raft, four.capacity.cpu_millis, four.labels) == ("127.0.0.1:1", 500, {"zone": "b"})
     assert four.allowed_run_as == ()
-    assert [n.id for n in cfg.seed()] == ["n1", "n2", "n3"]
-    assert cfg.node_ids() == {"n1", "n3", "n4"}
+    assert [n.id for n in seed_of(cfg)] == ["n1", "n2", "n3"]
+    assert {n.id for n in cfg.nodes} == {"n1", "n3", "n4"}
     # a restart reads members.json before Raft starts
     again = configmod.load(path)
     assert load_persisted(again, "n1")
-    assert again.node_ids() == {"n1", "n3", "n4"} and again.node("n4").grpc == "127.0.0.1:2"
+    assert {n.id for n in again.nodes} == {"n1", "n3", "n4"} and again.node("n4").grpc == "127.0.0.1:2"
     assert not load_persisted(configmod.load(path), "n2")  # n2 never saved one
 
 

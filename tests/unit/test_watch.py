@@ -95,6 +95,42 @@ def test_idle_waiters_return_after_the_timeout_sharing_one_timer() -> None:
     assert asyncio.run(main()) == 1
 
 
+def test_a_waiter_of_named_jobs_wakes_only_for_them_a_reset_or_the_pulse() -> None:
+    async def main() -> None:
+        hub = WatchHub()
+        named = asyncio.create_task(hub.wait(hub.end, timeout=60, ids={"j7", "missing"}))
+        broad = asyncio.create_task(hub.wait(hub.end, timeout=60))
+        await asyncio.sleep(0)
+        hub.feed(1, [job(1), job(2)])  # other jobs: only the broad waiter wakes
+        await asyncio.sleep(0.01)
+        assert broad.done() and not named.done()
+        hub.feed(2, [job(3), job(7)])
+        assert await asyncio.wait_for(named, 5) is False  # j7 changed: read what came
+        assert not hub._keyed and not hub._keyed_all  # unregistered when it returned
+        # a snapshot install (reset) wakes every named waiter: its stream must re-check
+        named = asyncio.create_task(hub.wait(hub.end, timeout=60, ids={"j9"}))
+        await asyncio.sleep(0)
+        hub.feed(10, [job(1)], reset=True)
+        assert await asyncio.wait_for(named, 5) is False
+        # and the shared pulse wakes it when nothing of its jobs changes
+        if hub._pulse is not None:
+            hub._pulse.cancel()
+            hub._pulse = None
+        named = asyncio.create_task(hub.wait(hub.end, timeout=0.05, ids={"j9"}))
+        await asyncio.sleep(0)
+        hub.feed(11, [job(2)])  # not its job: it may skip this change
+        assert await asyncio.wait_for(named, 5) is True
+        assert not hub._keyed
+        # a change of its job after the pulse resolved it, before it ran: no skip
+        named = asyncio.create_task(hub.wait(hub.end, timeout=60, ids={"j9"}))
+        await asyncio.sleep(0)
+        hub._on_pulse()
+        hub.feed(12, [job(9)])
+        assert await asyncio.wait_for(named, 5) is False
+
+    asyncio.run(main())
+
+
 def test_filter() -> None:
     j = job(1, JobState.RUNNING, node="n2", attempt=1)
     assert JobFilter()(j)

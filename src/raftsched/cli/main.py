@@ -25,6 +25,7 @@ from raftsched.cli import (
     operator,
     placement,
     pytasks,
+    runtimecfg,
     tlscmd,
     workflows,
 )
@@ -216,6 +217,9 @@ def cmd_nodes(args: argparse.Namespace, client: Client) -> int:
     print(table(rows, ["NODE", "HEALTH", "RAFT", "JOBS", "CPU", "MEMORY", "USED (CGROUPS)",
                        "APPLIED", "DIGEST", "LOOP LAG p99/max", "TICK LAG p99/max", "ADDRESS",
                        "POOL", "SCHEDULING"]))
+    for n in nodes:  # labels and capacity an operator changed (`raftsched node update`)
+        if n.label_overrides or n.labels_removed or n.cpu_override or n.memory_override:
+            print(runtimecfg.node_text(n))
     return EXIT_OK
 
 

@@ -51,7 +51,7 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
 def cmd_add(args: argparse.Namespace, client: Client) -> int:
     m = cluster_pb2.Member(
         id=args.node_id, raft_address=args.raft, grpc_address=args.grpc,
-        metrics_address=args.metrics or "",
+        metrics_address=args.metrics or "", control_address=args.control or "",
         capacity=jobs_pb2.Resources(cpu_millis=args.cpu_millis, memory_mib=args.memory_mib),
         labels=_labels(args.label))
     resp = client.add_member(m)
@@ -84,6 +84,8 @@ def register(osub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     a.add_argument("--raft", required=True, metavar="HOST:PORT", help="its Raft address")
     a.add_argument("--grpc", required=True, metavar="HOST:PORT", help="its gRPC address")
     a.add_argument("--metrics", metavar="HOST:PORT", help="its Prometheus address")
+    a.add_argument("--control", metavar="HOST:PORT",
+                   help="its heartbeat (control) port (default: the gRPC port + 100)")
     a.add_argument("--cpu-millis", type=int, default=1000, help="capacity (default 1000)")
     a.add_argument("--memory-mib", type=int, default=1024, help="capacity (default 1024)")
     a.add_argument("--label", action="append", metavar="K=V", help="a node label (repeatable)")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from raftsched.cli import runtimecfg
 from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, UsageError
 from raftsched.cli.format import dump_json, message_dict
 from raftsched.client.client import Client
@@ -91,3 +92,4 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter], run: Callable[[argpars
     g.add_argument("--enable", action="store_true", help="take new jobs again; ends a drain")
     g.add_argument("--disable", action="store_true", help="no new jobs; running ones are untouched")
     p.set_defaults(func=cmd_eligibility, needs_client=True)
+    runtimecfg.register_node(nsub, fmt)

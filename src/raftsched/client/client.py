@@ -237,6 +237,27 @@ class Client(NodesClient):
                                                     request_id=request_id or uuid.uuid4().hex)
         return self._call("cluster", "SetNodeEligibility", req).node
 
+    def update_node(self, node_id: str, set_labels: dict[str, str] | None = None,
+                    remove_labels: Sequence[str] = (), cpu_millis: int = 0, memory_mib: int = 0,
+                    request_id: str | None = None) -> cluster_pb2.NodeInfo:
+        """Change a node's labels and capacity (admin; 0 leaves a capacity as it is)."""
+        req = cluster_pb2.UpdateNodeRequest(node_id=node_id, set_labels=set_labels or {},
+                                            remove_labels=list(remove_labels), cpu_millis=cpu_millis,
+                                            memory_mib=memory_mib,
+                                            request_id=request_id or uuid.uuid4().hex)
+        return self._call("cluster", "UpdateNode", req).node
+
+    def cluster_config(self, consistent: bool = False) -> list[cluster_pb2.ClusterSetting]:
+        req = cluster_pb2.GetClusterConfigRequest(consistent=consistent)
+        return list(self._call("cluster", "GetClusterConfig", req).settings)
+
+    def set_cluster_config(self, key: str, value: str = "", reset: bool = False,
+                           request_id: str | None = None) -> cluster_pb2.ClusterSetting:
+        """Override a cluster setting (admin); `reset`: back to cluster.toml's value."""
+        req = cluster_pb2.SetClusterConfigRequest(key=key, value=value, reset=reset,
+                                                  request_id=request_id or uuid.uuid4().hex)
+        return self._call("cluster", "SetClusterConfig", req).setting
+
     # membership (admin token)
     def members(self) -> cluster_pb2.ListMembersResponse:
         return self._call("cluster", "ListMembers", cluster_pb2.ListMembersRequest())

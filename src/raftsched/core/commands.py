@@ -15,6 +15,7 @@ from raftsched.core.members import AddMember, RemoveMember
 from raftsched.core.model import JobSpec, Node
 from raftsched.core.nodeops import DrainDeadline, DrainNode, SetEligibility
 from raftsched.core.runas import SetRunAs
+from raftsched.core.runtimeops import SetSetting, UpdateNode
 from raftsched.core.workflow_types import Schedule, Template
 
 
@@ -394,5 +395,6 @@ Command = (
     | Assign | JobsStarted | JobsFinished | CancelJob | NodeUp | NodeDown | GcJobs | RetryDead | PurgeDead
     | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
     | RunScheduleNow | SubmitWorkflow | CancelWorkflow | AclBootstrap | CreateToken | RevokeToken
-    | SetQuota | SetRunAs | DrainNode | SetEligibility | DrainDeadline | AddMember | RemoveMember
+    | SetQuota | SetRunAs | DrainNode | SetEligibility | DrainDeadline | SetSetting | UpdateNode
+    | AddMember | RemoveMember
 )

@@ -8,7 +8,8 @@ an older, buggy version wrote) shows up as the first entry that breaks a rule:
   live attempt is counted on exactly one node;
 - fencing tokens never go down, and a new attempt has a larger token;
 - terminal states are absorbing (the one exit: RetryDead moves DEAD to PENDING);
-- no node holds more requested CPU or memory than its capacity;
+- no job is placed on a node beyond its capacity (the capacity an operator lowered at
+  runtime may be below what already runs there: that is checked only when a job arrives);
 - every submission the log acknowledged exists until it ended and was collected.
 """
 
@@ -51,6 +52,7 @@ class Auditor:
         rule, or None."""
         self.commands += 1
         touched: set[str] = set()
+        arrived: set[str] = set()
         for new in changes:
             old = self.jobs.get(new.id)
             why = _transition(old, new, cmd) if old is not None else None
@@ -59,10 +61,12 @@ class Auditor:
             self.jobs[new.id] = _shadow(new)
             if new.node_id:
                 touched.add(new.node_id)
+                if new.state in LIVE and (old is None or old.state not in LIVE or old.node != new.node_id):
+                    arrived.add(new.node_id)
             if old is not None and old.node:
                 touched.add(old.node)
         for nid in touched:
-            why = self._node(nid)
+            why = self._node(nid, nid in arrived)
             if why:
                 return why
         if isinstance(cmd, SubmitJobs) and res.ok:
@@ -76,12 +80,12 @@ class Auditor:
             self.acknowledged.discard(jid)
         return None
 
-    def _node(self, nid: str) -> str | None:
+    def _node(self, nid: str, arrived: bool) -> str | None:
         node = self.state.nodes.get(nid)
         use = self.state.usage.get(nid)
         if node is None or use is None:
             return None
-        if use.cpu_millis > node.capacity.cpu_millis or use.memory_mib > node.capacity.memory_mib:
+        if (arrived and use.cpu_millis > node.capacity.cpu_millis) or use.memory_mib > node.capacity.memory_mib:
             return (f"node {nid} over capacity: {use.cpu_millis}m/{use.memory_mib}MiB requested of "
                     f"{node.capacity.cpu_millis}m/{node.capacity.memory_mib}MiB")
         for jid in use.jobs:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from raftsched.core.model import JobState, Node
+from raftsched.core.nodeupdate import with_overrides
 from raftsched.core.state import ClusterState
 
 Attempt = tuple[str, int, int]  # (job id, attempt, fencing token)
@@ -54,7 +55,8 @@ def lease_grant(state: ClusterState, node_id: str, downing: Iterable[str], confi
 def needs_node_up(state: ClusterState, node: Node) -> bool:
     """A heartbeat from a node the state does not know, has down, or knows differently."""
     known = state.nodes.get(node.id)
-    return known is None or not known.alive or describe(known) != describe(node)
+    return (known is None or not known.alive
+            or describe(known) != describe(with_overrides(node, known)))
 
 
 def revoked(state: ClusterState, node_id: str, running: Iterable[Attempt]) -> list[Attempt]:

@@ -40,6 +40,7 @@ class Member:
     cpu_millis: int = 0
     memory_mib: int = 0
     labels: tuple[tuple[str, str], ...] = ()
+    control: str = ""  # heartbeat (control) port; "" = the gRPC port + 100 (config.default_control)
 
 
 @dataclass
@@ -142,7 +143,8 @@ def add_error(current: list[Member], m: Member) -> tuple[str, str]:
         return "id", (f"id {m.id[:64]!r}: 1-63 letters, digits or '-', starting with a letter "
                       "or digit")
     for name, value, required in (("raft_address", m.raft, True), ("grpc_address", m.grpc, True),
-                                  ("metrics_address", m.metrics, False)):
+                                  ("metrics_address", m.metrics, False),
+                                  ("control_address", m.control, False)):
         err = address_error(value, name, required)
         if err:
             return name, err
@@ -160,8 +162,10 @@ def add_error(current: list[Member], m: Member) -> tuple[str, str]:
         for name, mine, theirs in (("raft_address", m.raft, o.raft), ("grpc_address", m.grpc, o.grpc)):
             if mine == theirs:
                 return name, f"{name} {mine!r}: already used by member {o.id!r}"
-        if m.metrics and m.metrics == o.metrics:
-            return "metrics_address", f"metrics_address {m.metrics!r}: already used by member {o.id!r}"
+        for name, mine, theirs in (("metrics_address", m.metrics, o.metrics),
+                                   ("control_address", m.control, o.control)):
+            if mine and mine == theirs:
+                return name, f"{name} {mine!r}: already used by member {o.id!r}"
     return "", ""
 
 

@@ -261,6 +261,12 @@ class Node:
     # Draining when > 0: leader time at which attempts still running here are stopped and
     # requeued. A drain also makes the node ineligible; `eligibility --enable` ends it.
     drain_deadline: float = 0.0
+    # Runtime changes by an operator (issue 15, core.nodeupdate): labels set and removed,
+    # capacity (0 = the node's own). They win over what the node registers with.
+    label_overrides: tuple[tuple[str, str], ...] = ()
+    labels_removed: tuple[str, ...] = ()
+    cpu_override: int = 0
+    memory_override: int = 0
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from raftsched.core.commands import FinishedItem, NodeDown, NodeUp
 from raftsched.core.jobs import lose_attempt
 from raftsched.core.model import Job, JobState, Node
 from raftsched.core.nodeops import DrainDeadline, DrainNode, SetEligibility
+from raftsched.core.nodeupdate import with_overrides
 from raftsched.core.state import ClusterState, Code, Handler, Result, check_report, ok
 
 STOPPABLE = (JobState.ASSIGNED, JobState.RUNNING)
@@ -67,9 +68,10 @@ def _apply_node_up(state: ClusterState, cmd: NodeUp) -> Result:
     rejoined = old is None or not old.alive or old.incarnation != cmd.node.incarnation
     since = cmd.ts if rejoined or old is None else old.since
     generation = (old.generation if old else 0) + (1 if rejoined else 0)
-    # eligibility and drain are the operator's, not the node's: they survive a restart
+    # eligibility, drain and runtime changes (labels, capacity) are the operator's, not
+    # the node's: they survive a restart
     state.nodes[cmd.node.id] = replace(
-        cmd.node, alive=True, since=since, generation=generation,
+        with_overrides(cmd.node, old) if old else cmd.node, alive=True, since=since, generation=generation,
         eligible=old.eligible if old else True, drain_deadline=old.drain_deadline if old else 0.0)
     state._usage(cmd.node.id)
     returned: list[str] = []

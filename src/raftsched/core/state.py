@@ -229,7 +229,8 @@ class ClusterState:
              "applied_index": self.applied_index},
             list(self.nodes.values()), list(self.jobs.values()), list(self.dedup.items()),
             list(self.idem.items()), list(self.fingerprints.items()),
-            {name: dump(self.ext[name]) for name, (_init, dump, _load) in _STATE_EXT.items()},
+            {name: v for name, (_init, dump, _load) in _STATE_EXT.items()
+             if (v := dump(self.ext[name])) or name not in _OPTIONAL},
             self.digest_small(),
         )
 
@@ -283,7 +284,9 @@ class ClusterState:
             "fingerprints": f"{self.fingerprint_sum:032x}",
         }
         for name, (_init, dump, _load) in _STATE_EXT.items():
-            d[name] = _SUMMARY.get(name, dump)(self.ext[name])
+            v = _SUMMARY.get(name, dump)(self.ext[name])
+            if v or name not in _OPTIONAL:
+                d[name] = v
         return d
 
     def digest_work(self) -> Work:
@@ -342,11 +345,20 @@ _STATE_EXT: dict[str, tuple[Callable[[], Any], Callable[[Any], Any], Callable[[A
 _SUMMARY: dict[str, Callable[[Any], Any]] = {}
 
 
+# Extensions left out of snapshots and the digest while empty: a state that never used
+# one digests as it did before the extension existed (backups of older versions restore,
+# and old and new nodes agree on the digest during a rolling upgrade).
+_OPTIONAL: set[str] = set()
+
+
 def state_extension(name: str, init: Callable[[], Any], dump: Callable[[Any], Any],
-                    load: Callable[[Any], Any], summary: Callable[[Any], Any] | None = None) -> None:
+                    load: Callable[[Any], Any], summary: Callable[[Any], Any] | None = None,
+                    optional: bool = False) -> None:
     if name in _STATE_EXT or name in ClusterState().to_dict():
         raise TypeError(f"state extension {name!r} already registered")
     _STATE_EXT[name] = (init, dump, load)
+    if optional:
+        _OPTIONAL.add(name)
     if summary is not None:
         _SUMMARY[name] = summary
 

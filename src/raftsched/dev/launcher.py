@@ -49,7 +49,7 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
     lines per node table (e.g. 'dedicated = true')."""
     root.mkdir(parents=True, exist_ok=True)
     secret = secret or secrets.token_urlsafe(32)
-    ports = free_ports(3 * n_nodes) if hosts is None else [7101, 7201, 9101] * n_nodes
+    ports = free_ports(4 * n_nodes) if hosts is None else [7101, 7201, 9101, 7301] * n_nodes
     lines = [
         "[cluster]",
         'name = "test"',
@@ -68,9 +68,10 @@ def write_config(root: Path, n_nodes: int = 3, cpu: int = 2000, mem: int = 2048,
             "",
             "[[nodes]]",
             f'id = "n{i + 1}"',
-            f'raft = "{host}:{ports[3 * i]}"',
-            f'grpc = "{host}:{ports[3 * i + 1]}"',
-            f'metrics = "{host}:{ports[3 * i + 2]}"',
+            f'raft = "{host}:{ports[4 * i]}"',
+            f'grpc = "{host}:{ports[4 * i + 1]}"',
+            f'metrics = "{host}:{ports[4 * i + 2]}"',
+            f'control = "{host}:{ports[4 * i + 3]}"',
             f"cpu_millis = {cpu}",
             f"memory_mib = {mem}",
             f"labels = {{ {lab_s} }}",

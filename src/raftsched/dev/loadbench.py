@@ -77,6 +77,8 @@ class Figures:
     cron_refused: int = 0
     lag: dict[str, dict[str, float]] = field(default_factory=dict)
     rss_mib: dict[str, float] = field(default_factory=dict)
+    # per node: its lease expirations, and (as leader) heartbeats refused a lease, by reason
+    leases: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
 
@@ -94,7 +96,8 @@ def _scrape(addr: str) -> dict[str, float]:
     out: dict[str, float] = {}
     with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith(("raftsched_event_loop_lag", "raftsched_raft_tick_lag")):
+            if line.startswith(("raftsched_event_loop_lag", "raftsched_raft_tick_lag",
+                                "raftsched_lease_expirations_total", "raftsched_lease_refusals_total")):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
     return out
@@ -275,6 +278,12 @@ def run(root: Path, p: Params) -> Figures:
                 f.lag[n.id]["tick_p99"] = _p99(scrape0[n.id], s1, "raftsched_raft_tick_lag_seconds")
                 f.lag[n.id]["loop_max_ever"] = s1.get("raftsched_event_loop_lag_max_seconds", 0.0)
                 f.lag[n.id]["tick_max_ever"] = s1.get("raftsched_raft_tick_lag_max_seconds", 0.0)
+                f.leases[n.id] = {
+                    "expired": s1.get("raftsched_lease_expirations_total", 0.0)
+                    - scrape0[n.id].get("raftsched_lease_expirations_total", 0.0),
+                    **{k.split('reason="')[1].rstrip('"}'): v - scrape0[n.id].get(k, 0.0)
+                       for k, v in s1.items() if k.startswith("raftsched_lease_refusals_total")},
+                }
             f.node_down = len(bg.downs)
         f.rss_mib = {nid: _rss(proc.pid) for nid, proc in lc.procs.items()}
     finally:
@@ -303,7 +312,8 @@ def report(f: Figures) -> str:
                      f"{lag.get('tick_p99', 0) * 1000:.0f}ms max={lag.get('tick_max', 0) * 1000:.0f}ms "
                      f"(since start: loop {lag.get('loop_max_ever', 0) * 1000:.0f}ms, "
                      f"tick {lag.get('tick_max_ever', 0) * 1000:.0f}ms); "
-                     f"peak RSS {f.rss_mib.get(nid, 0):.0f} MiB")
+                     f"peak RSS {f.rss_mib.get(nid, 0):.0f} MiB; lease "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in f.leases.get(nid, {}).items()))
     if f.errors:
         lines.append(f"errors ({len(f.errors)}): {f.errors[:5]}")
     return "\n".join(lines)

@@ -210,8 +210,9 @@ class Executor:
 
     def in_use(self) -> Resources:
         """Requests of the attempts running here now."""
-        cpu = sum(a.spec.resources.cpu_millis for a in self.running.values())
-        mem = sum(a.spec.resources.memory_mib for a in self.running.values())
+        attempts = list(self.running.values())  # one C call: safe from the heartbeat thread
+        cpu = sum(a.spec.resources.cpu_millis for a in attempts)
+        mem = sum(a.spec.resources.memory_mib for a in attempts)
         py = self.pytasks.in_use() if self.pytasks is not None else Resources()
         return Resources(cpu, mem) + py
 
@@ -231,7 +232,7 @@ class Executor:
 
     def running_attempts(self) -> list[tuple[str, int, int]]:
         py = self.pytasks.running_attempts() if self.pytasks is not None else []
-        return [(a.job_id, a.attempt, a.token) for a in self.running.values()] + py
+        return [(a.job_id, a.attempt, a.token) for a in list(self.running.values())] + py
 
     # ---- internals ----------------------------------------------------------------
 

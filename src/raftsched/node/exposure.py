@@ -23,7 +23,7 @@ def exposure_problems(cfg: ClusterConfig, node_id: str) -> list[str]:
     """What is unsafe about running `node_id` of `cfg` where other machines reach it:
     empty on loopback, or with TLS, ACLs and a strong Raft secret."""
     me = cfg.node(node_id)
-    exposed = [a for a in (me.raft, me.grpc, me.metrics) if a and not is_loopback(a)]
+    exposed = [a for a in (me.raft, me.grpc, me.control, me.metrics) if a and not is_loopback(a)]
     if not exposed:
         return []
     problems = []

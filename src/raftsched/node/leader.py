@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from raftsched.config import ClusterConfig
-from raftsched.core import batches, liveness, nodes, reconcile
+from raftsched.core import batches, liveness, nodes, reconcile, settings
 from raftsched.core import runqueue as queue
 from raftsched.core.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
 from raftsched.core.model import Job, JobState, Node
@@ -32,7 +32,7 @@ from raftsched.core.placement import Candidate, candidates, place
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 
-Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+Spawn = Callable[[Coroutine[Any, Any, Any]], None]  # callable from any thread
 
 log = structlog.get_logger("raftsched.node.leader")
 
@@ -74,6 +74,7 @@ class Leader:
         self._last_resend = 0.0
         self.fresh: list[str] = []  # jobs that became PENDING since the last placement round
         self._free_after: dict[str, tuple[int, int]] | None = None
+        self._labels = 0  # hash of the candidate nodes' labels at the last round
         self._last_full_scan = 0.0
         self._last_gc = 0.0
         self._delayed: list[tuple[float, str]] = []  # (not_before, job) of waiting retries
@@ -90,7 +91,8 @@ class Leader:
                                     self.raft.leader_confirmed(), self.cfg.lease)
 
     def heartbeat(self, node: Node, running: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
-        """Record a heartbeat; returns the attempts the node must kill."""
+        """Record a heartbeat; returns the attempts the node must kill. Runs on a thread
+        of the control port (rpc/control.py), not on the event loop."""
         self.last_seen[node.id] = time.monotonic()
         self.hb_wall[node.id] = time.time()
         self.reported[node.id] = {(j, a) for j, a, _ in running}
@@ -194,7 +196,12 @@ class Leader:
                 self._bad_schedules.add(sid)
                 log.error("schedule cannot be evaluated", schedule=sid, error=error)
 
-    def _scan(self, now: float
+    def _settings(self) -> settings.Settings:
+        """cluster.toml's settings with the replicated runtime overrides (operator config
+        set). Caller holds the lock."""
+        return settings.effective(self.replica.state, settings.base_of(self.cfg))
+
+    def _scan(self, now: float, cfg: settings.Settings
               ) -> tuple[list[Job] | FullScan, list[Candidate], dict[str, tuple[int, int]]] | None:
         """What placement should look at this round (caller holds the state lock).
 
@@ -205,7 +212,6 @@ class Leader:
         can fit where it did not fit before.
         """
         st = self.replica.state
-        cfg = self.cfg
         fresh, self.fresh = self.fresh, []
         if not st.pending:
             return None
@@ -220,6 +226,9 @@ class Leader:
         gained = base is None or any(
             nid not in base or f[0] > base[nid][0] or f[1] > base[nid][1] for nid, f in free.items()
         )
+        # labels changed at runtime (`node update`) may open nodes to waiting jobs too
+        labels = hash(tuple((c.node.id, c.node.labels) for c in cands))
+        gained, self._labels = gained or labels != self._labels, labels
         due = self._delayed_due(now)
         # A long queue is scanned less often when nothing changed (aging still applies).
         every = FULL_SCAN_EVERY if len(st.pending) < LONG_QUEUE else FULL_SCAN_EVERY * 5
@@ -250,10 +259,10 @@ class Leader:
 
     async def _place(self) -> None:
         st = self.replica.state
-        cfg = self.cfg
         now = time.time()
         with self.replica.lock:
-            scan = self._scan(now)
+            cfg = self._settings()
+            scan = self._scan(now, cfg)
         if scan is None:
             return
         pending, cands, free = scan
@@ -292,8 +301,8 @@ class Leader:
         if time.monotonic() - self._last_gc < GC_INTERVAL:
             return
         self._last_gc = time.monotonic()
-        cutoff = time.time() - self.cfg.job_retention
         with self.replica.lock:
+            cutoff = time.time() - self._settings().job_retention
             due = self.replica.state.has_finished_before(cutoff)
         if due:
             res = await self.proposer.propose(GcJobs(new_rid(), time.time(), cutoff))
@@ -308,7 +317,8 @@ class Leader:
     def _resend_unconfirmed(self) -> None:
         """Re-send starts of ASSIGNED jobs their node has not confirmed for a while."""
         with self.replica.lock:
-            stale = reconcile.unconfirmed_starts(self.replica.state, self.reported, time.time(),
+            # copies (one C call each): the heartbeat thread writes these dicts
+            stale = reconcile.unconfirmed_starts(self.replica.state, dict(self.reported), time.time(),
                                                  RESEND_AFTER)
         if stale:
             log.info("re-sending unconfirmed starts", jobs=len(stale))
@@ -317,10 +327,11 @@ class Leader:
     async def _resolve_cancelling(self) -> None:
         """End CANCELLING attempts, and attempts a drain stops, that their node no longer
         runs (reconcile.cancelled_gone, nodes.evicted_gone)."""
+        reported, hb_wall = dict(self.reported), dict(self.hb_wall)  # see _resend_unconfirmed
         with self.replica.lock:
-            items = reconcile.cancelled_gone(self.replica.state, self.reported, self.hb_wall,
+            items = reconcile.cancelled_gone(self.replica.state, reported, hb_wall,
                                              2 * self.cfg.heartbeat_interval)
-            items += nodes.evicted_gone(self.replica.state, self.reported, self.hb_wall,
+            items += nodes.evicted_gone(self.replica.state, reported, hb_wall,
                                         2 * self.cfg.heartbeat_interval)
         if items:
             await self.proposer.propose(JobsFinished(new_rid(), time.time(), tuple(items)))

@@ -34,7 +34,7 @@ MEMBERS_FILE = "members.json"
 
 def member_of(n: NodeConfig) -> Member:
     return Member(n.id, n.raft, n.grpc, n.metrics, n.capacity.cpu_millis, n.capacity.memory_mib,
-                  tuple(sorted(n.labels.items())))
+                  tuple(sorted(n.labels.items())), n.control)
 
 
 def node_config(m: Member, seed: dict[str, NodeConfig]) -> NodeConfig:
@@ -44,18 +44,27 @@ def node_config(m: Member, seed: dict[str, NodeConfig]) -> NodeConfig:
     labels = dict(m.labels)
     cap = Resources(m.cpu_millis, m.memory_mib)
     if base is None:
-        return NodeConfig(m.id, m.raft, m.grpc, cap, labels, m.metrics)
-    return NodeConfig(m.id, m.raft, m.grpc, cap, labels, m.metrics, base.dedicated,
-                      base.allowed_run_as, base.python)
+        return NodeConfig(m.id, m.raft, m.grpc, cap, labels, metrics=m.metrics, control=m.control)
+    return NodeConfig(m.id, m.raft, m.grpc, cap, labels, metrics=m.metrics, control=m.control,
+                      dedicated=base.dedicated, allowed_run_as=base.allowed_run_as, python=base.python)
+
+
+def seed_of(cfg: ClusterConfig) -> tuple[NodeConfig, ...]:
+    """The file's [[nodes]]: the member list before the first membership change."""
+    return cfg.seed_nodes or cfg.nodes
 
 
 def seed_members(cfg: ClusterConfig) -> tuple[Member, ...]:
-    return tuple(member_of(n) for n in cfg.seed())
+    return tuple(member_of(n) for n in seed_of(cfg))
 
 
 def apply_list(cfg: ClusterConfig, members: list[Member]) -> None:
-    seed = {n.id: n for n in cfg.seed()}
-    cfg.set_nodes(tuple(node_config(m, seed) for m in sorted(members, key=lambda m: m.id)))
+    """`cfg.nodes` becomes the member list: the one field of the (frozen) config that
+    changes at run time; the file's list stays in `seed_nodes`."""
+    seed = seed_of(cfg)
+    by_id = {n.id: n for n in seed}
+    object.__setattr__(cfg, "seed_nodes", seed)
+    object.__setattr__(cfg, "nodes", tuple(node_config(m, by_id) for m in sorted(members, key=lambda m: m.id)))
 
 
 def _path(cfg: ClusterConfig, node_id: str) -> Path:

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from raftsched.core.lagstats import LagStats
 from raftsched.core.model import TERMINAL_STATES, JobState
 from raftsched.node.executor import Executor
+from raftsched.node.lease import Lease
 from raftsched.ports import LeaderDuties, RaftStatus, ReplicaView
 from raftsched.replica.proposer import ProposerStats
 from raftsched.replica.watch import Change, WatchHub
@@ -96,6 +97,8 @@ class Sources:
     leader_changes: Callable[[], int]
     loop_lag: LagStats
     tick_lag: LagStats
+    lease: Lease | None = None
+    lease_refusals: dict[str, int] | None = None  # leader: heartbeats answered without a lease
 
 
 class RuntimeCollector(Collector):
@@ -207,7 +210,7 @@ class RuntimeCollector(Collector):
                                 value=len(rt.watch))
         for name, doc, lag in (
             ("raftsched_event_loop_lag_seconds",
-             "How late the event loop (gRPC, heartbeats, lease renewal) woke from a 50 ms sleep",
+             "How late the event loop (gRPC requests, placement, reports) woke from a 50 ms sleep",
              rt.loop_lag),
             ("raftsched_raft_tick_lag_seconds", "How far a Raft tick overran its period", rt.tick_lag),
         ):
@@ -215,6 +218,15 @@ class RuntimeCollector(Collector):
             yield GaugeMetricFamily(name.replace("_seconds", "_max_seconds"),
                                     "Largest since the node started: " + doc[0].lower() + doc[1:],
                                     value=lag.max)
+        if rt.lease is not None:
+            yield CounterMetricFamily("raftsched_lease_expirations", "Times this node's lease ran out "
+                                      "(its watchdog killed the node's jobs)", value=rt.lease.expirations)
+        if rt.lease_refusals is not None:
+            c = CounterMetricFamily("raftsched_lease_refusals", "Heartbeats this node answered without "
+                                    "a lease while leading, by reason", labels=["reason"])
+            for reason, n in dict(rt.lease_refusals).items():
+                c.add_metric([reason], n)
+            yield c
         g = GaugeMetricFamily("raftsched_node_info", "This node", labels=["node"])
         g.add_metric([me], 1)
         yield g

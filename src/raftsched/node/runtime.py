@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -23,16 +24,17 @@ from raftsched.core.commands import Command
 from raftsched.core.lagstats import LagStats
 from raftsched.core.model import Job, JobState
 from raftsched.core.state import Result
-from raftsched.node import acl_bootstrap, certs, isolation
+from raftsched.node import acl_bootstrap, certs, isolation, priority
 from raftsched.node.executor import Executor
 from raftsched.node.exposure import exposure_problems
+from raftsched.node.heartbeat import Heartbeater
 from raftsched.node.jobenv import Scratch
 from raftsched.node.lag import monitor_loop
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
 from raftsched.node.members import LiveMembers, fetch_for_join, has_raft_data, load_persisted
 from raftsched.node.pytasks.pool import PyPool
-from raftsched.node.worker import Heartbeater, Reporter
+from raftsched.node.worker import Reporter
 from raftsched.replica import raft_node
 from raftsched.replica import watch as watchmod
 from raftsched.replica.proposer import Proposer
@@ -42,6 +44,7 @@ from raftsched.rpc.agent import NodeAgentServicer
 from raftsched.rpc.auth import AuthInterceptor
 from raftsched.rpc.bounds import MAX_MESSAGE_BYTES
 from raftsched.rpc.cluster import ClusterServicer
+from raftsched.rpc.control import ControlServer, HeartbeatDesk
 from raftsched.rpc.events import EventsServicer
 from raftsched.rpc.freshness import Freshness, FreshnessInterceptor
 from raftsched.rpc.identity import NodeIdentity, node_client_tls, server_credentials
@@ -77,6 +80,7 @@ class NodeRuntime:
         self.data_dir = cfg.node_data_dir(node_id)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.sm = raft_node.JobStateMachine()
         self.incarnation = uuid.uuid4().hex[:12]
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -94,7 +98,7 @@ class NodeRuntime:
         self.proposer = Proposer(self.raft.is_leader, self.sm, self.loop)
         self.peers = PeerChannels(self.me.id, self.sm, self.raft, node_client_tls(cfg, node_id))
         self.writes = Writes(self.me.id, self.sm, self.raft, self.proposer, self.peers,
-                             NodeIdentity(cfg.tls, cfg.node_ids))
+                             NodeIdentity.of(cfg))
         self.freshness = Freshness(cfg, self.me.id, self.sm, self.raft, self.peers)
         self.loop_lag = LagStats()
         self.reads = ReadLimiter()
@@ -103,6 +107,7 @@ class NodeRuntime:
         self.previews = ReadLimiter(executor=self.helpers)
         self.status = ReplicaStatus(self.me.id, self.sm, self.raft, lambda: self.executor.actual_use(),
                                     self.loop_lag, self.raft.tick_lag)
+        self.status.incarnation = self.incarnation
         self.lease = Lease(cfg.lease)
         self.reporter = Reporter(self.me.id, self.peers)
         self.executor = Executor(
@@ -115,7 +120,12 @@ class NodeRuntime:
                                        self.executor.scratch, cfg.isolation.pids_limit)
         self.leader = Leader(cfg, self.sm, self.raft, self.proposer, self.peers, self.spawn)
         self.heartbeater = Heartbeater(self.me, cfg.heartbeat_interval, self.incarnation,
-                                       self.peers, self.executor, self.lease)
+                                       self._leader_control, node_client_tls(cfg, node_id),
+                                       self.executor, self.lease, self.loop, cfg.critical_nice)
+        self.heartbeat_desk = HeartbeatDesk(cfg, self.me.id, self.raft, self.leader)
+        self.control = ControlServer(cfg, self.me.id, self.me.control, self.heartbeat_desk.answer,
+                                     lambda: priority.favour_me(cfg.critical_nice, "control"))
+        priority.favour(self.raft.tick_thread_id(), cfg.critical_nice, "raft tick")
         self.metrics = None
         if cfg.metrics_enabled and self.me.metrics:
             from raftsched.node.metrics import NodeMetrics, Sources
@@ -123,17 +133,25 @@ class NodeRuntime:
             self.metrics = NodeMetrics(Sources(
                 self.me.id, cfg.heartbeat_interval, self.sm, self.raft, self.leader,
                 self.proposer.stats, self.executor, self.watch, lambda: self.leader_changes,
-                self.loop_lag, self.raft.tick_lag,
+                self.loop_lag, self.raft.tick_lag, self.lease, self.heartbeat_desk.refusals,
             ))
             self.watch.listeners.append(self.metrics.jobs.observe)
         self.server: grpc.aio.Server | None = None
         self.started_at = time.time()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` on the event loop; callable from any thread (the control port's
+        heartbeat handler proposes NodeUp through here)."""
+        if threading.get_ident() != self._loop_thread:
+            self.loop.call_soon_threadsafe(self.spawn, coro)
+            return
         t = self.loop.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
-        return t
+
+    def _leader_control(self) -> str | None:
+        lc = self.raft.leader_config()
+        return lc.control if lc is not None else None
 
     def _servicers(self) -> list[tuple[Callable[[Any, grpc.aio.Server], None], Any]]:
         cfg, me, sm = self.cfg, self.me.id, self.sm
@@ -211,7 +229,9 @@ class NodeRuntime:
         self.proposer.start()
         assert self.executor.pytasks is not None
         self.executor.pytasks.start()
-        for coro in (self.leader.run(), self.reporter.run(), self.heartbeater.run(),
+        self.control.start()
+        self.heartbeater.start()
+        for coro in (self.leader.run(), self.reporter.run(),
                      monitor_loop(self.loop_lag), self.status.refresh_forever()):
             self.spawn(coro)
         token = acl_bootstrap.bootstrap_file(self.cfg)
@@ -221,7 +241,8 @@ class NodeRuntime:
         if self.metrics is not None:
             self.metrics.serve(self.me.metrics)
             log.info("metrics served", address=f"http://{self.me.metrics}/metrics")
-        log.info("node started", grpc=self.me.grpc, raft=self.me.raft, incarnation=self.incarnation,
+        log.info("node started", grpc=self.me.grpc, raft=self.me.raft, control=self.me.control,
+                 incarnation=self.incarnation,
                  data_dir=str(self.data_dir))
 
     def _caught_up(self) -> bool:
@@ -243,6 +264,8 @@ class NodeRuntime:
             self.metrics.stop()
         if self.server is not None:
             await self.server.stop(0.5)
+        self.heartbeater.stop()
+        self.control.stop()
         for t in list(self._tasks):
             t.cancel()
         await self.proposer.stop()
@@ -271,7 +294,7 @@ def prepare(cfg: ClusterConfig, node_id: str) -> None:
 
 async def serve(cfg: ClusterConfig, node_id: str, join: str = "") -> None:
     if load_persisted(cfg, node_id):
-        log.info("member list from the data dir", members=sorted(cfg.node_ids()))
+        log.info("member list from the data dir", members=sorted(n.id for n in cfg.nodes))
     elif join:
         if has_raft_data(cfg, node_id):
             raise ConfigError(f"--join needs an empty data dir; {cfg.node_data_dir(node_id)} "

@@ -1,9 +1,8 @@
-"""The worker side of a node: reports to the leader and heartbeats.
+"""The worker side of a node: reports to the leader (heartbeats: node/heartbeat.py).
 
 Reports (attempt started / finished) are queued and sent in batches, one RPC
 in flight; a failed send is retried against whoever is leader then, until the
-leader has committed them. Heartbeats carry the attempts this node runs; the
-answer lists attempts the node no longer owns, which are killed.
+leader has committed them.
 """
 
 from __future__ import annotations
@@ -11,16 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import time
 
 import grpc
 import structlog
 
-from raftsched.config import NodeConfig
-from raftsched.node.lease import Lease
 from raftsched.node.reports import Report, ReportKind
-from raftsched.ports import Peers, Runner
-from raftsched.rpc import convert
+from raftsched.ports import Peers
 from raftsched.v1 import node_pb2
 
 log = structlog.get_logger("raftsched.node.worker")
@@ -109,58 +104,3 @@ class Reporter:
             self.queue[i] = dataclasses.replace(
                 r, exit_code=None, error=f"{REFUSED}{details}"[:ERROR_CHARS], stdout_tail="",
                 stderr_tail="", isolation="", result="", timed_out=False)
-
-
-class Heartbeater:
-    def __init__(self, me: NodeConfig, interval: float, incarnation: str, peers: Peers,
-                 runner: Runner, lease: Lease) -> None:
-        self.me = me
-        self.interval = interval
-        self.incarnation = incarnation
-        self.peers = peers
-        self.runner = runner
-        self.lease = lease
-        self.failures = 0
-        self._lapsed = False
-
-    async def run(self) -> None:
-        me = self.me
-        interval = self.interval
-        while True:
-            stub = self.peers.leader_agent_stub()
-            if stub is not None:
-                running = self.runner.running_attempts()
-                in_use = self.runner.in_use()
-                req = node_pb2.HeartbeatRequest(
-                    node_id=me.id,
-                    incarnation=self.incarnation,
-                    running_jobs=len(running),
-                    cpu_millis_in_use=in_use.cpu_millis,
-                    memory_mib_in_use=in_use.memory_mib,
-                    grpc_address=me.grpc,
-                    raft_address=me.raft,
-                    capacity=convert.resources_to_pb(me.capacity),
-                    labels=me.labels,
-                    dedicated_pool=me.dedicated,
-                    running=[
-                        node_pb2.RunningAttempt(job_id=j, attempt=a, fencing_token=t)
-                        for j, a, t in running
-                    ],
-                )
-                sent = time.monotonic()
-                try:
-                    resp = await stub.Heartbeat(req, timeout=max(interval * 2, 0.5))
-                    self.failures = 0
-                    self.lease.renew(sent, resp.lease_seconds, resp.generation)
-                    for r in resp.revoke:
-                        if self.runner.kill(r.job_id, r.attempt, "revoked by leader"):
-                            log.warning("attempt revoked", job=r.job_id, attempt=r.attempt)
-                except grpc.aio.AioRpcError as e:
-                    self.failures += 1
-                    log.debug("heartbeat failed", code=str(e.code()), details=e.details())
-            lapsed = not self.lease.valid()
-            if lapsed and not self._lapsed and self.runner.running:
-                log.warning("lease lapsed; the watchdog kills this node's jobs",
-                            running=len(self.runner.running), failures=self.failures)
-            self._lapsed = lapsed
-            await asyncio.sleep(interval)

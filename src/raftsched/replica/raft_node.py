@@ -154,6 +154,11 @@ class RaftNode:
         self.tick_lag = LagStats()  # how far each Raft tick overran its period
         self.syncobj._rs_tick_observer = self.tick_lag.observe
 
+    def tick_thread_id(self) -> int | None:
+        """The Linux thread id of pysyncobj's tick thread (node/priority.py)."""
+        t = getattr(self.syncobj, "_SyncObj__thread", None)
+        return getattr(t, "native_id", None)
+
     def term(self) -> int:
         return int(self.syncobj.raftCurrentTerm)
 

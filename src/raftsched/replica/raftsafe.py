@@ -76,6 +76,7 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
+from raftsched.replica import applyslice
 from raftsched.replica.checkquorum import SENT_KEY, CheckQuorum
 from raftsched.replica.durable import (
     DurableSerializer,
@@ -100,7 +101,7 @@ _PYSYNCOBJ_SERIALIZER = _syncobj_module.Serializer
 
 
 
-class SafeSyncObj(SyncObj):
+class SafeSyncObj(applyslice.SlicedApply, SyncObj):
     """SyncObj whose followers never truncate committed/applied log entries."""
 
     #: set to False (class or instance) to get plain pysyncobj behaviour
@@ -197,6 +198,8 @@ class SafeSyncObj(SyncObj):
             # first tick: start the clock, stamp the append_entries this node sends
             checkquorum = self._rs_checkquorum = CheckQuorum.install(self, self._rs_want_checkquorum)
         checkquorum.before_tick()
+        if self._rs_apply_slices and applyslice.backlog(self):
+            timeToWait = 0.0  # committed entries wait: apply the next slice without waiting
         started = time.monotonic()
         super()._onTick(timeToWait)
         observer = self._rs_tick_observer

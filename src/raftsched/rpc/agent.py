@@ -14,11 +14,11 @@ from raftsched.config import ClusterConfig
 from raftsched.core import reconcile
 from raftsched.core.commands import FinishedItem, JobsFinished, JobsStarted, StartedItem
 from raftsched.core.members import Member, members_of
-from raftsched.core.model import Node, Resources
 from raftsched.node.lease import Lease
 from raftsched.ports import LeaderDuties, Propose, RaftStatus, ReplicaView, Runner
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 from raftsched.rpc import bounds, convert
+from raftsched.rpc.control import HeartbeatDesk, Refused
 from raftsched.rpc.convert_members import member_to_pb
 from raftsched.rpc.freshness import CONSISTENT_DEADLINE, Freshness, Unavailable
 from raftsched.rpc.identity import NodeIdentity
@@ -46,7 +46,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                  members: Callable[[], tuple[list[Member], bool]] | None = None) -> None:
         self.cfg = cfg
         self.members = members
-        self.identity = NodeIdentity(cfg.tls, cfg.node_ids)
+        self.identity = NodeIdentity.of(cfg)
         self.replica = replica
         self.me_id = me_id
         self.incarnation = incarnation
@@ -58,6 +58,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         self.status = status
         self.refused_reports = 0
         self.freshness = freshness
+        self.heartbeats = HeartbeatDesk(cfg, me_id, raft, leader)
 
     async def StartJobs(self, request, context):
         await self.identity.require(context, request.leader_id)
@@ -164,39 +165,13 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         return node_pb2.ReportJobsResponse(accepted=len(request.reports))
 
     async def Heartbeat(self, request, context):
+        """The same answer as the control port's (rpc/control.py), for nodes that send
+        their heartbeats here (older versions)."""
         await self.identity.require(context, request.node_id)
-        await _bounded(context, request)
-        known = {n.id: n for n in self.cfg.nodes}.get(request.node_id)
-        if known is None or (known.raft, known.grpc) != (request.raft_address, request.grpc_address):
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"node {request.node_id!r} at {request.raft_address}/{request.grpc_address} "
-                "is not a member of the cluster (see `raftsched operator members`)",
-            )
-        if not self.raft.is_leader():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
-        node = Node(
-            id=request.node_id,
-            grpc_address=request.grpc_address,
-            raft_address=request.raft_address,
-            capacity=Resources(request.capacity.cpu_millis, request.capacity.memory_mib),
-            labels=tuple(sorted(request.labels.items())),
-            incarnation=request.incarnation,
-            dedicated=request.dedicated_pool,
-        )
-        running = [(r.job_id, r.attempt, r.fencing_token) for r in request.running]
-        revoke = self.leader.heartbeat(node, running)
-        lease, generation = self.leader.lease_for(node.id)
-        return node_pb2.HeartbeatResponse(
-            leader_id=self.me_id,
-            term=self.raft.term(),
-            lease_seconds=lease,
-            generation=generation,
-            revoke=[
-                node_pb2.RunningAttempt(job_id=j, attempt=a, fencing_token=t)
-                for j, a, t in revoke
-            ],
-        )
+        try:
+            return self.heartbeats.answer(request)
+        except Refused as e:
+            await context.abort(e.code, e.details)
 
     async def GetReplicaStatus(self, request, context):
         await self.identity.require(context)

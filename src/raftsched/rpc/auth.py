@@ -43,6 +43,9 @@ METHODS: dict[str, Perm | None] = {
     "/raftsched.v1.Cluster/RemoveMember": Perm.ADMIN,
     # node operations: operator, and the servicer asks for a token of every namespace ('*')
     "/raftsched.v1.Cluster/DrainNode": Perm.OPERATE, "/raftsched.v1.Cluster/SetNodeEligibility": Perm.OPERATE,
+    # runtime changes (issue 15): admin
+    "/raftsched.v1.Cluster/UpdateNode": Perm.ADMIN, "/raftsched.v1.Cluster/SetClusterConfig": Perm.ADMIN,
+    "/raftsched.v1.Cluster/GetClusterConfig": Perm.READ,
     _E + "WatchJobs": Perm.READ, _E + "WatchCluster": Perm.READ, _E + "GetJobOutput": Perm.READ,
     _E + "FollowJobOutput": Perm.READ,
     _W + "CreateTemplate": Perm.SUBMIT, _W + "UpdateTemplate": Perm.SUBMIT,

@@ -1,6 +1,7 @@
 """Public gRPC service Cluster: nodes (with the leader's view of heartbeats) and the
 cluster's status (Raft position, job counts, optionally every replica's digest); node
-drain and eligibility (rpc/nodeops.py); membership (rpc/members.py)."""
+drain and eligibility (rpc/nodeops.py); runtime changes (rpc/runtimecfg.py);
+membership (rpc/members.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from raftsched.rpc.freshness import Freshness
 from raftsched.rpc.limits import ReadLimiter
 from raftsched.rpc.members import MembersOps
 from raftsched.rpc.nodeops import NodeOps
+from raftsched.rpc.runtimecfg import RuntimeOps
 from raftsched.rpc.snapshot import SnapshotSaver
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.rpc.writes import Writes
@@ -38,6 +40,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         self.snapshots = SnapshotSaver(cfg, me_id, replica, raft, reads or ReadLimiter(), freshness)
         self.ops = NodeOps(replica, writes, self._info)
         self.members = members
+        self.runtime = RuntimeOps(cfg, replica, writes, self._info)
 
     def _info(self, n: Node) -> cluster_pb2.NodeInfo:
         """One registered node as ListNodes shows it."""
@@ -50,6 +53,15 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
 
     async def DrainNode(self, request, context):
         return await self.ops.drain(request, context)
+
+    async def UpdateNode(self, request, context):
+        return await self.runtime.update_node(request, context)
+
+    async def GetClusterConfig(self, request, context):
+        return await self.runtime.get_config(request, context)
+
+    async def SetClusterConfig(self, request, context):
+        return await self.runtime.set_config(request, context)
 
     async def SetNodeEligibility(self, request, context):
         return await self.ops.eligibility(request, context)

@@ -202,4 +202,6 @@ def node_to_pb(n: Node, allocated: Resources, running: int, hb_age: float) -> cl
         draining=bool(n.drain_deadline),
         drain_deadline=n.drain_deadline,
         scheduling=nodes.scheduling(n, running),
+        label_overrides=dict(n.label_overrides), labels_removed=list(n.labels_removed),
+        cpu_override=n.cpu_override, memory_override=n.memory_override, incarnation=n.incarnation,
     )

@@ -30,7 +30,8 @@ log = structlog.get_logger("raftsched.events")
 
 BATCH = 500
 DIRECT_IDS = 1000  # an initial send for at most this many named jobs is looked up, not scanned
-PROGRESS_EVERY = 1.0  # seconds between position-only messages while idle
+PROGRESS_EVERY = 1.0  # seconds between position-only messages while idle (few streams)
+PROGRESS_RATE = 200.0  # position-only messages per second a node sends at most, all streams
 MAX_CHUNK = 1 << 20
 GET_LIMIT = 16 << 20  # GetJobOutput returns at most this much of each stream (the end)
 FOLLOW_POLL = 0.1
@@ -48,6 +49,8 @@ KIND = {
     "NODE_DOWN": events_pb2.NODE_DOWN,
     "NODE_UP": events_pb2.NODE_UP,
     "NODE_SCHEDULING": events_pb2.NODE_SCHEDULING,
+    "NODE_UPDATED": events_pb2.NODE_UPDATED,
+    "CLUSTER_CONFIG": events_pb2.CLUSTER_CONFIG,
 }
 
 
@@ -187,6 +190,10 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         sent = after
         last_msg = time.monotonic()
         while True:
+            # progress messages of all streams together stay under PROGRESS_RATE per second
+            # (etcd sends them every 10 minutes by default; a client learns the position
+            # from every event anyway)
+            progress_every = max(PROGRESS_EVERY, len(self.streams) / PROGRESS_RATE)
             try:
                 changes = hub.read(cursor, BATCH, gen)
             except TooOld as e:
@@ -201,7 +208,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                     matched = [c for c in changes if c.pos > after and filt(c.job)]
                 cursor += len(changes)
                 newest = changes[-1].pos
-                if newest > sent and (matched or time.monotonic() - last_msg >= PROGRESS_EVERY):
+                if newest > sent and (matched or time.monotonic() - last_msg >= progress_every):
                     sent = newest
                     last_msg = time.monotonic()
                     misses = [ch for ch in matched if ch.pos not in _encoded]
@@ -215,11 +222,12 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                     yield b"".join(parts) + events_pb2.WatchJobsResponse(
                         position=pos_pb(newest)).SerializeToString()
                 continue
-            if hub.last_pos > sent and time.monotonic() - last_msg >= PROGRESS_EVERY:
+            if hub.last_pos > sent and time.monotonic() - last_msg >= progress_every:
                 sent = hub.last_pos
                 last_msg = time.monotonic()
                 yield events_pb2.WatchJobsResponse(position=pos_pb(sent))
-            await hub.wait(cursor, PROGRESS_EVERY)
+            if await hub.wait(cursor, progress_every, filt.job_ids):
+                cursor = hub.end  # woken by the pulse alone: nothing since concerns this stream
             if len(self.streams) >= COALESCE_FROM:
                 await asyncio.sleep(COALESCE)
 

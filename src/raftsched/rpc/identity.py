@@ -72,20 +72,31 @@ class NodeIdentity:
         self.tls = tls
         self.members = members  # ids of the current members (the replicated list)
 
-    async def require(self, context: grpc.aio.ServicerContext, claimed: str | None = None) -> str | None:
-        """Abort unless the caller holds a node certificate (naming `claimed` if given).
+    def problem(self, context: grpc.ServicerContext | grpc.aio.ServicerContext,
+                claimed: str | None = None) -> str | None:
+        """Why the caller may not make this node-to-node call (None: it may).
         The message names no internal counter: the caller is not trusted yet."""
         if not self.tls:
-            return claimed
+            return None
         who = peer_node_id(context)
         if who is None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "node-to-node calls need a node certificate of this cluster")
+            return "node-to-node calls need a node certificate of this cluster"
         if claimed is not None and who != claimed:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"the caller's certificate is node {who}, not {claimed!r}")
+            return f"the caller's certificate is node {who}, not {claimed!r}"
         if self.members is not None and who not in self.members():
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"node {who} {NOT_MEMBER} (as this node's "
-                                "replica has it): add it with `raftsched operator members add`")
-        return who
+            return (f"node {who} {NOT_MEMBER} (as this node's replica has it): add it with "
+                    "`raftsched operator members add`")
+        return None
+
+    @classmethod
+    def of(cls, cfg: ClusterConfig) -> NodeIdentity:
+        """Certificates of the members in `cfg.nodes` (the replicated list, node/members.py)."""
+        return cls(cfg.tls, lambda: {n.id for n in cfg.nodes})
+
+    async def require(self, context: grpc.aio.ServicerContext, claimed: str | None = None) -> str | None:
+        """Abort unless the caller holds a node certificate (naming `claimed` if given) of a
+        current member."""
+        why = self.problem(context, claimed)
+        if why:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+        return peer_node_id(context) if self.tls else claimed

@@ -32,6 +32,7 @@ from raftsched.core.model import TERMINAL_STATES, Job, JobSpec, JobState
 from raftsched.ports import ReplicaView
 from raftsched.rpc import admission, auth, convert, explain
 from raftsched.rpc.limits import ReadLimiter
+from raftsched.rpc.runtimecfg import cluster_nodes, largest, settings_now
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
     jobs_pb2,
@@ -90,11 +91,11 @@ def list_page(jobs: list[Job], states: set[JobState], node: str, after: int, siz
     )
 
 
-def _convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, batch: bool,
+def _convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, replica: ReplicaView, batch: bool,
                    default_ns: str) -> list[JobSpec] | str:
     """The specs of a submission, or why one is refused (naming its position)."""
-    cap = cfg.max_capacity()
-    nodes = cfg.static_nodes()
+    nodes = cluster_nodes(cfg, replica)
+    cap = largest(nodes)
     specs = []
     seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
     for i, pb in enumerate(pbs):
@@ -157,8 +158,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             )
         # O(batch): converted and validated in a worker thread, off the event loop
         default_ns = auth.principal().default_namespace
-        specs = await asyncio.to_thread(_convert_specs, pbs, self.cfg, batch, default_ns) \
-            if len(pbs) > 16 else _convert_specs(pbs, self.cfg, batch, default_ns)
+        specs = await asyncio.to_thread(_convert_specs, pbs, self.cfg, self.replica, batch, default_ns) \
+            if len(pbs) > 16 else _convert_specs(pbs, self.cfg, self.replica, batch, default_ns)
         if isinstance(specs, str):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, specs)
         first: dict[str, int] = {}
@@ -217,7 +218,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         await self._refuse_early(context, rid, specs, keys)
         jobs = tuple(zip(new_ids, specs, strict=True))
         keys = keys if any(keys) else ()
-        retention = self.cfg.idempotency_retention
+        retention = settings_now(self.cfg, self.replica).idempotency_retention
         by = auth.principal().name
         if len(jobs) <= batches.PART:
             res = await self.writes.propose(context, SubmitJobs(rid, time.time(), jobs, keys=keys,

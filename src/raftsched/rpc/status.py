@@ -33,6 +33,7 @@ class ReplicaStatus:
         self.job_usage = job_usage or (lambda: (-1, -1, ""))
         self._digest: tuple[object, int, str] | None = None  # (state, applied index, digest)
         self._computing = asyncio.Lock()
+        self.incarnation = ""  # id of this node process (node/runtime.py sets it)
 
     async def digest(self) -> tuple[int, str]:
         """(applied index, digest at that index); hashing runs off the event loop. While a
@@ -86,4 +87,5 @@ class ReplicaStatus:
             cpu_millis_used=cpu_used,
             memory_mib_used=mem_used,
             isolation=isolation,
+            incarnation=self.incarnation,
         )

@@ -38,6 +38,7 @@ from raftsched.core.workflows import schedules, templates, workflows
 from raftsched.ports import ReplicaView
 from raftsched.rpc import admission, auth, convert
 from raftsched.rpc.limits import ReadLimiter
+from raftsched.rpc.runtimecfg import cluster_nodes
 from raftsched.rpc.workflows_convert import (
     CONCURRENCY,
     MISFIRE,
@@ -78,7 +79,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
 
     async def _spec(self, pb: jobs_pb2.JobSpec, context: Ctx, where: str) -> JobSpec:
         spec = convert.spec_from_pb(pb, auth.principal().default_namespace)
-        err = validate.check_job(spec, self.cfg.static_nodes())
+        err = validate.check_job(spec, cluster_nodes(self.cfg, self.replica))
         if err:
             await context.abort(INVALID, f"{where}: {err}")
         await auth.require_ns(context, spec.namespace, where)
@@ -170,7 +171,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         if t is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"template {request.template!r} not found")
         spec = apply_overrides(t.spec, request.overrides)
-        err = validate.check_job(spec, self.cfg.static_nodes())
+        err = validate.check_job(spec, cluster_nodes(self.cfg, self.replica))
         if err:
             await context.abort(INVALID, f"template {t.name} with overrides: {err}")
         await auth.require_ns(context, spec.namespace, f"template {t.name!r}")

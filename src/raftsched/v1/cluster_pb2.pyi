@@ -8,8 +8,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeInfo(_message.Message):
-    __slots__ = ("id", "grpc_address", "raft_address", "capacity", "allocated", "alive", "running_jobs", "labels", "last_heartbeat_age", "dedicated_pool", "eligible", "draining", "drain_deadline", "scheduling")
+    __slots__ = ("id", "grpc_address", "raft_address", "capacity", "allocated", "alive", "running_jobs", "labels", "last_heartbeat_age", "dedicated_pool", "eligible", "draining", "drain_deadline", "scheduling", "label_overrides", "labels_removed", "cpu_override", "memory_override", "incarnation")
     class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelOverridesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +37,11 @@ class NodeInfo(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     DRAIN_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULING_FIELD_NUMBER: _ClassVar[int]
+    LABEL_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CPU_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     grpc_address: str
     raft_address: str
@@ -44,7 +56,83 @@ class NodeInfo(_message.Message):
     draining: bool
     drain_deadline: float
     scheduling: str
-    def __init__(self, id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., alive: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat_age: _Optional[float] = ..., dedicated_pool: _Optional[str] = ..., eligible: _Optional[bool] = ..., draining: _Optional[bool] = ..., drain_deadline: _Optional[float] = ..., scheduling: _Optional[str] = ...) -> None: ...
+    label_overrides: _containers.ScalarMap[str, str]
+    labels_removed: _containers.RepeatedScalarFieldContainer[str]
+    cpu_override: int
+    memory_override: int
+    incarnation: str
+    def __init__(self, id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., raft_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., alive: _Optional[bool] = ..., running_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat_age: _Optional[float] = ..., dedicated_pool: _Optional[str] = ..., eligible: _Optional[bool] = ..., draining: _Optional[bool] = ..., drain_deadline: _Optional[float] = ..., scheduling: _Optional[str] = ..., label_overrides: _Optional[_Mapping[str, str]] = ..., labels_removed: _Optional[_Iterable[str]] = ..., cpu_override: _Optional[int] = ..., memory_override: _Optional[int] = ..., incarnation: _Optional[str] = ...) -> None: ...
+
+class UpdateNodeRequest(_message.Message):
+    __slots__ = ("node_id", "set_labels", "remove_labels", "cpu_millis", "memory_mib", "request_id")
+    class SetLabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SET_LABELS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    set_labels: _containers.ScalarMap[str, str]
+    remove_labels: _containers.RepeatedScalarFieldContainer[str]
+    cpu_millis: int
+    memory_mib: int
+    request_id: str
+    def __init__(self, node_id: _Optional[str] = ..., set_labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ..., cpu_millis: _Optional[int] = ..., memory_mib: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpdateNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
+
+class ClusterSetting(_message.Message):
+    __slots__ = ("key", "value", "source", "file_value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FILE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    source: str
+    file_value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ..., source: _Optional[str] = ..., file_value: _Optional[str] = ...) -> None: ...
+
+class GetClusterConfigRequest(_message.Message):
+    __slots__ = ("consistent",)
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    consistent: bool
+    def __init__(self, consistent: _Optional[bool] = ...) -> None: ...
+
+class GetClusterConfigResponse(_message.Message):
+    __slots__ = ("settings",)
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: _containers.RepeatedCompositeFieldContainer[ClusterSetting]
+    def __init__(self, settings: _Optional[_Iterable[_Union[ClusterSetting, _Mapping]]] = ...) -> None: ...
+
+class SetClusterConfigRequest(_message.Message):
+    __slots__ = ("key", "value", "reset", "request_id")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    reset: bool
+    request_id: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ..., reset: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SetClusterConfigResponse(_message.Message):
+    __slots__ = ("setting",)
+    SETTING_FIELD_NUMBER: _ClassVar[int]
+    setting: ClusterSetting
+    def __init__(self, setting: _Optional[_Union[ClusterSetting, _Mapping]] = ...) -> None: ...
 
 class DrainNodeRequest(_message.Message):
     __slots__ = ("node_id", "deadline_seconds", "force", "request_id")
@@ -101,7 +189,7 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self, include_replicas: _Optional[bool] = ..., consistent: _Optional[bool] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("node_id", "reachable", "raft_state", "term", "commit_index", "applied_index", "state_digest", "error", "cpu_millis_used", "memory_mib_used", "isolation", "loop_lag_p99", "loop_lag_max", "tick_lag_p99", "tick_lag_max")
+    __slots__ = ("node_id", "reachable", "raft_state", "term", "commit_index", "applied_index", "state_digest", "error", "cpu_millis_used", "memory_mib_used", "isolation", "loop_lag_p99", "loop_lag_max", "tick_lag_p99", "tick_lag_max", "incarnation")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     RAFT_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +205,7 @@ class ReplicaStatus(_message.Message):
     LOOP_LAG_MAX_FIELD_NUMBER: _ClassVar[int]
     TICK_LAG_P99_FIELD_NUMBER: _ClassVar[int]
     TICK_LAG_MAX_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     reachable: bool
     raft_state: str
@@ -132,7 +221,8 @@ class ReplicaStatus(_message.Message):
     loop_lag_max: float
     tick_lag_p99: float
     tick_lag_max: float
-    def __init__(self, node_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., raft_state: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., state_digest: _Optional[str] = ..., error: _Optional[str] = ..., cpu_millis_used: _Optional[int] = ..., memory_mib_used: _Optional[int] = ..., isolation: _Optional[str] = ..., loop_lag_p99: _Optional[float] = ..., loop_lag_max: _Optional[float] = ..., tick_lag_p99: _Optional[float] = ..., tick_lag_max: _Optional[float] = ...) -> None: ...
+    incarnation: str
+    def __init__(self, node_id: _Optional[str] = ..., reachable: _Optional[bool] = ..., raft_state: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., state_digest: _Optional[str] = ..., error: _Optional[str] = ..., cpu_millis_used: _Optional[int] = ..., memory_mib_used: _Optional[int] = ..., isolation: _Optional[str] = ..., loop_lag_p99: _Optional[float] = ..., loop_lag_max: _Optional[float] = ..., tick_lag_p99: _Optional[float] = ..., tick_lag_max: _Optional[float] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
     __slots__ = ("node_id", "leader_id", "leader_address", "term", "commit_index", "applied_index", "state_digest", "jobs_by_state", "replicas")
@@ -206,7 +296,7 @@ class SnapshotChunk(_message.Message):
     def __init__(self, info: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., payload_sha256: _Optional[str] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "raft_address", "grpc_address", "metrics_address", "capacity", "labels", "role", "match_index", "lag", "connected")
+    __slots__ = ("id", "raft_address", "grpc_address", "metrics_address", "capacity", "labels", "role", "match_index", "lag", "connected", "control_address")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +314,7 @@ class Member(_message.Message):
     MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     raft_address: str
     grpc_address: str
@@ -234,7 +325,8 @@ class Member(_message.Message):
     match_index: int
     lag: int
     connected: bool
-    def __init__(self, id: _Optional[str] = ..., raft_address: _Optional[str] = ..., grpc_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., role: _Optional[str] = ..., match_index: _Optional[int] = ..., lag: _Optional[int] = ..., connected: _Optional[bool] = ...) -> None: ...
+    control_address: str
+    def __init__(self, id: _Optional[str] = ..., raft_address: _Optional[str] = ..., grpc_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., capacity: _Optional[_Union[_jobs_pb2.Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., role: _Optional[str] = ..., match_index: _Optional[int] = ..., lag: _Optional[int] = ..., connected: _Optional[bool] = ..., control_address: _Optional[str] = ...) -> None: ...
 
 class ListMembersRequest(_message.Message):
     __slots__ = ("request_id",)

@@ -61,6 +61,21 @@ class ClusterStub:
                 request_serializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.FromString,
                 _registered_method=True)
+        self.UpdateNode = channel.unary_unary(
+                '/raftsched.v1.Cluster/UpdateNode',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.UpdateNodeRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.UpdateNodeResponse.FromString,
+                _registered_method=True)
+        self.GetClusterConfig = channel.unary_unary(
+                '/raftsched.v1.Cluster/GetClusterConfig',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.GetClusterConfigRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.GetClusterConfigResponse.FromString,
+                _registered_method=True)
+        self.SetClusterConfig = channel.unary_unary(
+                '/raftsched.v1.Cluster/SetClusterConfig',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigResponse.FromString,
+                _registered_method=True)
         self.ListMembers = channel.unary_unary(
                 '/raftsched.v1.Cluster/ListMembers',
                 request_serializer=raftsched_dot_v1_dot_cluster__pb2.ListMembersRequest.SerializeToString,
@@ -118,6 +133,26 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNode(self, request, context):
+        """Runtime changes (issue 15, admin): a node's labels and capacity, and the cluster-wide
+        scheduling settings; replicated, used from the next placement decision on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetClusterConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListMembers(self, request, context):
         """Membership (issue 15; admin). The member list as the leader has it, with its Raft
         view of each member (role, match index, lag); forwarded to the leader.
@@ -169,6 +204,21 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.SetNodeEligibility,
                     request_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.SerializeToString,
+            ),
+            'UpdateNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNode,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.UpdateNodeRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.UpdateNodeResponse.SerializeToString,
+            ),
+            'GetClusterConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterConfig,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.GetClusterConfigRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.GetClusterConfigResponse.SerializeToString,
+            ),
+            'SetClusterConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetClusterConfig,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigResponse.SerializeToString,
             ),
             'ListMembers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMembers,
@@ -323,6 +373,87 @@ class Cluster:
             '/raftsched.v1.Cluster/SetNodeEligibility',
             raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityRequest.SerializeToString,
             raftsched_dot_v1_dot_cluster__pb2.SetNodeEligibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/UpdateNode',
+            raftsched_dot_v1_dot_cluster__pb2.UpdateNodeRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.UpdateNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/GetClusterConfig',
+            raftsched_dot_v1_dot_cluster__pb2.GetClusterConfigRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.GetClusterConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetClusterConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/SetClusterConfig',
+            raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

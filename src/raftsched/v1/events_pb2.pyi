@@ -15,6 +15,8 @@ class ClusterEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_DOWN: _ClassVar[ClusterEventKind]
     NODE_UP: _ClassVar[ClusterEventKind]
     NODE_SCHEDULING: _ClassVar[ClusterEventKind]
+    NODE_UPDATED: _ClassVar[ClusterEventKind]
+    CLUSTER_CONFIG: _ClassVar[ClusterEventKind]
 
 class OutputSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +28,8 @@ LEADER_CHANGED: ClusterEventKind
 NODE_DOWN: ClusterEventKind
 NODE_UP: ClusterEventKind
 NODE_SCHEDULING: ClusterEventKind
+NODE_UPDATED: ClusterEventKind
+CLUSTER_CONFIG: ClusterEventKind
 OUTPUT_SOURCE_UNSPECIFIED: OutputSource
 NODE_FILE: OutputSource
 REPLICATED_TAIL: OutputSource

@@ -174,11 +174,12 @@ class PyPool:
         return True
 
     def running_attempts(self) -> list[tuple[str, int, int]]:
-        return [(t.job_id, t.attempt, t.token) for t in self.tasks.values()]
+        return [(t.job_id, t.attempt, t.token) for t in list(self.tasks.values())]
 
     def in_use(self) -> Resources:
-        cpu = sum(t.spec.resources.cpu_millis for t in self.tasks.values())
-        mem = sum(t.spec.resources.memory_mib for t in self.tasks.values())
+        tasks = list(self.tasks.values())  # one C call: safe from the heartbeat thread
+        cpu = sum(t.spec.resources.cpu_millis for t in tasks)
+        mem = sum(t.spec.resources.memory_mib for t in tasks)
         return Resources(cpu, mem)
 
     # ---- internals ----------------------------------------------------------------
