@@ -2,7 +2,7 @@
 
     raftsched operator members                       # id, addresses, Raft role, match index, lag
     raftsched operator members add n4 --raft 10.0.0.4:7004 --grpc 10.0.0.4:8004 \\
-        [--metrics 10.0.0.4:9004] [--cpu-millis 4000 --memory-mib 8192 --label zone=b]
+        [--metrics 10.0.0.4:9004 --control 10.0.0.4:8104 --cpu-millis 4000 --label zone=b]
     raftsched operator members remove n4            # the leader hands over first if it is n4
 """
 
