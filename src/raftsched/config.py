@@ -104,6 +104,7 @@ class ClusterConfig:
     check_quorum: bool = True  # a leader without a majority for a timeout steps down (replica/checkquorum.py)
     # nice value of the Raft tick, heartbeat and control-port threads (node/priority.py)
     critical_nice: int = -5
+    seed_nodes: tuple[NodeConfig, ...] = ()  # the file's [[nodes]] once node/members.py replaced them
 
     def is_local(self) -> bool:
         """Every node listens on loopback: a cluster on this machine only."""

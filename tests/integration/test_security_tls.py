@@ -164,7 +164,7 @@ def test_control_port_takes_only_a_nodes_own_heartbeat(sec: TestCluster) -> None
         # as itself, but claiming another address: refused after the identity check
         moved = heartbeat(sec, f1)
         moved.grpc_address = "127.0.0.1:1"
-        assert "not in the cluster config" in refused(lambda: stub.Heartbeat(moved, timeout=5),
+        assert "is not a member of the cluster" in refused(lambda: stub.Heartbeat(moved, timeout=5),
                                                        grpc.StatusCode.PERMISSION_DENIED)
         # only the heartbeat is served here
         refused(lambda: stub.GetReplicaStatus(node_pb2.ReplicaStatusRequest(), timeout=5),

@@ -53,14 +53,16 @@ class TestCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._clients: list[Client] = []
         self._expect_dead = False
+        self.added: dict[str, str] = {}  # gRPC address of nodes added at run time (not in the file)
 
     # ---- processes ------------------------------------------------------------------
 
-    def start_node(self, node_id: str) -> None:
+    def start_node(self, node_id: str, *extra: str) -> None:
+        """Start node `node_id` (`extra`: more `raftsched node` flags, e.g. --join ADDR)."""
         log = open(self.log_dir / f"{node_id}.log", "ab")  # noqa: SIM115
         self.procs[node_id] = subprocess.Popen(
             [sys.executable, "-m", "raftsched", "--config", str(self.config_path), "node",
-             "--id", node_id],
+             "--id", node_id, *extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -113,7 +115,7 @@ class TestCluster:
     # ---- clients --------------------------------------------------------------------
 
     def addr(self, node_id: str) -> str:
-        return self.cfg.node(node_id).grpc
+        return self.added.get(node_id) or self.cfg.node(node_id).grpc
 
     def client(self, *node_ids: str, token: str | None = "") -> Client:
         """A client of the given nodes (default all) with the management token, or `token`

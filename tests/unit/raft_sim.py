@@ -38,7 +38,10 @@ class FakeClock:
 
 class SimNet:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, n: int = 3, pre_vote: bool = True,
-                 seed: int = 1, check_quorum: bool = True) -> None:
+                 seed: int = 1, check_quorum: bool = True, cls: type[SafeSyncObj] = SafeSyncObj,
+                 dynamic: bool = False, spare: int = 0, **extra: Any) -> None:
+        """`cls` with `extra` keyword arguments, pysyncobj's `dynamic` membership, and `spare`
+        addresses no node listens on (nodes to add: what is sent to them is lost)."""
         self.clock = FakeClock()
         monkeypatch.setattr("pysyncobj.syncobj.monotonicTime", self.clock)
         rng = random.Random(seed)
@@ -46,6 +49,8 @@ class SimNet:
         self.ids = [f"n{i + 1}" for i in range(n)]
         self.addr = {nid: f"127.0.0.1:{i + 1}" for i, nid in enumerate(self.ids)}
         self.by_addr = {a: nid for nid, a in self.addr.items()}
+        self.spares = [f"127.0.0.1:{n + i + 1}" for i in range(spare)]
+        self.by_addr.update({a: f"spare{i + 1}" for i, a in enumerate(self.spares)})
         self.cuts: set[frozenset[str]] = set()
         self.down: set[str] = set()  # stopped: no ticks, nothing in or out
         self.queue: deque[tuple[str, str, bytes]] = deque()
@@ -60,13 +65,13 @@ class SimNet:
         for nid in self.ids:
             conf = SyncObjConf(autoTick=False, raftMinTimeout=MIN_TIMEOUT, raftMaxTimeout=MAX_TIMEOUT,
                                appendEntriesPeriod=0.05, appendEntriesUseBatch=False,
-                               leaderFallbackTimeout=2.4, dynamicMembershipChange=False)
+                               leaderFallbackTimeout=2.4, dynamicMembershipChange=dynamic)
             rec = Recorder()
             others = [a for o, a in self.addr.items() if o != nid]
             self.recs[nid] = rec
-            self.nodes[nid] = SafeSyncObj(self.addr[nid], others, conf, consumers=[rec],
-                                          transportClass=_Transport, pre_vote=pre_vote,
-                                          check_quorum=check_quorum)
+            self.nodes[nid] = cls(self.addr[nid], others, conf, consumers=[rec],
+                                  transportClass=_Transport, pre_vote=pre_vote,
+                                  check_quorum=check_quorum, **extra)
         for t in self.transports.values():
             t.connect_all()
 
@@ -102,7 +107,7 @@ class SimNet:
             if not self.queue:
                 return
             src, dst, blob = self.queue.popleft()
-            if self.linked(src, dst):
+            if self.linked(src, dst) and dst in self.transports:
                 self.transports[dst].receive(src, ps_pickle.loads(blob))
         raise AssertionError("message storm")
 

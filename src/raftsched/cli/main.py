@@ -72,10 +72,12 @@ def cmd_node(args: argparse.Namespace) -> int:
     if not args.id:
         raise UsageError("--id is required to run a node (or: node drain ID, node eligibility ID)")
     cfg = configmod.load(args.config)
-    cfg.node(args.id)  # fail early on an unknown id
+    join = getattr(args, "join", None) or ""
+    if not join and not (cfg.node_data_dir(args.id) / "members.json").exists():
+        cfg.node(args.id)  # fail early on an unknown id (a joined node knows it from its data dir)
     logs.configure(args.log_format or cfg.log_format, args.log_level or cfg.log_level,
                    node=args.id)
-    asyncio.run(serve(cfg, args.id))
+    asyncio.run(serve(cfg, args.id, join))
     return EXIT_OK
 
 

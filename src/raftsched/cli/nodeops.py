@@ -66,11 +66,15 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter], run: Callable[[argpars
                         formatter_class=fmt,
                         description="Run one raftsched node (Raft replica, gRPC API, executor):\n"
                         "  raftsched node --config cluster.toml --id n1\n"
+                        "  raftsched node --config cluster.toml --id n4 --join 10.0.0.1:8001\n"
                         "or change a node of a running cluster (operator token for every namespace):\n"
                         "  raftsched node drain n2 --deadline 10m   # no new jobs; requeue what "
                         "still runs then\n"
                         "  raftsched node eligibility n2 --disable  # no new jobs; running ones stay")
     sp.add_argument("--id", help="node id from the config (to run a node)")
+    sp.add_argument("--join", metavar="HOST:GRPC",
+                    help="start a node added with `operator members add` (empty data dir): learn "
+                    "the member list from this member, catch up by snapshot + log")
     sp.add_argument("--log-format", choices=["console", "json"], help="override config")
     sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     sp.set_defaults(func=run, needs_client=False)

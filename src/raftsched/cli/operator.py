@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from raftsched import config as configmod
+from raftsched.cli import members as members_cli
 from raftsched.cli import runtimecfg
 from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 from raftsched.cli.format import dump_json
@@ -102,7 +103,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser(
-        "operator", help="run a cluster: backup and restore, runtime settings", formatter_class=fmt,
+        "operator", help="run a cluster: members, backup and restore, runtime settings",
+        formatter_class=fmt,
         epilog=EXIT_CODES_HELP,
         description="Operating a cluster (docs/operations.md).")
     osub = p.add_subparsers(dest="operator_command", metavar="ACTION", required=True)
@@ -132,3 +134,4 @@ def register(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
                    help="replace existing Raft journals/snapshots in the data dirs")
     s.set_defaults(func=cmd_restore, needs_client=False)
     runtimecfg.register_operator(osub, fmt)
+    members_cli.register(osub, fmt)

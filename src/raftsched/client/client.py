@@ -258,6 +258,20 @@ class Client(NodesClient):
                                                   request_id=request_id or uuid.uuid4().hex)
         return self._call("cluster", "SetClusterConfig", req).setting
 
+    # membership (admin token)
+    def members(self) -> cluster_pb2.ListMembersResponse:
+        return self._call("cluster", "ListMembers", cluster_pb2.ListMembersRequest())
+
+    def add_member(self, member: cluster_pb2.Member,
+                   request_id: str | None = None) -> cluster_pb2.AddMemberResponse:
+        req = cluster_pb2.AddMemberRequest(member=member, request_id=request_id or uuid.uuid4().hex)
+        return self._call("cluster", "AddMember", req, timeout=max(self.timeout, 30.0))
+
+    def remove_member(self, node_id: str,
+                      request_id: str | None = None) -> cluster_pb2.RemoveMemberResponse:
+        req = cluster_pb2.RemoveMemberRequest(node_id=node_id, request_id=request_id or uuid.uuid4().hex)
+        return self._call("cluster", "RemoveMember", req, timeout=max(self.timeout, 30.0))
+
     def status(self, include_replicas: bool = False,
                consistent: bool = False) -> cluster_pb2.ClusterStatusResponse:
         req = cluster_pb2.ClusterStatusRequest(include_replicas=include_replicas, consistent=consistent)

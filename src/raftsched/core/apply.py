@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from raftsched.core import acl, batches, dlq, jobs, nodes, nodeupdate, runas, settings, workflows
+from raftsched.core import acl, batches, dlq, jobs, members, nodes, nodeupdate, runas, settings, workflows
 from raftsched.core.commands import Command, GcJobs
 from raftsched.core.snapshot import result_to_wire
 from raftsched.core.state import (
@@ -52,7 +52,7 @@ def _merge(*tables: dict[type, Handler]) -> dict[type, Handler]:
 HANDLERS: dict[type, Handler] = _merge({GcJobs: _apply_gc}, jobs.HANDLERS, nodes.HANDLERS,
                                        batches.HANDLERS, dlq.HANDLERS, workflows.HANDLERS,
                                        acl.HANDLERS, runas.HANDLERS, nodeupdate.HANDLERS,
-                                       settings.HANDLERS)
+                                       settings.HANDLERS, members.HANDLERS)
 
 
 def apply(state: ClusterState, cmd: Command) -> Result:

@@ -12,6 +12,7 @@ one. Reserved ranges keep parallel work from colliding:
   1-19 core cluster and failure handling, 20-39 job semantics (retries, DLQ,
   keys), 40-59 templates/schedules/workflows, 60-79 observability,
   80-99 access control, 110-119 node operations (drain, eligibility),
+  120-129 cluster membership (core/members.py: add, remove a member),
   130-139 runtime changes (node update, cluster settings).
 """
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from raftsched.core import codec
 from raftsched.core.codec import command
+from raftsched.core.members import AddMember, RemoveMember
 from raftsched.core.model import JobSpec, Node
 from raftsched.core.nodeops import DrainDeadline, DrainNode, SetEligibility
 from raftsched.core.runas import SetRunAs
@@ -395,4 +396,5 @@ Command = (
     | PutTemplate | DeleteTemplate | AddSchedule | SetSchedulePaused | DeleteSchedule | FireSchedule
     | RunScheduleNow | SubmitWorkflow | CancelWorkflow | AclBootstrap | CreateToken | RevokeToken
     | SetQuota | SetRunAs | DrainNode | SetEligibility | DrainDeadline | SetSetting | UpdateNode
+    | AddMember | RemoveMember
 )

@@ -134,15 +134,8 @@ def init(cfg: ClusterConfig, *, clients: tuple[str, ...] = ("client",), force: b
     d = private_dir(tls_dir(cfg))
     ca_key, ca_name = _load_or_make_ca(d, cfg.name)
     made: list[Path] = []
-    server = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     for n in cfg.nodes:
-        _, cert, key = node_files(cfg, n.id)
-        if force or not (cert.exists() and key.exists()):
-            hosts = [host_of(n.grpc), "127.0.0.1", "localhost"]
-            pem, kpem = _issue(ca_key, ca_name, NODE_PREFIX + n.id, hosts, server)
-            write_private(key, kpem)
-            write_private(cert, pem)
-            made += [cert, key]
+        made += _node_cert(cfg, ca_key, ca_name, n.id, [host_of(n.grpc)], force)
     for name in clients:
         _, cert, key = client_files(cfg, name)
         if force or not (cert.exists() and key.exists()):
@@ -152,6 +145,30 @@ def init(cfg: ClusterConfig, *, clients: tuple[str, ...] = ("client",), force: b
             write_private(cert, pem)
             made += [cert, key]
     return made
+
+
+def _node_cert(cfg: ClusterConfig, ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name,
+               node_id: str, hosts: list[str], force: bool) -> list[Path]:
+    _, cert, key = node_files(cfg, node_id)
+    if not force and cert.exists() and key.exists():
+        return []
+    server = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    pem, kpem = _issue(ca_key, ca_name, NODE_PREFIX + node_id, [*hosts, "127.0.0.1", "localhost"],
+                       server)
+    write_private(key, kpem)
+    write_private(cert, pem)
+    return [cert, key]
+
+
+def issue_node(cfg: ClusterConfig, node_id: str, hosts: list[str], force: bool = False) -> list[Path]:
+    """A certificate for a node that is not in the config (one to add with `raftsched
+    operator members add`), from the cluster's CA (which must exist: `tls init` first)."""
+    d = tls_dir(cfg)
+    if not ((d / "ca.pem").exists() and (d / "ca-key.pem").exists()):
+        raise FileNotFoundError(f"{d}/ca.pem and ca-key.pem: run `raftsched tls init` first (the "
+                                "new node's certificate must come from the cluster's CA)")
+    ca_key, ca_name = _load_or_make_ca(private_dir(d), cfg.name)
+    return _node_cert(cfg, ca_key, ca_name, node_id, hosts, force)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from raftsched.node.jobenv import Scratch
 from raftsched.node.lag import monitor_loop
 from raftsched.node.leader import Leader
 from raftsched.node.lease import Lease
+from raftsched.node.members import LiveMembers, fetch_for_join, has_raft_data, load_persisted
 from raftsched.node.pytasks.pool import PyPool
 from raftsched.node.worker import Reporter
 from raftsched.replica import raft_node
@@ -48,6 +49,7 @@ from raftsched.rpc.events import EventsServicer
 from raftsched.rpc.freshness import Freshness, FreshnessInterceptor
 from raftsched.rpc.identity import NodeIdentity, node_client_tls, server_credentials
 from raftsched.rpc.limits import ReadLimiter, StreamLimiter, helper_processes
+from raftsched.rpc.members import MembersOps
 from raftsched.rpc.peer import GRPC_OPTIONS, SERVER_KEEPALIVE_OPTIONS, PeerChannels
 from raftsched.rpc.public import SchedulerServicer
 from raftsched.rpc.status import ReplicaStatus
@@ -87,13 +89,16 @@ class NodeRuntime:
         self.watch = watchmod.WatchHub()
         self.leader_changes = 0
         self.sm.hooks.append(watchmod.tick_hook(self.watch, self.sm, self.loop))
-        self.raft = raft_node.RaftNode(cfg, self.me, self.sm)
+        self.members = LiveMembers(cfg, self.me.id, self.sm)
+        self.sm.hooks.append(self.members.refresh)
+        self.sm.restore_hooks.append(self.members.refresh)
+        self.raft = raft_node.RaftNode(cfg, self.me, self.sm, self.loop)
         self.watch.floor = self.watch.last_pos = (self.sm.state.applied_index, watchmod.ENTRY_END)
         logs.provide("term", self.raft.term)
         self.proposer = Proposer(self.raft.is_leader, self.sm, self.loop)
         self.peers = PeerChannels(self.me.id, self.sm, self.raft, node_client_tls(cfg, node_id))
         self.writes = Writes(self.me.id, self.sm, self.raft, self.proposer, self.peers,
-                             NodeIdentity(cfg.tls))
+                             NodeIdentity.of(cfg))
         self.freshness = Freshness(cfg, self.me.id, self.sm, self.raft, self.peers)
         self.loop_lag = LagStats()
         self.reads = ReadLimiter()
@@ -155,10 +160,12 @@ class NodeRuntime:
              SchedulerServicer(cfg, sm, self.writes, self.reads)),
             (cluster_pb2_grpc.add_ClusterServicer_to_server,
              ClusterServicer(cfg, me, sm, self.raft, self.peers, self.leader, self.status,
-                             self.writes, self.reads, self.freshness)),
+                             self.writes, self.reads, self.freshness,
+                             MembersOps(me, sm, self.raft, self.writes, self.members.current))),
             (node_pb2_grpc.add_NodeAgentServicer_to_server,
              NodeAgentServicer(cfg, me, self.incarnation, self.raft, self.proposer, self.lease,
-                               self.executor, self.leader, self.status, sm, self.freshness)),
+                               self.executor, self.leader, self.status, sm, self.freshness,
+                               self.members.current)),
             (events_rpc.add_to_server,
              EventsServicer(cfg, me, self.data_dir, sm, self.raft, self.peers, self.watch,
                             self.executor, self.reads, self.streams)),
@@ -285,7 +292,14 @@ def prepare(cfg: ClusterConfig, node_id: str) -> None:
     certs.ensure_local(cfg)
 
 
-async def serve(cfg: ClusterConfig, node_id: str) -> None:
+async def serve(cfg: ClusterConfig, node_id: str, join: str = "") -> None:
+    if load_persisted(cfg, node_id):
+        log.info("member list from the data dir", members=sorted(n.id for n in cfg.nodes))
+    elif join:
+        if has_raft_data(cfg, node_id):
+            raise ConfigError(f"--join needs an empty data dir; {cfg.node_data_dir(node_id)} "
+                              "holds Raft data but no member list")
+        await fetch_for_join(cfg, node_id, join)
     prepare(cfg, node_id)
     rt = NodeRuntime(cfg, node_id)
     stop = asyncio.Event()

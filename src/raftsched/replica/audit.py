@@ -25,6 +25,7 @@ from raftsched.core.apply import apply
 from raftsched.core.invariants import Auditor
 from raftsched.core.state import ClusterState
 from raftsched.replica.durable import read_snapshot
+from raftsched.replica.membership import carried_command
 
 JOURNAL = "raft.journal"
 SNAPSHOT = "raft.snapshot"
@@ -62,7 +63,11 @@ class AuditReport:
 
 
 def _commands(entry_command: bytes) -> list[Any] | None:
-    """The raftsched commands of one journal entry (None for pysyncobj's own entries)."""
+    """The raftsched commands of one journal entry (None for pysyncobj's own entries; a
+    membership entry's carried command, replica/membership.py)."""
+    carried = carried_command(entry_command)
+    if carried is not None:
+        return codec.decode_entry(carried)
     if entry_command[:1] != bytes([_COMMAND_TYPE.REGULAR]):
         return None
     call = _pickle.loads(entry_command[1:])

@@ -106,6 +106,7 @@ class CheckQuorum:
             self.confirmed = dict.fromkeys(others, float("-inf"))
             self.term_led, self.since = term, t
             return
+        self._follow_membership(so._SyncObj__otherNodes)
         stalled = last is not None and t - last > float(so._SyncObj__conf.raftMinTimeout) / 2
         if not self.enabled or stalled:
             return
@@ -119,6 +120,18 @@ class CheckQuorum:
         so._SyncObj__raftLeader = None
         so._SyncObj__onLeaderChanged()
         self.term_led = None
+
+    def _follow_membership(self, others: Any) -> None:
+        """The Raft configuration changed while leading (replica/membership.py): count
+        majorities over the new set. A node just added has not been heard (so the larger
+        majority must answer before leases or reads are confirmed again); a removed one
+        no longer counts. The dicts are replaced, never resized (other threads read them)."""
+        heard = self.heard
+        if len(others) == len(heard) and all(n in heard for n in others):
+            return
+        confirmed = self.confirmed
+        self.heard = {n: heard.get(n, float("-inf")) for n in others}
+        self.confirmed = {n: confirmed.get(n, float("-inf")) for n in others}
 
     def on_append_entries(self, message: dict[str, Any]) -> None:
         """An append_entries reached this node: a leader of at least our term is alive."""

@@ -109,6 +109,13 @@ class PreVote:
     def _majority(self, votes: int) -> bool:
         return votes > (len(self.so._SyncObj__otherNodes) + 1) / 2
 
+    def _members_in(self, nodes: set[Any]) -> int:
+        """How many of `nodes` are in the current configuration (it may have changed since
+        they answered: replica/membership.py); this node counts."""
+        so = self.so
+        members = so._SyncObj__otherNodes
+        return sum(1 for n in nodes if n == so._SyncObj__selfNode or n in members)
+
     def _min_timeout(self) -> float:
         return float(self.so._SyncObj__conf.raftMinTimeout)
 
@@ -275,13 +282,13 @@ class PreVote:
             self._adopt(int(message["term"]))
             return
         (self.grants if message["granted"] else self.refusals).add(node)
-        if self._majority(len(self.grants)):
+        if self._majority(self._members_in(self.grants)):
             log.info("pre-vote won; starting an election", election_term=self.round_term,
                      grants=sorted(str(n) for n in self.grants))
             self._close_round(True)
             self.approved = (self.round_term, _now())
             so._SyncObj__raftElectionDeadline = 0  # the next tick starts the election
-        elif self._majority(len(self.refusals)):
+        elif self._majority(self._members_in(self.refusals)):
             self._close_round(False)
 
     def _on_term_notice(self, message: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ so the tick thread never stalls on a large state.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,10 +27,11 @@ from raftsched.core import codec
 from raftsched.core.apply import apply
 from raftsched.core.commands import Command
 from raftsched.core.lagstats import LagStats
+from raftsched.core.members import members_of
 from raftsched.core.model import Job
 from raftsched.core.state import ClusterState, Result
 from raftsched.replica.checkquorum import now as checkquorum_now
-from raftsched.replica.raftsafe import SafeSyncObj
+from raftsched.replica.membership import MemberSyncObj, RaftMembership
 from raftsched.replica.rafttransport import BoundedTransport
 
 log = structlog.get_logger("raftsched.raft")
@@ -55,9 +57,18 @@ class JobStateMachine(SyncObjConsumer):  # type: ignore[misc]
         # Held while applying; readers take it to see a consistent state.
         self.lock = threading.RLock()
         self.hooks: list[AppliedHook] = []
+        self.restore_hooks: list[Callable[[], None]] = []  # after a snapshot replaced the state
 
     @replicated  # type: ignore[misc]
     def apply_entry(self, blob: bytes) -> list[Result]:
+        return self.apply_blob(blob)
+
+    def apply_membership(self, blob: bytes) -> None:
+        """The command carried by a membership entry (replica/membership.py), applied at
+        that entry's index like any other: not a second replicated method."""
+        self.apply_blob(blob)
+
+    def apply_blob(self, blob: bytes) -> list[Result]:
         try:
             cmds = codec.decode_entry(blob)
         except Exception as e:  # same bytes on every replica: all skip alike
@@ -76,6 +87,10 @@ class JobStateMachine(SyncObjConsumer):  # type: ignore[misc]
                 log.exception("applied hook failed")
         return results
 
+    def voters(self) -> list[str]:
+        """Raft addresses of the state's member list (empty: not changed since the seed)."""
+        return [m.raft for m in members_of(self.state).members.values()]
+
     def _serialize(self) -> _SnapshotView:
         return _SnapshotView(self.state)
 
@@ -84,6 +99,8 @@ class JobStateMachine(SyncObjConsumer):  # type: ignore[misc]
         with self.lock:
             self.state = state
         log.info("state restored from snapshot", applied_index=state.applied_index)
+        for hook in self.restore_hooks:
+            hook()
 
 
 def make_conf(cfg: ClusterConfig, data_dir: Path) -> SyncObjConf:
@@ -106,16 +123,17 @@ def make_conf(cfg: ClusterConfig, data_dir: Path) -> SyncObjConf:
         commandsQueueSize=1_000_000,
         bindRetryTime=0.5,
         maxBindRetries=20,
-        dynamicMembershipChange=False,
+        dynamicMembershipChange=True,  # one server at a time: replica/membership.py
     )
 
 
 def make_syncobj(cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> Any:
     conf = make_conf(cfg, cfg.node_data_dir(me.id))
     others = [n.raft for n in cfg.nodes if n.id != me.id]
-    so = SafeSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync,
-                     transportClass=BoundedTransport, pre_vote=cfg.pre_vote,
-                     check_quorum=cfg.check_quorum)
+    so = MemberSyncObj(me.raft, others, conf, consumers=[sm], fsync=cfg.fsync,
+                       transportClass=BoundedTransport, pre_vote=cfg.pre_vote,
+                       check_quorum=cfg.check_quorum, membership_applied=sm.apply_membership,
+                       state_voters=sm.voters)
     try:
         so.waitBinded()
     except Exception as e:
@@ -128,9 +146,11 @@ class RaftNode:
     """This node's Raft position (the `ports.RaftStatus` port): every query of
     pysyncobj's internals lives here."""
 
-    def __init__(self, cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine) -> None:
+    def __init__(self, cfg: ClusterConfig, me: NodeConfig, sm: JobStateMachine,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.cfg = cfg
         self.syncobj = make_syncobj(cfg, me, sm)
+        self.membership = RaftMembership(self.syncobj, loop or asyncio.get_event_loop())
         self.tick_lag = LagStats()  # how far each Raft tick overran its period
         self.syncobj._rs_tick_observer = self.tick_lag.observe
 
@@ -153,6 +173,13 @@ class RaftNode:
         if leader is None:
             return None
         return self.cfg.node_by_raft(getattr(leader, "address", str(leader)))
+
+    def member_progress(self) -> dict[str, tuple[int, bool]]:
+        """Leader: Raft address -> (match index, connected) of every other voter."""
+        return self.syncobj.rs_progress() if self.is_leader() else {}
+
+    def voters(self) -> list[str]:
+        return self.syncobj.rs_voters()
 
     def role(self) -> str:
         st = self.syncobj.getStatus()["state"]

@@ -28,7 +28,8 @@ from raftsched.core.state import ClusterState
 from raftsched.replica.durable import write_snapshot
 
 SNAPSHOT = "raft.snapshot"
-RAFT_FILES = ("raft.journal", "raft.journal.meta", "raft.snapshot")
+# and the member list a node saved (node/members.py): a restored cluster starts from its config's
+RAFT_FILES = ("raft.journal", "raft.journal.meta", "raft.snapshot", "members.json")
 
 
 class RestoreError(Exception):
@@ -81,7 +82,11 @@ def seed(cfg: ClusterConfig, state: dict[str, Any], index: int, digest: str,
     if got != digest:
         raise RestoreError(f"the backup's state digests to {got}, its header says {digest}")
     dirs = check_targets(cfg, force)
-    data = snapshot_tuple(loaded.to_dict(), index, cfg)
+    restored = loaded.to_dict()
+    # The old cluster's member list (addresses, after any `operator members` change) is not
+    # this cluster's: the new cluster's config seeds its own (core/members.py).
+    restored.pop("members", None)
+    data = snapshot_tuple(restored, index, cfg)
     written = []
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)

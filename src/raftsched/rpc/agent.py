@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 
 import grpc
 import structlog
@@ -12,11 +13,13 @@ import structlog
 from raftsched.config import ClusterConfig
 from raftsched.core import reconcile
 from raftsched.core.commands import FinishedItem, JobsFinished, JobsStarted, StartedItem
+from raftsched.core.members import Member, members_of
 from raftsched.node.lease import Lease
 from raftsched.ports import LeaderDuties, Propose, RaftStatus, ReplicaView, Runner
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 from raftsched.rpc import bounds, convert
 from raftsched.rpc.control import HeartbeatDesk, Refused
+from raftsched.rpc.convert_members import member_to_pb
 from raftsched.rpc.freshness import CONSISTENT_DEADLINE, Freshness, Unavailable
 from raftsched.rpc.identity import NodeIdentity
 from raftsched.rpc.status import ReplicaStatus
@@ -39,9 +42,11 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
     def __init__(self, cfg: ClusterConfig, me_id: str, incarnation: str, raft: RaftStatus,
                  proposer: Propose, lease: Lease, runner: Runner, leader: LeaderDuties,
                  status: ReplicaStatus, replica: ReplicaView,
-                 freshness: Freshness | None = None) -> None:
+                 freshness: Freshness | None = None,
+                 members: Callable[[], tuple[list[Member], bool]] | None = None) -> None:
         self.cfg = cfg
-        self.identity = NodeIdentity(cfg.tls)
+        self.members = members
+        self.identity = NodeIdentity.of(cfg)
         self.replica = replica
         self.me_id = me_id
         self.incarnation = incarnation
@@ -171,6 +176,20 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
     async def GetReplicaStatus(self, request, context):
         await self.identity.require(context)
         return node_pb2.ReplicaStatusResponse(status=await self.status.report())
+
+    async def GetMembers(self, request, context):
+        """A joining node (`raftsched node --join`) learns the member list; its certificate
+        must name a member already added (the identity check reads the replicated list)."""
+        await self.identity.require(context, request.node_id)
+        await _bounded(context, request)
+        if self.members is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "membership is not served here")
+        assert self.members is not None
+        members, _ = self.members()
+        with self.replica.lock:
+            version = members_of(self.replica.state).version
+        return node_pb2.GetMembersResponse(members=[member_to_pb(m) for m in members],
+                                           version=version)
 
     async def ReadIndex(self, request, context):
         """A follower serving a consistent read asks the leader for its read index."""

@@ -38,6 +38,9 @@ METHODS: dict[str, Perm | None] = {
     _S + "PurgeDeadJobs": Perm.ADMIN, _S + "ExplainJob": Perm.READ, _S + "PlanJob": Perm.READ,
     "/raftsched.v1.Cluster/ListNodes": Perm.READ, "/raftsched.v1.Cluster/ClusterStatus": Perm.READ,
     "/raftsched.v1.Cluster/SaveSnapshot": Perm.ADMIN,
+    # membership (issue 15): admin only
+    "/raftsched.v1.Cluster/ListMembers": Perm.ADMIN, "/raftsched.v1.Cluster/AddMember": Perm.ADMIN,
+    "/raftsched.v1.Cluster/RemoveMember": Perm.ADMIN,
     # node operations: operator, and the servicer asks for a token of every namespace ('*')
     "/raftsched.v1.Cluster/DrainNode": Perm.OPERATE, "/raftsched.v1.Cluster/SetNodeEligibility": Perm.OPERATE,
     # runtime changes (issue 15): admin

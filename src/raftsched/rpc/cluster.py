@@ -1,6 +1,7 @@
 """Public gRPC service Cluster: nodes (with the leader's view of heartbeats) and the
 cluster's status (Raft position, job counts, optionally every replica's digest); node
-drain and eligibility (rpc/nodeops.py); runtime changes (rpc/runtimecfg.py)."""
+drain and eligibility (rpc/nodeops.py); runtime changes (rpc/runtimecfg.py);
+membership (rpc/members.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from raftsched.ports import LeaderDuties, Peers, RaftStatus, ReplicaView
 from raftsched.rpc import convert
 from raftsched.rpc.freshness import Freshness
 from raftsched.rpc.limits import ReadLimiter
+from raftsched.rpc.members import MembersOps
 from raftsched.rpc.nodeops import NodeOps
 from raftsched.rpc.runtimecfg import RuntimeOps
 from raftsched.rpc.snapshot import SnapshotSaver
@@ -26,7 +28,8 @@ from raftsched.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, node_pb2_grpc
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     def __init__(self, cfg: ClusterConfig, me_id: str, replica: ReplicaView, raft: RaftStatus,
                  peers: Peers, leader: LeaderDuties, status: ReplicaStatus, writes: Writes,
-                 reads: ReadLimiter | None = None, freshness: Freshness | None = None) -> None:
+                 reads: ReadLimiter | None = None, freshness: Freshness | None = None,
+                 members: MembersOps | None = None) -> None:
         self.cfg = cfg
         self.me_id = me_id
         self.replica = replica
@@ -36,6 +39,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         self.status = status
         self.snapshots = SnapshotSaver(cfg, me_id, replica, raft, reads or ReadLimiter(), freshness)
         self.ops = NodeOps(replica, writes, self._info)
+        self.members = members
         self.runtime = RuntimeOps(cfg, replica, writes, self._info)
 
     def _info(self, n: Node) -> cluster_pb2.NodeInfo:
@@ -61,6 +65,21 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
 
     async def SetNodeEligibility(self, request, context):
         return await self.ops.eligibility(request, context)
+
+    async def _members(self, context: grpc.aio.ServicerContext) -> MembersOps:
+        if self.members is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "membership is not served here")
+        assert self.members is not None
+        return self.members
+
+    async def ListMembers(self, request, context):
+        return await (await self._members(context)).list_members(request, context)
+
+    async def AddMember(self, request, context):
+        return await (await self._members(context)).add(request, context)
+
+    async def RemoveMember(self, request, context):
+        return await (await self._members(context)).remove(request, context)
 
     async def ListNodes(self, request, context):
         st = self.replica.state

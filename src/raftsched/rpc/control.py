@@ -68,7 +68,7 @@ class HeartbeatDesk:
             raise Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"node {request.node_id!r} at {request.raft_address}/{request.grpc_address} "
-                "is not in the cluster config",
+                "is not a member of the cluster (see `raftsched operator members`)",
             )
         if not self.raft.is_leader():
             raise Refused(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
@@ -106,7 +106,7 @@ class ControlServer:
         self.address = address
         self.answer = answer
         self.thread_init = thread_init  # run first on each handler thread (its CPU priority)
-        self.identity = NodeIdentity(cfg.tls)
+        self.identity = NodeIdentity.of(cfg)  # members only (core/members.py)
         self.server: grpc.Server | None = None
         self.answered = 0  # heartbeats answered with a lease (metrics, tests)
 

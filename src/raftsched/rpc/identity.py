@@ -1,13 +1,16 @@
 """Who is calling: mutual TLS on every listener, and node identity from the peer certificate.
 
 A node's certificate has the common name `node:<id>`; a client certificate has
-none of that form, so it can never pass as a node. With `tls = false` (only
+none of that form, so it can never pass as a node. The id must also be a current
+member in the replicated member list (core/members.py): a removed node's certificate
+no longer opens node-to-node calls. With `tls = false` (only
 allowed on loopback, or with `insecure_i_know`) there is no identity at all and
 node-to-node calls are accepted from anyone who can reach the port.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -16,6 +19,7 @@ from raftsched.client.credentials import ClientTLS
 from raftsched.config import ClusterConfig
 
 NODE_PREFIX = "node:"
+NOT_MEMBER = "is not a member of this cluster"  # in the refusal of a removed node's call
 
 
 def node_tls_files(cfg: ClusterConfig, node_id: str) -> tuple[Path, Path, Path]:
@@ -64,8 +68,9 @@ def peer_node_id(context: grpc.aio.ServicerContext) -> str | None:
 class NodeIdentity:
     """The check every node-to-node call makes before it reads its request."""
 
-    def __init__(self, tls: bool) -> None:
+    def __init__(self, tls: bool, members: Callable[[], set[str]] | None = None) -> None:
         self.tls = tls
+        self.members = members  # ids of the current members (the replicated list)
 
     def problem(self, context: grpc.ServicerContext | grpc.aio.ServicerContext,
                 claimed: str | None = None) -> str | None:
@@ -78,10 +83,19 @@ class NodeIdentity:
             return "node-to-node calls need a node certificate of this cluster"
         if claimed is not None and who != claimed:
             return f"the caller's certificate is node {who}, not {claimed!r}"
+        if self.members is not None and who not in self.members():
+            return (f"node {who} {NOT_MEMBER} (as this node's replica has it): add it with "
+                    "`raftsched operator members add`")
         return None
 
+    @classmethod
+    def of(cls, cfg: ClusterConfig) -> NodeIdentity:
+        """Certificates of the members in `cfg.nodes` (the replicated list, node/members.py)."""
+        return cls(cfg.tls, lambda: {n.id for n in cfg.nodes})
+
     async def require(self, context: grpc.aio.ServicerContext, claimed: str | None = None) -> str | None:
-        """Abort unless the caller holds a node certificate (naming `claimed` if given)."""
+        """Abort unless the caller holds a node certificate (naming `claimed` if given) of a
+        current member."""
         why = self.problem(context, claimed)
         if why:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)

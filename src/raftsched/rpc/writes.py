@@ -26,7 +26,7 @@ from raftsched.core.state import Code, Result
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown, TooLarge
 from raftsched.rpc.auth import passthrough
-from raftsched.rpc.identity import NodeIdentity
+from raftsched.rpc.identity import NOT_MEMBER, NodeIdentity
 
 M = TypeVar("M", bound=Message)
 M2 = TypeVar("M2")
@@ -164,6 +164,12 @@ class Writes:
                         md = ((FORWARDED, self.me_id), *passthrough(context))
                         return await forward(self.peers.channel(lc.grpc), md)
                     except grpc.aio.AioRpcError as e:
+                        if NOT_MEMBER in (e.details() or ""):
+                            # the leader no longer counts this node a member: the client
+                            # should call another node
+                            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                                f"{self.me_id} was removed from the cluster; "
+                                                "call another node")
                         if e.code() not in RETRYABLE:
                             await context.abort(e.code(), e.details() or "")
                         last_error = f"leader {lc.id}: {e.details()}"

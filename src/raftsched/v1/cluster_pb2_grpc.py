@@ -76,6 +76,21 @@ class ClusterStub:
                 request_serializer=raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigResponse.FromString,
                 _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/raftsched.v1.Cluster/ListMembers',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.AddMember = channel.unary_unary(
+                '/raftsched.v1.Cluster/AddMember',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.AddMemberRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.AddMemberResponse.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/raftsched.v1.Cluster/RemoveMember',
+                request_serializer=raftsched_dot_v1_dot_cluster__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_cluster__pb2.RemoveMemberResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -138,6 +153,30 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMembers(self, request, context):
+        """Membership (issue 15; admin). The member list as the leader has it, with its Raft
+        view of each member (role, match index, lag); forwarded to the leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMember(self, request, context):
+        """Add a member to the Raft configuration and the replicated member list, one change at
+        a time (FAILED_PRECONDITION while another is in flight). Then start the node with
+        `raftsched node --id ID --join HOST:GRPC`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Remove a member; removing the leader first hands leadership to a caught-up follower.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +219,21 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.SetClusterConfig,
                     request_deserializer=raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigResponse.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.ListMembersRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'AddMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMember,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.AddMemberRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.AddMemberResponse.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=raftsched_dot_v1_dot_cluster__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_cluster__pb2.RemoveMemberResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +454,87 @@ class Cluster:
             '/raftsched.v1.Cluster/SetClusterConfig',
             raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigRequest.SerializeToString,
             raftsched_dot_v1_dot_cluster__pb2.SetClusterConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/ListMembers',
+            raftsched_dot_v1_dot_cluster__pb2.ListMembersRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/AddMember',
+            raftsched_dot_v1_dot_cluster__pb2.AddMemberRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.AddMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.Cluster/RemoveMember',
+            raftsched_dot_v1_dot_cluster__pb2.RemoveMemberRequest.SerializeToString,
+            raftsched_dot_v1_dot_cluster__pb2.RemoveMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,

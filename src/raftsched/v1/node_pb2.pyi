@@ -178,3 +178,17 @@ class ReplicaStatusResponse(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     status: _cluster_pb2.ReplicaStatus
     def __init__(self, status: _Optional[_Union[_cluster_pb2.ReplicaStatus, _Mapping]] = ...) -> None: ...
+
+class GetMembersRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class GetMembersResponse(_message.Message):
+    __slots__ = ("members", "version")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[_cluster_pb2.Member]
+    version: int
+    def __init__(self, members: _Optional[_Iterable[_Union[_cluster_pb2.Member, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...

@@ -61,6 +61,11 @@ class NodeAgentStub:
                 request_serializer=raftsched_dot_v1_dot_node__pb2.ReadIndexRequest.SerializeToString,
                 response_deserializer=raftsched_dot_v1_dot_node__pb2.ReadIndexResponse.FromString,
                 _registered_method=True)
+        self.GetMembers = channel.unary_unary(
+                '/raftsched.v1.NodeAgent/GetMembers',
+                request_serializer=raftsched_dot_v1_dot_node__pb2.GetMembersRequest.SerializeToString,
+                response_deserializer=raftsched_dot_v1_dot_node__pb2.GetMembersResponse.FromString,
+                _registered_method=True)
 
 
 class NodeAgentServicer:
@@ -105,6 +110,14 @@ class NodeAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMembers(self, request, context):
+        """Joining node -> any member: the member list, for `raftsched node --join`. The
+        caller's certificate must name a member (added with `operator members add`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +145,11 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.ReadIndex,
                     request_deserializer=raftsched_dot_v1_dot_node__pb2.ReadIndexRequest.FromString,
                     response_serializer=raftsched_dot_v1_dot_node__pb2.ReadIndexResponse.SerializeToString,
+            ),
+            'GetMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMembers,
+                    request_deserializer=raftsched_dot_v1_dot_node__pb2.GetMembersRequest.FromString,
+                    response_serializer=raftsched_dot_v1_dot_node__pb2.GetMembersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +289,33 @@ class NodeAgent:
             '/raftsched.v1.NodeAgent/ReadIndex',
             raftsched_dot_v1_dot_node__pb2.ReadIndexRequest.SerializeToString,
             raftsched_dot_v1_dot_node__pb2.ReadIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftsched.v1.NodeAgent/GetMembers',
+            raftsched_dot_v1_dot_node__pb2.GetMembersRequest.SerializeToString,
+            raftsched_dot_v1_dot_node__pb2.GetMembersResponse.FromString,
             options,
             channel_credentials,
             insecure,
