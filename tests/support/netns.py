@@ -18,20 +18,22 @@ __all__ = ["NetnsCluster", "netns_available"]
 class NetnsCluster(TestCluster):
     """A TestCluster whose nodes each run in their own namespace, 10.213.X.i/24."""
 
-    def __init__(self, n_nodes: int = 3, **kw) -> None:
-        self.net = Netns(n_nodes)
+    def __init__(self, n_nodes: int = 3, spare: int = 0, **kw) -> None:
+        """`spare`: namespaces beyond the configured nodes, for nodes added at run time
+        (n<n_nodes + 1>..., each on its namespace's address)."""
+        self.net = Netns(n_nodes + spare)
         self.ns, self.hosts = self.net.ns, self.net.hosts
         try:
-            super().__init__(n_nodes=n_nodes, hosts=self.hosts, **kw)
+            super().__init__(n_nodes=n_nodes, hosts=self.hosts[:n_nodes], **kw)
         except Exception:
             self.net.close()
             raise
 
-    def start_node(self, node_id: str) -> None:
+    def start_node(self, node_id: str, *extra: str) -> None:
         log = open(self.log_dir / f"{node_id}.log", "ab")  # noqa: SIM115
         self.procs[node_id] = subprocess.Popen(
             [*self.net.wrap(int(node_id[1:])), sys.executable, "-m", "raftsched",
-             "--config", str(self.config_path), "node", "--id", node_id],
+             "--config", str(self.config_path), "node", "--id", node_id, *extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
