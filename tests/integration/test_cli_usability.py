@@ -186,3 +186,52 @@ def test_bulk_cancel_by_filter_and_dlq_retry_all(cluster3: TestCluster) -> None:
     assert set(dead) <= {j["id"] for j in d["jobs"]} and d["refused"] == []
     for jid in dead:  # put back: a new attempt (which fails and dies again)
         c.wait_until(lambda jid=jid: client.get(jid).attempt >= 2, 30, "a retried dead job")
+
+
+def test_cluster_up_stops_its_nodes_on_sigterm(tmp_path) -> None:
+    """`cluster up` ended by SIGTERM (a service manager, `kill`) stops its nodes like
+    Ctrl-C does; it used to exit and leave them running."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    from raftsched import config as configmod
+    from raftsched.client.client import Client
+    from raftsched.client.credentials import local_files, read_token
+    from raftsched.dev.launcher import write_config
+    from raftsched.node.acl_bootstrap import ensure_local_token
+
+    cfg = configmod.load(write_config(tmp_path, 3))
+    up = subprocess.Popen([sys.executable, "-m", "raftsched", "--config", str(cfg.path), "cluster", "up"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            kids = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout
+            pids = [int(p) for p in kids.split()]
+            if len(pids) == 3 and (cfg.data_dir / "tls" / "client.pem").exists():
+                break
+            time.sleep(0.2)
+        token = read_token(ensure_local_token(cfg.data_dir))
+        with Client([n.grpc for n in cfg.nodes], tls=local_files(cfg.data_dir), token=token) as c:
+            c.wait_for_leader(60)
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(30) == 0, up.stderr.read() if up.stderr else ""
+        for pid in pids:  # every node process is gone (not merely orphaned)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(f"node process {pid} still runs after cluster up ended")
+    finally:
+        if up.poll() is None:
+            up.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 import grpc
 
@@ -183,3 +184,13 @@ def reparse(args: argparse.Namespace, *positional: str) -> argparse.Namespace:
         args = args.own_parser.parse_args([*pre, *pos], namespace=args)
     args.command = cmd
     return args
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (a closed terminal) end a long-running command like Ctrl-C,
+    so its cleanup runs (`cluster up` stops its nodes, `top` restores the terminal)."""
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)

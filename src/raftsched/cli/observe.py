@@ -6,14 +6,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from typing import Any
 
 import grpc
 
-from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, STATES, UsageError
+from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, STATES, UsageError, stop_on_signals
 from raftsched.cli.format import STATE_COLORS, TERMINAL, command_line, dump_json, fmt_ts, message_dict
 from raftsched.client.client import Client
 from raftsched.client.observe_client import JobWatcher, follow_output, get_output
@@ -262,7 +261,7 @@ def cmd_top(args: argparse.Namespace, client: Client) -> int:
     if args.once or not sys.stdout.isatty():
         print(render_top(top_data(client), color, shutil.get_terminal_size().columns))
         return EXIT_OK
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop_on_signals()
     sys.stdout.write("\x1b[?25l")  # hide the cursor
     try:
         while True:
