@@ -1,4 +1,4 @@
-"""`raftsched operator members [add|remove]`: cluster membership (issue 15, admin token).
+"""`raftsched operator members [add|remove]`: cluster membership (admin token).
 
     raftsched operator members                       # id, addresses, Raft role, match index, lag
     raftsched operator members add n4 --raft 10.0.0.4:7004 --grpc 10.0.0.4:8004 \\
