@@ -205,6 +205,15 @@ class SafeSyncObj(SyncObj):
         if observer is not None:
             observer(time.monotonic() - started - timeToWait)
 
+    def _checkCommandsToApply(self):
+        super()._checkCommandsToApply()
+        journal = self._rs_journal
+        if self._rs_fsync == "always" and journal is not None and journal._rs_dirty:
+            # The leader has just appended this tick's commands and sent them: its own
+            # fsync now overlaps the followers' (network + fsync) instead of following
+            # their acknowledgement at the start of the next tick (still checked there).
+            journal.rs_sync()
+
     def _SyncObj__sendNextNodeIdx(self, node, reset=False, nextNodeIdx=None, success=False):
         if success and self._rs_reply_next is not None:
             nextNodeIdx = self._rs_reply_next

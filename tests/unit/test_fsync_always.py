@@ -1,9 +1,10 @@
-"""DurableFileJournal (fsync "always"): what is fsynced when.
+"""fsync "always": what is fsynced when (DurableFileJournal, SafeSyncObj).
 
 Entries are fsynced on every sync; the meta file is rewritten synchronously only for
 a term/vote change; a commitIndex change alone waits for the one-second timer and is
 then written after the entries it covers (tests/unit/test_crash_consistency.py checks
-every power-cut state of a running node)."""
+every power-cut state of a running node). A leader fsyncs the entries it appends in
+the same tick, right after sending them, so its fsync overlaps the followers'."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import os
 from pathlib import Path
 
 import pytest
+from pysyncobj import SyncObjConf
 from pysyncobj.journal import FileJournal, MetaStorer
 
 import raftsched.replica.journal as journal
+from raftsched.replica.raftsafe import SafeSyncObj
+from tests.unit.test_raftsafe import FakeTransport, Recorder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,3 +78,24 @@ def test_term_and_vote_are_durable_before_set_current_term_returns(tmp_path: Pat
     assert "rename raft.journal.meta" in ops
     meta = MetaStorer(str(tmp_path / "raft.journal.meta")).getMeta()
     assert (meta["currentTerm"], meta["votedForNodeId"]) == (7, "n2")
+
+
+def test_leader_fsyncs_its_new_entries_in_the_tick_that_appends_them(tmp_path: Path) -> None:
+    conf = SyncObjConf(autoTick=False, journalFile=str(tmp_path / "journal.bin"))
+    rec = Recorder()
+    obj = SafeSyncObj("127.0.0.1:1", ["127.0.0.1:2", "127.0.0.1:3"], conf, consumers=[rec],
+                      transportClass=FakeTransport, fsync="always")
+    try:
+        obj._SyncObj__setCurrentTerm(2, None)
+        obj._SyncObj__onBecomeLeader()
+        obj.doTick(0)
+        j = obj._rs_journal
+        last = obj._SyncObj__getCurrentLogIndex()
+        syncs = j._rs_syncs
+        rec.record(100, callback=lambda *a: None)
+        obj.doTick(0)  # appends entry last + 1 (and sends it to the connected followers)
+        assert obj._SyncObj__getCurrentLogIndex() == last + 1
+        # durable here before any follower could answer, not at the next tick's start
+        assert not j._rs_dirty and j._rs_syncs == syncs + 1
+    finally:
+        obj._doDestroy()
