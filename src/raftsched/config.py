@@ -20,6 +20,8 @@ from raftsched.node.pytasks.settings import PyConfigError, PyPoolConfig, parse_p
 
 DEMO_SECRET = "raftsched-local-demo-secret"
 FSYNC_MODES = ("always", "batch", "never")
+# An acknowledged job survives power loss on a majority (README: Durability).
+DEFAULT_FSYNC = "always"
 
 
 class ConfigError(ValueError):
@@ -313,7 +315,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
     data_dir = Path(c.get("data_dir", "data"))
     if not data_dir.is_absolute():
         data_dir = (p.parent / data_dir).resolve()
-    fsync = c.get("fsync", "never")
+    fsync = c.get("fsync", DEFAULT_FSYNC)
     if fsync not in FSYNC_MODES:
         raise ConfigError(f"{p}: fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
     try:

@@ -198,3 +198,10 @@ def test_cli_tls_init(tmp_path: Path, capsys) -> None:
     assert {"ca.pem", "ca-key.pem", "n1.pem", "n1-key.pem", "alice.pem", "alice-key.pem"} <= \
         {p.name for p in d.iterdir()}
     assert certs.common_name((d / "alice.pem").read_bytes()) == "client:alice"
+
+
+def test_fsync_defaults_to_always_and_refuses_unknown_modes(tmp_path: Path) -> None:
+    assert cfg_for(tmp_path).fsync == "always"  # acknowledged jobs survive power loss on a majority
+    assert cfg_for(tmp_path, extra='fsync = "never"').fsync == "never"
+    with pytest.raises(configmod.ConfigError, match="fsync must be one of always, batch, never"):
+        cfg_for(tmp_path, extra='fsync = "sometimes"')

@@ -1,6 +1,14 @@
 """pysyncobj's FileJournal made durable on demand (the fsync modes of `raftsafe`):
 SafeSyncObj swaps the live journal's class to `DurableFileJournal` (same object and
-mmap), which tracks what is dirty and flushes it with fsync when asked."""
+mmap), which tracks what is dirty and flushes it with fsync when asked.
+
+The meta file (currentTerm, votedFor, commitIndex) is rewritten (temp file, fsync,
+rename, directory fsync) synchronously only when the term or vote changes. A new
+commitIndex alone is written lazily, from the one-second timer, after the entries
+it covers are durable: Raft keeps commitIndex volatile, and a restarted node that
+reads an older one only waits for the leader to tell it again (pysyncobj's own
+FileJournal saves it the same way). Before, every tick that advanced the commit
+index paid two fsyncs and a rename for it: most of the fsync cost of "always"."""
 
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ class DurableFileJournal(FileJournal):
         self._rs_mode = mode
         self._rs_interval = interval
         self._rs_dirty = True  # anything written before the swap
-        self._rs_meta_dirty = True
+        self._rs_meta_dirty = True  # term/vote changed: written before the next message
+        self._rs_commit_dirty = False  # commitIndex changed: written from the timer
         self._rs_last_sync = float("-inf")
         self._rs_syncs = 0
         # The node's first rs_sync (SafeSyncObj.__init__, main thread) can run while
@@ -44,7 +53,7 @@ class DurableFileJournal(FileJournal):
     def setRaftCommitIndex(self, raftCommitIndex):
         if self._FileJournal__meta.get("raftCommitIndex") != raftCommitIndex:
             super().setRaftCommitIndex(raftCommitIndex)
-            self._rs_meta_dirty = True
+            self._rs_commit_dirty = True
 
     def deleteEntriesTo(self, entryTo):
         # compaction: a new journal file renamed into place, never an in-place rewrite
@@ -64,6 +73,8 @@ class DurableFileJournal(FileJournal):
     def onOneSecondTimer(self):
         if self._rs_mode == "never":
             return FileJournal.onOneSecondTimer(self)
+        if self._rs_commit_dirty:
+            self._rs_meta_dirty = True  # after the entries, in the same rs_sync
         self.rs_sync()
 
     def rs_sync(self, force_entries: bool = True) -> bool:
@@ -102,4 +113,4 @@ class DurableFileJournal(FileJournal):
         os.replace(tmp, path)
         fsync_dir(path)
         self._FileJournal__metaSaved = True
-        self._rs_meta_dirty = False
+        self._rs_meta_dirty = self._rs_commit_dirty = False

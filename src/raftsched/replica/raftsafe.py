@@ -43,13 +43,15 @@ Durability (``fsync=`` on SafeSyncObj, needs ``conf.journalFile``):
   and the .meta file is renamed into place without fsync.  Survives a process
   kill (dirty pages live in the page cache) but not a machine/OS crash or
   power loss, where acknowledged and even committed entries may vanish.
-* ``"always"``: journal entries and the meta (currentTerm, votedFor,
-  commitIndex) are made durable (mmap.flush + os.fsync, meta written to a temp
-  file, fsynced, renamed, directory fsynced) before every acknowledgement:
-  before a follower sends next_node_idx, whenever currentTerm/votedFor change
-  (i.e. before a vote is requested or granted), and at the start of each tick,
-  before the leader counts its own log when advancing the commit index.
-  Survives machine crashes: nothing acknowledged is lost.
+* ``"always"`` (the default of a cluster config): journal entries are made
+  durable (mmap.flush + os.fsync) before every acknowledgement: before a follower
+  sends next_node_idx, and at the start of each tick, before the leader counts its
+  own log when advancing the commit index; one fsync covers every entry written
+  since the last. The meta (currentTerm, votedFor) is written to a temp file,
+  fsynced, renamed and the directory fsynced whenever currentTerm/votedFor change
+  (i.e. before a vote is requested or granted). commitIndex, volatile in Raft, is
+  saved with the meta lazily (one-second timer, after the entries it covers).
+  Survives machine crashes, of a majority too: nothing acknowledged is lost.
 * ``"batch"``: currentTerm/votedFor are made durable synchronously (rare; this
   prevents double votes); entries and commitIndex are flushed from the tick loop
   once ``fsync_batch_interval`` (0.05 s) has passed since the last flush.
@@ -205,6 +207,15 @@ class SafeSyncObj(applyslice.SlicedApply, SyncObj):
         observer = self._rs_tick_observer
         if observer is not None:
             observer(time.monotonic() - started - timeToWait)
+
+    def _checkCommandsToApply(self):
+        super()._checkCommandsToApply()
+        journal = self._rs_journal
+        if self._rs_fsync == "always" and journal is not None and journal._rs_dirty:
+            # The leader has just appended this tick's commands and sent them: its own
+            # fsync now overlaps the followers' (network + fsync) instead of following
+            # their acknowledgement at the start of the next tick (still checked there).
+            journal.rs_sync()
 
     def _SyncObj__sendNextNodeIdx(self, node, reset=False, nextNodeIdx=None, success=False):
         if success and self._rs_reply_next is not None:
