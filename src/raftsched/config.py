@@ -158,7 +158,6 @@ def default_control(grpc: str) -> str:
 
 
 def _control(n: dict[str, Any], where: str) -> str:
-    """The control port: given, or the gRPC port + 100 on the gRPC host."""
     addr = n.get("control") or default_control(_addr(n.get("grpc"), f"{where}.grpc"))
     return _addr(addr, f"{where}.control (default: grpc port + 100)")
 
@@ -377,7 +376,7 @@ def parse(raw: dict, p: Path) -> ClusterConfig:
         insecure_i_know=insecure,
         pre_vote=_flag(c, "pre_vote", True, p),
         check_quorum=_flag(c, "check_quorum", True, p),
-        critical_nice=_nice(c.get("critical_nice", -5), p),
+        critical_nice=_int_in(c, "critical_nice", -5, -20, 0, p),
     )
 
 
@@ -388,11 +387,11 @@ def _python_pool(n: dict, where: str, base: Path) -> PyPoolConfig:
         raise ConfigError(str(e)) from None
 
 
-def _nice(v: object, p: Path) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not -20 <= v <= 0:
-        raise ConfigError(f"{p}: [cluster] critical_nice must be an integer from -20 to 0, got {v!r}")
+def _int_in(c: dict, key: str, default: int, lo: int, hi: int, p: Path) -> int:
+    v = c.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConfigError(f"{p}: [cluster] {key} must be an integer from {lo} to {hi}, got {v!r}")
     return v
-
 
 def _flag(c: dict, key: str, default: bool, p: Path) -> bool:
     v = c.get(key, default)

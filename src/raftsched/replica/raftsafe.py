@@ -37,27 +37,7 @@ SafeSyncObj rewrites each append_entries before pysyncobj sees it:
   entries the follower no longer held, so the leader committed and acknowledged
   entries only it had (the lost batch of issue 20; tests/unit/test_stale_replies.py).
 
-Durability (``fsync=`` on SafeSyncObj, needs ``conf.journalFile``):
-
-* ``"never"``: pysyncobj as-is; the journal is an mmap that is never msync'ed
-  and the .meta file is renamed into place without fsync.  Survives a process
-  kill (dirty pages live in the page cache) but not a machine/OS crash or
-  power loss, where acknowledged and even committed entries may vanish.
-* ``"always"`` (the default of a cluster config): journal entries are made
-  durable (mmap.flush + os.fsync) before every acknowledgement: before a follower
-  sends next_node_idx, and at the start of each tick, before the leader counts its
-  own log when advancing the commit index; one fsync covers every entry written
-  since the last. The meta (currentTerm, votedFor) is written to a temp file,
-  fsynced, renamed and the directory fsynced whenever currentTerm/votedFor change
-  (i.e. before a vote is requested or granted). commitIndex, volatile in Raft, is
-  saved with the meta lazily (one-second timer, after the entries it covers).
-  Survives machine crashes, of a majority too: nothing acknowledged is lost.
-* ``"batch"``: currentTerm/votedFor are made durable synchronously (rare; this
-  prevents double votes); entries and commitIndex are flushed from the tick loop
-  once ``fsync_batch_interval`` (0.05 s) has passed since the last flush.
-  Survives a process kill; a machine crash may lose the acknowledged entries of
-  the last interval plus one tick, so a committed entry is lost only if a
-  majority crashes within that window.
+Durability (``fsync=`` on SafeSyncObj: always | batch | never): see `journal`.
 Snapshots and compaction (every mode; fsyncs only when not "never"): see
 `durable` — checksummed snapshots written temp + fsync + rename + directory fsync,
 compaction into a new journal file, and the log suffix kept after a snapshot
