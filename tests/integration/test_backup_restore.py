@@ -117,6 +117,12 @@ def test_save_restore_into_a_new_cluster(tmp_path: Path) -> None:
         new.token = old.token
         new.start()
         new.wait_ready()
+        # the new cluster goes on from the restored index: its first leader's entry (a
+        # no-op) commits after the election, with an fsync; wait for every replica to
+        # apply it (wait_ready returns as soon as a leader is known)
+        new.wait_until(lambda: all(r.applied_index > h["applied_index"] for r in
+                                   new.client().status(include_replicas=True).replicas),
+                       timeout=30, what="the new cluster's first entry applied everywhere")
         reps = new.replicas_identical()
         assert all(r.applied_index > h["applied_index"] for r in reps)
         cl = new.client()
