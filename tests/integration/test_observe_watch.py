@@ -200,3 +200,24 @@ def test_job_output_from_any_node_and_follow(cluster3: TestCluster) -> None:
     resp = get_output([c.addr(other)], jid, token=c.token, tls=c.tls)
     assert resp.source == events_pb2.NODE_FILE and resp.node_id == ran_on and resp.attempt == 1
     assert resp.stdout.decode() == out
+
+
+def test_output_of_a_silent_job_is_the_nodes_not_a_fallback(cluster3: TestCluster) -> None:
+    """A job that prints nothing leaves no files (they are created at the first byte);
+    its node still answers for it, from any node, rather than "no longer keeps"."""
+    c = cluster3
+    client = c.client()
+    silent = jobs_pb2.JobSpec(command=["sleep", "0.5"], resources=jobs_pb2.Resources(cpu_millis=100, memory_mib=16))
+    jid = client.submit(silent)
+    c.wait_until(lambda: client.get(jid).state == jobs_pb2.RUNNING, 30, "job running")
+    ran_on = client.get(jid).node_id
+    other = next(n.id for n in c.cfg.nodes if n.id != ran_on)
+    running = get_output([c.addr(other)], jid, token=c.token, tls=c.tls)
+    assert running.source == events_pb2.NODE_FILE and running.running and not running.note
+    chunks = list(follow_output([c.addr(other)], jid, token=c.token, tls=c.tls))
+    assert chunks[-1].done and chunks[-1].source == events_pb2.NODE_FILE
+    assert b"".join(ch.stdout + ch.stderr for ch in chunks) == b""
+    c.wait_terminal([jid], timeout=30, client=client)
+    resp = get_output([c.addr(other)], jid, token=c.token, tls=c.tls)
+    assert resp.source == events_pb2.NODE_FILE and resp.node_id == ran_on and not resp.note
+    assert (resp.stdout, resp.stderr, resp.running) == (b"", b"", False)

@@ -177,6 +177,49 @@ def test_output_sink_caps_with_marker_and_keeps_the_real_tail(tmp_path: Path) ->
     assert "truncated at the cap of 1000 bytes" in rest and f"{50 * 400 + 3 - 1000} bytes discarded" in rest
 
 
+@pytest.mark.timeout(30)
+def test_output_files_are_created_at_the_first_byte_only(tmp_path: Path) -> None:
+    async def run() -> list[str]:
+        loop = asyncio.get_running_loop()
+        sinks = [OutputSink(loop, tmp_path / name, cap=0) for name in ("o", "e")]
+        assert not any(p.exists() for p in tmp_path.iterdir())  # nothing yet: no file made
+        p = subprocess.Popen([sys.executable, "-c", "print('hi')"], stdout=sinks[0].child_fd,
+                             stderr=sinks[1].child_fd)
+        for s in sinks:
+            s.child_started()
+        while p.poll() is None:
+            await asyncio.sleep(0.01)
+        return [s.close() for s in sinks]
+
+    tails = asyncio.run(run())
+    assert tails == ["hi\n", ""]
+    assert (tmp_path / "o").read_text() == "hi\n" and not (tmp_path / "e").exists()
+
+
+@pytest.mark.timeout(30)
+def test_output_sink_whose_file_cannot_be_made_keeps_the_tail(tmp_path: Path) -> None:
+    async def run() -> str:
+        sink = OutputSink(asyncio.get_running_loop(), tmp_path / "missing-dir" / "o", cap=0)
+        p = subprocess.Popen([sys.executable, "-c", "print('still here')"], stdout=sink.child_fd)
+        sink.child_started()
+        while p.poll() is None:
+            await asyncio.sleep(0.01)
+        return sink.close()
+
+    tail = asyncio.run(run())
+    assert "cannot create o" in tail and tail.endswith("still here\n")
+
+
+def test_retention_remembers_empty_attempts_until_they_leave(tmp_path: Path) -> None:
+    r = Retention(max_bytes=0, max_files=2)
+    a, b, c = ((tmp_path / f"{n}.out", tmp_path / f"{n}.err") for n in "abc")
+    r.add(a, 0)
+    r.add(b, 5)
+    assert a in r.empty and b not in r.empty
+    r.add(c, 0)  # a leaves: no longer "kept, printed nothing"
+    assert r.empty == {c}
+
+
 def test_retention_deletes_oldest_beyond_size_but_keeps_the_newest(tmp_path: Path) -> None:
     r = Retention(max_bytes=100, max_files=10)
     files = []

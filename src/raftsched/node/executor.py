@@ -181,6 +181,16 @@ class Executor:
         log.debug("job started", job=job_id, attempt=attempt, token=token, pid=proc.pid)
         return True
 
+    def keeps_output(self, job_id: str, attempt: int) -> bool:
+        """True if the attempt runs here, or ran here and printed nothing (no files: they
+        are created at the first byte) and is still within the output retention."""
+        if (job_id, attempt) in self.running:
+            return True
+        return self._out_paths(job_id, attempt) in self._retention.empty
+
+    def _out_paths(self, job_id: str, attempt: int) -> tuple[Path, Path]:
+        return self.out_dir / f"{job_id}.{attempt}.out", self.out_dir / f"{job_id}.{attempt}.err"
+
     def kill(self, job_id: str, attempt: int, reason: str) -> bool:
         """Stop an attempt: SIGTERM to all its processes, SIGKILL after the grace period."""
         a = self.running.get((job_id, attempt))
@@ -257,8 +267,8 @@ class Executor:
                     raise FileNotFoundError(missing)
                 if who:  # the joining shell needs the node's rights: drop them after it
                     wrapped = sandbox.wrap(self.run_as.drop_argv(who) + argv)
-            for suffix in ("out", "err"):
-                sinks.append(OutputSink(self.loop, self.out_dir / f"{job_id}.{attempt}.{suffix}", cap))
+            for path in self._out_paths(job_id, attempt):
+                sinks.append(OutputSink(self.loop, path, cap))
             out, err = sinks
             proc = subprocess.Popen(
                 wrapped,

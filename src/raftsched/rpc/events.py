@@ -304,7 +304,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         job, attempt, node = await self._locate(request, context)
         if node == self.me_id or request.local_only:
             out, err = output_paths(self.data_dir, job.id, attempt)
-            if out.exists() or err.exists():
+            if out.exists() or err.exists() or self.runner.keeps_output(job.id, attempt):
                 (o, o_cut), (e, e_cut) = [await asyncio.to_thread(_read_last, p, GET_LIMIT) for p in (out, err)]
                 note = ""
                 if o_cut or e_cut:
@@ -373,7 +373,8 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
     async def _follow_local(self, job_id: str, attempt: int, request, context):
         out, err = output_paths(self.data_dir, job_id, attempt)
         offs = [request.stdout_offset, request.stderr_offset]
-        if not (out.exists() or err.exists()) and not self._running(job_id, attempt):
+        if (not (out.exists() or err.exists()) and not self._running(job_id, attempt)
+                and not self.runner.keeps_output(job_id, attempt)):
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"node {self.me_id} no longer keeps the output of "
                                 f"{job_id} attempt {attempt}")
