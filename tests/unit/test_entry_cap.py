@@ -41,3 +41,19 @@ def test_oversized_command_refused_and_batches_split(monkeypatch: pytest.MonkeyP
         await p.stop()
 
     asyncio.run(run())
+
+
+def test_propose_all_shares_one_entry_in_order() -> None:
+    """A node's STARTED and FINISHED reports of one batch: one entry, one commit round."""
+
+    async def run() -> None:
+        log = FakeLog()
+        p = prop.Proposer(lambda: True, log, asyncio.get_running_loop())
+        p.start()
+        results = await p.propose_all([CancelJob("a", 1.0, "j1"), CancelJob("b", 1.0, "j2")])
+        assert [r.ok for r in results] == [True, True]
+        assert len(log.entries) == 1
+        assert [c[1]["rid"] for c in json.loads(log.entries[0])] == ["a", "b"]
+        await p.stop()
+
+    asyncio.run(run())

@@ -85,13 +85,20 @@ class Proposer:
         self._queue.clear()
 
     async def propose(self, cmd: Command, timeout: float = 5.0) -> Result:
+        return (await self.propose_all([cmd], timeout))[0]
+
+    async def propose_all(self, cmds: list[Command], timeout: float = 5.0) -> list[Result]:
+        """Several commands queued at once, in this order: they share an entry when they
+        fit in one (one commit round instead of one per command), and commit in order."""
         if not self.is_leader():
             raise NotLeader("this node is not the leader")
-        fut: asyncio.Future[Result] = self._loop.create_future()
-        self._queue.append(_Pending(cmd, fut))
+        futs: list[asyncio.Future[Result]] = []
+        for cmd in cmds:
+            futs.append(self._loop.create_future())
+            self._queue.append(_Pending(cmd, futs[-1]))
         self._wake.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return list(await asyncio.wait_for(asyncio.shield(asyncio.gather(*futs)), timeout))
         except TimeoutError:
             raise OutcomeUnknown(f"no commit within {timeout:.1f}s") from None
 

@@ -147,14 +147,14 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
         now = time.time()
         finished = self.leader.stamp_retries(finished, now)
         try:
-            # STARTED before FINISHED: a finish in the same batch then finds RUNNING.
-            results = []
-            if started:
-                res = await self.proposer.propose(JobsStarted(uuid.uuid4().hex, now, tuple(started)))
-                results += list(zip(started, res.value or (), strict=False))
-            if finished:
-                res = await self.proposer.propose(JobsFinished(uuid.uuid4().hex, now, tuple(finished)))
-                results += list(zip(finished, res.value or (), strict=False))
+            # STARTED before FINISHED: a finish in the same batch then finds RUNNING. Both
+            # are queued together: one entry, one commit round (a short job's two reports
+            # usually come in one batch).
+            cmds = [JobsStarted(uuid.uuid4().hex, now, tuple(started))] if started else []
+            cmds += [JobsFinished(uuid.uuid4().hex, now, tuple(finished))] if finished else []
+            outs = await self.proposer.propose_all(list(cmds)) if cmds else []
+            results = [pair for cmd, res in zip(cmds, outs, strict=True)
+                       for pair in zip(cmd.items, res.value or (), strict=False)]
             for item, why in results:
                 if why:  # refused by the state machine, e.g. a stale fencing token
                     self.refused_reports += 1
