@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import grpc
 
     from raftsched.config import NodeConfig
-    from raftsched.core.commands import Command, FinishedItem
+    from raftsched.core.commands import Assign, Command, FinishedItem
     from raftsched.core.model import Job, JobSpec, Node, Resources
     from raftsched.core.state import ClusterState, Result
     from raftsched.v1 import node_pb2_grpc
@@ -64,6 +64,14 @@ class Propose(Protocol):
     async def propose(self, cmd: Command, timeout: float = 5.0) -> Result: ...
 
     async def propose_all(self, cmds: list[Command], timeout: float = 5.0) -> list[Result]: ...
+
+
+class PlaceOnSubmit(Protocol):
+    """The leader's placement of a small submission in the submission's own entry."""
+
+    def plan(self, jobs: tuple[tuple[str, JobSpec], ...], ts: float) -> Assign | None: ...
+
+    def done(self, assign: Assign, jobs: tuple[tuple[str, JobSpec], ...], result: Result | None) -> None: ...
 
 
 class Peers(Protocol):

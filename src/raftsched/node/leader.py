@@ -28,7 +28,8 @@ from raftsched.core import runqueue as queue
 from raftsched.core.commands import Assign, FinishedItem, GcJobs, JobsFinished, NodeDown, NodeUp
 from raftsched.core.model import Job, JobState, Node
 from raftsched.core.nodeops import DrainDeadline
-from raftsched.core.placement import Candidate, candidates, place
+from raftsched.core.placement import Candidate, place
+from raftsched.node.fastplace import SubmitPlacer
 from raftsched.ports import Peers, Propose, RaftStatus, ReplicaView
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 
@@ -82,6 +83,9 @@ class Leader:
         self.hb_wall: dict[str, float] = {}  # node -> wall time of its last heartbeat
         self.rng = random.Random()  # retry jitter; the result is stamped into commands
         self._bad_schedules: set[str] = set()
+        # small submissions on an idle queue: placed in their own entry (node/fastplace.py)
+        self.submit_placer = SubmitPlacer(replica, raft, lambda: self.armed_term == raft.term(),
+                                          self._settings, self._dispatch, new_rid)
 
     # ---- called by the NodeAgent servicer ------------------------------------------
 
@@ -216,7 +220,7 @@ class Leader:
         if not st.pending:
             return None
         # a node made eligible again has "gained" room: the next round scans the whole queue
-        cands = [c for c in candidates(st) if c.node.alive and c.node.eligible]
+        cands = self.submit_placer.candidates()  # open nodes, less in-flight reservations
         free = {
             c.node.id: (c.node.capacity.cpu_millis - c.allocated.cpu_millis,
                         c.node.capacity.memory_mib - c.allocated.memory_mib)

@@ -157,7 +157,7 @@ class NodeRuntime:
         cfg, me, sm = self.cfg, self.me.id, self.sm
         return [
             (scheduler_pb2_grpc.add_SchedulerServicer_to_server,
-             SchedulerServicer(cfg, sm, self.writes, self.reads)),
+             SchedulerServicer(cfg, sm, self.writes, self.reads, self.leader.submit_placer)),
             (cluster_pb2_grpc.add_ClusterServicer_to_server,
              ClusterServicer(cfg, me, sm, self.raft, self.peers, self.leader, self.status,
                              self.writes, self.reads, self.freshness,

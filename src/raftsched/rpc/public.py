@@ -29,7 +29,8 @@ from raftsched.core.commands import (
     SubmitJobs,
 )
 from raftsched.core.model import TERMINAL_STATES, Job, JobSpec, JobState
-from raftsched.ports import ReplicaView
+from raftsched.core.state import Result
+from raftsched.ports import PlaceOnSubmit, ReplicaView
 from raftsched.rpc import admission, auth, convert, explain
 from raftsched.rpc.limits import ReadLimiter
 from raftsched.rpc.runtimecfg import cluster_nodes, largest, settings_now
@@ -141,11 +142,12 @@ def _not_dead(st, jid: str) -> tuple[grpc.StatusCode, str] | None:
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, cfg: ClusterConfig, replica: ReplicaView, writes: Writes,
-                 reads: ReadLimiter | None = None) -> None:
+                 reads: ReadLimiter | None = None, placer: PlaceOnSubmit | None = None) -> None:
         self.reads = reads or ReadLimiter()
         self.cfg = cfg
         self.replica = replica
         self.writes = writes
+        self.placer = placer  # the leader's placement in the submission's entry (node/fastplace.py)
 
     async def _specs(self, pbs: list[jobs_pb2.JobSpec], context: grpc.aio.ServicerContext,
                      batch: bool) -> list[JobSpec]:
@@ -221,8 +223,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         retention = settings_now(self.cfg, self.replica).idempotency_retention
         by = auth.principal().name
         if len(jobs) <= batches.PART:
-            res = await self.writes.propose(context, SubmitJobs(rid, time.time(), jobs, keys=keys,
-                                                                key_retention_s=retention, by=by))
+            cmd = SubmitJobs(rid, time.time(), jobs, keys=keys, key_retention_s=retention, by=by)
+            res = await self._submit_and_place(context, cmd)
         else:
             parts = batches.split(jobs, keys, by)
             now = time.time()
@@ -237,6 +239,20 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 for i in range(len(parts))))
         fresh = set(new_ids)
         return tuple((jid, jid not in fresh) for jid in res.value)
+
+    async def _submit_and_place(self, context, cmd: SubmitJobs) -> Result:
+        """Propose a submission; with the leader's placement in the same entry when it
+        has one (jobs PENDING and ASSIGNED in one commit; node/fastplace.py)."""
+        placer = self.placer
+        assign = placer.plan(cmd.jobs, cmd.ts) if placer is not None else None
+        if placer is None or assign is None:
+            return await self.writes.propose(context, cmd)
+        outs: list[Result] = []
+        try:
+            outs = await self.writes.propose_all(context, [cmd, assign])
+        finally:  # refused, failed or committed: the reservations go; assigned jobs start
+            placer.done(assign, cmd.jobs, outs[1] if outs else None)
+        return outs[0]
 
     async def _refuse_early(self, context, rid: str, specs: list[JobSpec],
                             keys: tuple[str, ...]) -> None:

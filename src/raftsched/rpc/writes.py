@@ -88,15 +88,21 @@ class Writes:
 
     async def propose(self, context: grpc.aio.ServicerContext, cmd: Command) -> Result:
         """Propose on this (leading) node; a refusal aborts the call with its status."""
+        return (await self.propose_all(context, [cmd]))[0]
+
+    async def propose_all(self, context: grpc.aio.ServicerContext, cmds: list[Command]) -> list[Result]:
+        """Propose commands together, in order (one entry when they fit); a refusal of
+        the first aborts the call with its status, the others' results are returned."""
         fp = _fingerprint.get()
-        if fp and "fp" in getattr(cmd, "__dataclass_fields__", {}) and not cmd.fp:
-            cmd = dataclasses.replace(cmd, fp=fp)  # type: ignore[type-var]
+        if fp:
+            cmds = [dataclasses.replace(c, fp=fp)  # type: ignore[type-var]
+                    if "fp" in getattr(c, "__dataclass_fields__", {}) and not c.fp else c for c in cmds]
         try:
-            res = await self.proposer.propose(cmd)
+            res = await self.proposer.propose_all(cmds)
         except TooLarge as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        if not res.ok:
-            await abort_for(context, res)
+        if not res[0].ok:
+            await abort_for(context, res[0])
         return res
 
     async def write(self, context: grpc.aio.ServicerContext, request: M, stub: Callable[[Any], Any],
