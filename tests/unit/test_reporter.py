@@ -70,3 +70,31 @@ def test_a_refused_report_does_not_block_the_queue() -> None:
     assert not failed.has_exit_code and failed.error.startswith(REFUSED) and failed.stdout_tail == ""
     assert "reports[1].stdout_tail" in failed.error
     assert got[("c", node_pb2.FINISHED)].stdout_tail == "ok"  # the reports behind went through
+
+
+def test_started_waits_briefly_for_its_finished_one_call() -> None:
+    """A short job's two reports travel in one call (the leader commits them in one entry);
+    a STARTED alone still goes out after the hold."""
+    calls: list[list[tuple[str, int]]] = []
+
+    class Recording(Leader):
+        async def ReportJobs(self, req: node_pb2.ReportJobsRequest, timeout: float) -> Any:
+            calls.append([(r.job_id, r.kind) for r in req.reports])
+            return await super().ReportJobs(req, timeout)
+
+    rep = Reporter("n1", Peers(Recording(limit=100)))  # type: ignore[arg-type]
+
+    async def go() -> None:
+        task = asyncio.create_task(rep.run())
+        rep.push(Report("a", 1, 1, ReportKind.STARTED, 1.0))
+        await asyncio.sleep(0.001)
+        rep.push(Report("a", 1, 1, ReportKind.FINISHED, 2.0, exit_code=0))
+        while rep.queue:
+            await asyncio.sleep(0.001)
+        rep.push(Report("b", 1, 2, ReportKind.STARTED, 3.0))  # long job: no FINISHED follows
+        while rep.queue:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(go())
+    assert calls == [[("a", node_pb2.STARTED), ("a", node_pb2.FINISHED)], [("b", node_pb2.STARTED)]]
