@@ -13,7 +13,9 @@ The no-op task is `raftsched.dev.pybench:noop`, importable from raftsched's sour
 
 from __future__ import annotations
 
+import signal
 import statistics
+import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 from raftsched import config as configmod
 from raftsched.client.api import Client
+from raftsched.dev import profile
 from raftsched.dev.launcher import LocalCluster, write_config
 
 NOOP = "raftsched.dev.pybench:noop"
@@ -51,7 +54,10 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
-def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200) -> Figures:
+def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,
+        profile_dir: Path | None = None) -> Figures:
+    """`profile_dir`: py-spy every node during the Python-task end-to-end phase
+    (pytasks-<node>-<leader|follower>.txt; the top own-time functions are printed)."""
     path = write_config(tmp, 3, cpu=200_000, mem=200_000, cluster_extra='log_level = "warning"',
                         node_extra=[f"python_workers = {workers}"] * 3)
     cfg = configmod.load(path)
@@ -64,7 +70,13 @@ def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200) 
             while time.monotonic() < deadline and sum(n.alive for n in c.jobs.nodes()) < 3:
                 time.sleep(0.1)
             c.result(c.submit(python=NOOP), timeout=60)  # warm: every worker imports on first use
+            spies = _profile(lc, leader, profile_dir) if profile_dir is not None else []
             e2e = _end_to_end(c, tasks, {"python": NOOP})
+            for spy, _ in spies:  # py-spy writes its file when stopped
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            for _, out in spies:
+                print(profile.summary(out))
             baseline = _end_to_end(c, tasks, {"command": ["true"]})[1]
             reasons = sorted({f"{j.spec.python.target or 'command'}: {j.reason}"
                               for j in c.list(["FAILED"])})[:10]
@@ -74,6 +86,15 @@ def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200) 
         lc.stop()
     return Figures(tasks, workers, *e2e, baseline, reasons, round_trips, pct(lats, 50) * 1e3, pct(lats, 99) * 1e3,
                    statistics.fmean(lats) * 1e3)
+
+
+def _profile(lc: LocalCluster, leader: str, out_dir: Path) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for nid, proc in lc.procs.items():
+        out = out_dir / f"pytasks-{nid}-{'leader' if nid == leader else 'follower'}.txt"
+        spies.append((profile.attach(proc.pid, out), out))
+    return spies
 
 
 def _end_to_end(c: Client, n: int, what: dict[str, Any]) -> tuple[float, float, float, int]:

@@ -145,8 +145,12 @@ class Executor:
             if isinstance(who, str):
                 raise ValueError(who)  # not allowed here, or no such user
             # checks the job id is a safe file name
-            scratch = (self.run_as.scratch().make(job_id, attempt, (who.uid, who.gid)) if who
-                       else self.scratch.make(job_id, attempt))
+            if who:
+                scratch = self.run_as.scratch().make(job_id, attempt, (who.uid, who.gid))
+            elif spec.python.target and self.pytasks is not None:
+                scratch = self.scratch.path(job_id, attempt)  # made by the worker process
+            else:
+                scratch = self.scratch.make(job_id, attempt)
         except (OSError, ValueError) as e:
             started = str(e)
         else:

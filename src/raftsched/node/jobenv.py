@@ -70,6 +70,13 @@ class Scratch:
         self._last_sweep = 0.0
         self._sweeping = threading.Lock()
 
+    def path(self, job_id: str, attempt: int) -> Path:
+        """The attempt's directory, not created (a Python worker makes its task's own,
+        off the node's event loop); checks the job id is a safe file name."""
+        check_job_id(job_id)
+        self.maybe_sweep()
+        return self.root / f"{job_id}.{attempt}"
+
     def make(self, job_id: str, attempt: int, owner: tuple[int, int] | None = None) -> Path:
         """The attempt's directory (0700); `owner` (uid, gid): the run_as user's."""
         check_job_id(job_id)

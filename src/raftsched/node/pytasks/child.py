@@ -115,6 +115,8 @@ def run(req: dict[str, Any], home: str, base_env: dict[str, str], reap: bool = T
     os.environ.update(req["env"])
     token = _enter(ctx)
     try:
+        if req.get("mkcwd"):  # the attempt's scratch directory (node/jobenv.py Scratch)
+            os.makedirs(req["cwd"], mode=0o700, exist_ok=True)
         os.chdir(req["cwd"])
         sys.stdout, sys.stderr = out, err
         fn = resolve(req["target"])

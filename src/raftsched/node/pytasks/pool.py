@@ -193,7 +193,8 @@ class PyPool:
             w = idle.pop()
             msg = {"job": t.job_id, "attempt": t.attempt, "token": t.token, "node": self.node_id,
                    "target": t.spec.python.target, "args": t.spec.python.args_json,
-                   "kwargs": t.spec.python.kwargs_json, "env": t.env, "cwd": t.cwd}
+                   "kwargs": t.spec.python.kwargs_json, "env": t.env, "cwd": t.cwd,
+                   "mkcwd": not t.spec.working_dir}  # the scratch dir: made by the worker
             w.task, t.worker, t.started_mono = t, w, time.monotonic()
             if self.lease is not None:
                 self.lease.register(w.sandbox.handle)
