@@ -23,7 +23,7 @@ F = "tests.support.pytasks_funcs"
 
 
 async def run_pool(tmp: Path, cfg: PyPoolConfig, tasks: list[tuple[str, JobSpec]],
-                   settle: float = 0.0) -> tuple[PyPool, list[Report], list[int]]:
+                   settle: float = 0.0, lease: object = None) -> tuple[PyPool, list[Report], list[int]]:
     loop = asyncio.get_running_loop()
     reports: list[Report] = []
     done = asyncio.Event()
@@ -34,7 +34,7 @@ async def run_pool(tmp: Path, cfg: PyPoolConfig, tasks: list[tuple[str, JobSpec]
             done.set()
 
     scratch = Scratch(tmp, 3600)
-    pool = PyPool("n1", cfg, tmp, loop, on_report, None, Isolation("n1"), scratch)
+    pool = PyPool("n1", cfg, tmp, loop, on_report, lease, Isolation("n1"), scratch)  # type: ignore[arg-type]
     pool.start()
     try:
         for jid, spec in tasks:
@@ -73,3 +73,37 @@ def test_a_pool_whose_interpreter_cannot_start_fails_its_tasks(tmp_path: Path) -
     _, reports, pids = asyncio.run(run_pool(tmp_path, cfg, [("t", JobSpec(python=PythonCall(f"{F}:noop")))]))
     r = finished(reports)["t"]
     assert r.error.startswith("could not start: no Python worker can start on node n1") and pids == []
+
+
+class RecordingLease:
+    """What the pool tells the lease watchdog (a lease that never lapses)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def register(self, handle: str) -> None:
+        self.calls.append(("A", handle))
+
+    def unregister(self, handle: str) -> None:
+        self.calls.append(("D", handle))
+
+    def valid(self) -> bool:
+        return True
+
+    def lapsed_between(self, a: float, b: float) -> bool:
+        return False
+
+
+def test_every_worker_is_fenced_by_the_lease_for_its_whole_life(tmp_path: Path) -> None:
+    """Registered once when it starts and unregistered when it exits, whatever it ran
+    (a killed worker's handle goes, its replacement's comes): not two pipe writes per task."""
+    lease = RecordingLease()
+    cfg = PyPoolConfig(workers=2, path=(ROOT,))
+    tasks = [(f"ok{i}", JobSpec(python=PythonCall(f"{F}:add", "[1,1]"))) for i in range(8)]
+    tasks.append(("slow", JobSpec(python=PythonCall(f"{F}:sleep_then", "[30]"), timeout_s=0.5)))
+    pool, reports, _ = asyncio.run(run_pool(tmp_path, cfg, tasks, settle=0.5, lease=lease))
+    assert all(r.exit_code == 0 for j, r in finished(reports).items() if j != "slow")
+    added = [h for k, h in lease.calls if k == "A"]
+    removed = [h for k, h in lease.calls if k == "D"]
+    assert pool.spawned == 3 and len(added) == 3 == len(set(added))  # 2 + the replacement
+    assert sorted(removed) == sorted(added)  # every worker exited (the pool closed)

@@ -13,6 +13,7 @@ The no-op task is `raftsched.dev.pybench:noop`, importable from raftsched's sour
 
 from __future__ import annotations
 
+import os
 import signal
 import statistics
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 
 from raftsched import config as configmod
 from raftsched.client.api import Client
-from raftsched.dev import profile
+from raftsched.dev import cpustat, profile
 from raftsched.dev.launcher import LocalCluster, write_config
 
 NOOP = "raftsched.dev.pybench:noop"
@@ -47,6 +48,9 @@ class Figures:
     rt_p50_ms: float
     rt_p99_ms: float
     rt_mean_ms: float
+    cpu_leader_ms: float  # CPU per task, end-to-end phase: the leader's node process
+    cpu_follower_ms: float  # a follower's node process
+    cpu_workers_ms: float  # the Python workers of all nodes together
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -71,7 +75,9 @@ def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,
                 time.sleep(0.1)
             c.result(c.submit(python=NOOP), timeout=60)  # warm: every worker imports on first use
             spies = _profile(lc, leader, profile_dir) if profile_dir is not None else []
+            cpu0 = _cpu(lc)
             e2e = _end_to_end(c, tasks, {"python": NOOP})
+            cpu = _per_task(cpu0, _cpu(lc), leader, tasks)
             for spy, _ in spies:  # py-spy writes its file when stopped
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
@@ -85,7 +91,22 @@ def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,
     finally:
         lc.stop()
     return Figures(tasks, workers, *e2e, baseline, reasons, round_trips, pct(lats, 50) * 1e3, pct(lats, 99) * 1e3,
-                   statistics.fmean(lats) * 1e3)
+                   statistics.fmean(lats) * 1e3, *cpu)
+
+
+def _cpu(lc: LocalCluster) -> dict[str, tuple[float, float]]:
+    return {nid: cpustat.tree_seconds(p.pid) for nid, p in lc.procs.items()}
+
+
+def _per_task(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
+              leader: str, n: int) -> tuple[float, float, float]:
+    """CPU ms per task: the leader node process, a follower node process (mean), and
+    all Python worker processes (and the lease watchdogs) together."""
+    own = {nid: after[nid][0] - before[nid][0] for nid in after}
+    workers = sum(after[nid][1] - before[nid][1] for nid in after)
+    followers = [v for nid, v in own.items() if nid != leader]
+    return (1e3 * own[leader] / n, 1e3 * statistics.fmean(followers) / n if followers else 0.0,
+            1e3 * workers / n)
 
 
 def _profile(lc: LocalCluster, leader: str, out_dir: Path) -> list[tuple[subprocess.Popen[bytes], Path]]:
@@ -132,7 +153,15 @@ def report(f: Figures) -> str:
             f"for comparison)\n"
             + "".join(f"  failed: {r}\n" for r in f.failed_reasons)
             + f"python submit->result    p50 {f.rt_p50_ms:.2f} ms  p99 {f.rt_p99_ms:.2f} ms  "
-            f"mean {f.rt_mean_ms:.2f} ms ({f.round_trips} sequential round trips via Client.result)")
+            f"mean {f.rt_mean_ms:.2f} ms ({f.round_trips} sequential round trips via Client.result)\n"
+            f"CPU per task             leader {f.cpu_leader_ms:.3f} ms, follower {f.cpu_follower_ms:.3f} ms, "
+            f"workers {f.cpu_workers_ms:.3f} ms: at most {_bound(f):.0f} tasks/s on "
+            f"{os.cpu_count()} cores with all three nodes here")
+
+
+def _bound(f: Figures) -> float:
+    per_task = (f.cpu_leader_ms + 2 * f.cpu_follower_ms + f.cpu_workers_ms) / 1e3
+    return (os.cpu_count() or 1) / per_task if per_task > 0 else float("inf")
 
 
 def as_dict(f: Figures) -> dict[str, Any]:

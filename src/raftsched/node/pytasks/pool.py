@@ -12,8 +12,10 @@ The attempt's states, retries, cancel and fencing are those of any job:
 - a worker dying mid-task (SIGKILL, segfault, OOM killer): the attempt FAILED
   ("Python worker died ..."), retried by the job's policy with a new attempt and
   fencing token; the pool starts a replacement;
-- the lease: a busy worker is registered with the lease watchdog like a
-  subprocess job, so it is killed in time when the node loses its lease (LOST);
+- the lease: every worker is registered with the lease watchdog for its whole life
+  (once, not twice per task: two pipe writes per task were ~6% of a node's samples),
+  so a busy one is killed in time when the node loses its lease (LOST) and an idle
+  one is replaced;
 - recycling: after `python_max_tasks` tasks or once its RSS exceeds
   `python_max_rss_mib`, an idle worker is retired and replaced.
 
@@ -141,6 +143,8 @@ class PyPool:
             self.loop.call_later(RESPAWN_DELAY, self._spawn)
             return
         self.broken = ""
+        if self.lease is not None:
+            self.lease.register(w.sandbox.handle)
         self.workers.append(w)
         self._dispatch()
 
@@ -196,8 +200,6 @@ class PyPool:
                    "kwargs": t.spec.python.kwargs_json, "env": t.env, "cwd": t.cwd,
                    "mkcwd": not t.spec.working_dir}  # the scratch dir: made by the worker
             w.task, t.worker, t.started_mono = t, w, time.monotonic()
-            if self.lease is not None:
-                self.lease.register(w.sandbox.handle)
             if not w.send(msg):  # the worker died meanwhile: its exit handler ends the task
                 continue
             if t.spec.timeout_s > 0:
@@ -256,6 +258,8 @@ class PyPool:
     def _on_exit(self, w: PyWorker, code: int) -> None:
         if w in self.workers:
             self.workers.remove(w)
+        if self.lease is not None:
+            self.lease.unregister(w.sandbox.handle)
         self.loop.run_in_executor(None, self._release, w.sandbox)
         t = w.task
         if t is not None:
@@ -282,8 +286,6 @@ class PyPool:
         self.loop.call_later(delay, self._spawn)
 
     def _free(self, w: PyWorker) -> None:
-        if self.lease is not None:
-            self.lease.unregister(w.sandbox.handle)
         if w.task is not None:
             w.task.worker = None
         w.task = None
