@@ -12,6 +12,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import collections
 import statistics
 import threading
 import time
@@ -55,6 +56,11 @@ class JobMetrics:
         self._last: dict[str, tuple[JobState, int]] = {}  # non-terminal jobs: last (state, attempt)
 
     def observe(self, changes: list[Change]) -> None:
+        """Counted per call, then one `inc` per label: a prometheus `labels()` lookup and
+        a locked `inc` per change were 18% of a follower's samples applying batches."""
+        moved: collections.Counter[JobState] = collections.Counter()
+        ended: collections.Counter[JobState] = collections.Counter()
+        submitted = 0
         for c in changes:
             j = c.job
             key = (j.state, j.attempt)
@@ -71,15 +77,21 @@ class JobMetrics:
                 self._last[j.id] = key
             if not is_transition:
                 continue
-            self.transitions.labels(j.state.value).inc()
+            moved[j.state] += 1
             if j.state is JobState.PENDING and j.attempt == 0:
-                self.submissions.inc()
+                submitted += 1
             elif j.state is JobState.RUNNING and j.attempt == 1 and j.started_at:
                 self.submit_to_start.observe(max(0.0, j.started_at - j.submitted_at))
             if j.state in TERMINAL_STATES:
-                self.completions.labels(j.state.value).inc()
+                ended[j.state] += 1
                 if j.started_at and j.finished_at:
                     self.run_time.observe(max(0.0, j.finished_at - j.started_at))
+        for state, n in moved.items():
+            self.transitions.labels(state.value).inc(n)
+        for state, n in ended.items():
+            self.completions.labels(state.value).inc(n)
+        if submitted:
+            self.submissions.inc(submitted)
 
 
 @dataclass
