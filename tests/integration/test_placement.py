@@ -61,6 +61,11 @@ def test_sequential_jobs_spread_and_dedicated_pool_is_isolated(pools: TestCluste
         j = wait_done(client, client.submit(jobs_pb2.JobSpec(command=["true"])))
         assert j.state == jobs_pb2.SUCCEEDED
         nodes.append(j.node_id)
+        # nothing waits: placed in the submission's own entry (node/fastplace.py), so
+        # PENDING and ASSIGNED carry the same leader time
+        pending, assigned = j.history[0], j.history[1]
+        assert (pending.state, assigned.state) == (jobs_pb2.PENDING, jobs_pb2.ASSIGNED)
+        assert pending.at == assigned.at, (pending, assigned)
     counts = collections.Counter(nodes)
     print("60 sequential jobs per node:", dict(sorted(counts.items())))
     assert set(counts) == SHARED  # every shared node, never the dedicated n4
