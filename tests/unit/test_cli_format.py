@@ -29,3 +29,15 @@ def test_map_of_int64_and_summary() -> None:
     j = jobs_pb2.Job(id="j", spec=jobs_pb2.JobSpec(shell="echo", use_shell=True, name="n"))
     s = job_summary(j)
     assert s["command"] == "echo" and s["exit_code"] is None and s["finished_at"] is None
+
+
+def test_members_table_shows_each_control_address() -> None:
+    from raftsched.cli.members import _rows
+    from raftsched.v1 import cluster_pb2
+
+    own = cluster_pb2.Member(id="n1", raft_address="10.0.0.1:7000", grpc_address="10.0.0.1:7100",
+                             control_address="10.0.0.1:9999")
+    default = cluster_pb2.Member(id="n2", raft_address="10.0.0.2:7000", grpc_address="10.0.0.2:7100")
+    lines = _rows([own, default]).splitlines()
+    assert "CONTROL" in lines[0]
+    assert "10.0.0.1:9999" in lines[1] and "10.0.0.2:7200" in lines[2]  # default: gRPC port + 100

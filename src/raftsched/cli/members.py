@@ -14,6 +14,7 @@ from typing import Any
 from raftsched.cli.common import EXIT_CODES_HELP, EXIT_OK, UsageError
 from raftsched.cli.format import dump_json, message_dict, table
 from raftsched.client.client import Client
+from raftsched.config import default_control
 from raftsched.v1 import cluster_pb2, jobs_pb2
 
 
@@ -28,12 +29,23 @@ def _labels(items: list[str] | None) -> dict[str, str]:
 
 
 def _rows(members: list[cluster_pb2.Member]) -> str:
-    rows = [[m.id, m.raft_address, m.grpc_address, m.metrics_address or "-", m.role or "?",
+    rows = [[m.id, m.raft_address, m.grpc_address, _control(m), m.metrics_address or "-", m.role or "?",
              str(m.match_index) if m.match_index >= 0 else "-",
              str(m.lag) if m.lag >= 0 else "-",
              f"{m.capacity.cpu_millis}m/{m.capacity.memory_mib}Mi",
              ",".join(f"{k}={v}" for k, v in sorted(m.labels.items())) or "-"] for m in members]
-    return table(rows, ["ID", "RAFT", "GRPC", "METRICS", "ROLE", "MATCH", "LAG", "CAPACITY", "LABELS"])
+    return table(rows, ["ID", "RAFT", "GRPC", "CONTROL", "METRICS", "ROLE", "MATCH", "LAG", "CAPACITY",
+                        "LABELS"])
+
+
+def _control(m: cluster_pb2.Member) -> str:
+    """The heartbeat (control) address a member uses: its own, or the default one."""
+    if m.control_address:
+        return m.control_address
+    try:
+        return default_control(m.grpc_address)
+    except ValueError:
+        return "-"
 
 
 def cmd_list(args: argparse.Namespace, client: Client) -> int:
