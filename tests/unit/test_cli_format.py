@@ -33,7 +33,6 @@ def test_map_of_int64_and_summary() -> None:
 
 def test_members_table_shows_each_control_address() -> None:
     from raftsched.cli.members import _rows
-    from raftsched.v1 import cluster_pb2
 
     own = cluster_pb2.Member(id="n1", raft_address="10.0.0.1:7000", grpc_address="10.0.0.1:7100",
                              control_address="10.0.0.1:9999")
