@@ -32,12 +32,20 @@ def down_nodes(state: ClusterState, last_seen: Mapping[str, float], now: float,
     for node in state.nodes.values():
         if not node.alive:
             continue
-        seen = last_seen.get(node.id)
-        if seen is None:
+        if node.id not in last_seen:
             unseen.append(node.id)
-        elif now - seen > ttl:
-            down.append((node.id, f"no heartbeat for {now - seen:.2f}s (ttl {ttl:g}s)"))
+        elif why := silence(last_seen, node.id, now, ttl):
+            down.append((node.id, why))
     return down, unseen
+
+
+def silence(last_seen: Mapping[str, float], node_id: str, now: float, ttl: float) -> str:
+    """Why the node counts as down at `now`: not heard from for more than `ttl`; ""
+    if heard from within it (or not heard of at all: its clock has not started)."""
+    seen = last_seen.get(node_id)
+    if seen is None or now - seen <= ttl:
+        return ""
+    return f"no heartbeat for {now - seen:.2f}s (ttl {ttl:g}s)"
 
 
 def lease_grant(state: ClusterState, node_id: str, downing: Iterable[str], confirmed: bool,

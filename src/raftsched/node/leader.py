@@ -160,10 +160,21 @@ class Leader:
                                                self.cfg.heartbeat_ttl)
         for nid in unseen:
             self.last_seen[nid] = now  # first time this leader hears of it
-        for nid, reason in down:
-            log.warning("node down", node=nid, reason=reason)
+        for nid, _ in down:
             self.downing.add(nid)  # no lease renewals while this is in flight
             try:
+                # `down` was decided before the NodeDowns proposed ahead of this one were
+                # committed (each takes a while under load). A heartbeat answered since
+                # then may have granted the node a lease, under which it runs and starts
+                # jobs: it is not down, and declaring it so would run them twice. Checked
+                # after `downing` is set, which refuses any later grant: the heartbeat
+                # thread writes last_seen before it reads `downing` (heartbeat, lease_for).
+                reason = liveness.silence(self.last_seen, nid, time.monotonic(),
+                                          self.cfg.heartbeat_ttl)
+                if not reason:
+                    log.info("node heard from again; not declared down", node=nid)
+                    continue
+                log.warning("node down", node=nid, reason=reason)
                 res = await self.proposer.propose(NodeDown(new_rid(), time.time(), nid, reason))
             finally:
                 self.downing.discard(nid)
