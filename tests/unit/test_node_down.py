@@ -82,3 +82,39 @@ def test_a_node_heard_from_during_its_own_node_down_gets_no_lease(tmp_path: Path
     assert proposer.beat_lease == 0
     assert proposer.downs == ["n1", "n2", "n3"]
     assert h.replica.state.jobs["j1"].state is JobState.PENDING
+
+
+def stalled_cluster(tmp_path: Path, stall: float, silent: dict[str, float]) -> Harness:
+    """The leader's loop last ran `stall` seconds ago; node -> seconds since its last
+    heartbeat. j1 ran on n1 (the leader's own node)."""
+    h = Harness(tmp_path)
+    for nid in ("n1", "n2", "n3"):
+        h.replica.commit(NodeUp, node(nid, "a"))
+    submit(h, "j1")
+    h.replica.commit(Assign, (AssignItem("j1", "n1", 0),))
+    now = time.monotonic()
+    h.leader._awake_at = now - stall
+    h.leader.last_seen = {nid: now - s for nid, s in silent.items()}
+    return h
+
+
+def test_the_leaders_own_stall_is_not_the_nodes_silence(tmp_path: Path) -> None:
+    """The leader process stalled 7 s (seen at load 16): nobody was heard meanwhile. On
+    resuming it must not declare the nodes down (itself included) and rerun their jobs,
+    which may have ended during the stall with their reports not yet read."""
+    ttl = 1.5
+    h = stalled_cluster(tmp_path, stall=7.0, silent={"n1": 7.2, "n2": 7.1, "n3": 7.3})
+    assert h.cfg.heartbeat_ttl == ttl
+    asyncio.run(h.leader._liveness())
+    st = h.replica.state
+    assert all(n.alive for n in st.nodes.values())
+    assert st.jobs["j1"].state is JobState.ASSIGNED
+    assert h.leader.stalls_credited > 6.5
+
+
+def test_a_node_silent_before_the_stall_too_is_still_declared_down(tmp_path: Path) -> None:
+    """Only the stall is credited: silence beyond it still counts."""
+    h = stalled_cluster(tmp_path, stall=3.0, silent={"n1": 3.1, "n2": 3.1, "n3": 10.0})
+    asyncio.run(h.leader._liveness())
+    st = h.replica.state
+    assert st.nodes["n1"].alive and st.nodes["n2"].alive and not st.nodes["n3"].alive

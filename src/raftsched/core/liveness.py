@@ -48,6 +48,13 @@ def silence(last_seen: Mapping[str, float], node_id: str, now: float, ttl: float
     return f"no heartbeat for {now - seen:.2f}s (ttl {ttl:g}s)"
 
 
+def credit_stall(last_seen: Mapping[str, float], stall: float, now: float) -> dict[str, float]:
+    """The leader did not run for `stall` seconds (its process or loop was stalled): it
+    could not hear heartbeats then, so that time counts as nobody's silence. Times only
+    move later (a NodeDown comes later, never earlier: the lease fence holds)."""
+    return {nid: min(now, t + stall) for nid, t in last_seen.items()}
+
+
 def lease_grant(state: ClusterState, node_id: str, downing: Iterable[str], confirmed: bool,
                 lease: float) -> tuple[float, int]:
     """(lease seconds, generation) for a node that just heartbeated. No lease unless

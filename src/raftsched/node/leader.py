@@ -82,6 +82,8 @@ class Leader:
         self.hb_wall: dict[str, float] = {}  # node -> wall time of its last heartbeat
         self.rng = random.Random()  # retry jitter; the result is stamped into commands
         self._bad_schedules: set[str] = set()
+        self._awake_at = time.monotonic()  # when the event loop last ran (watch_stalls)
+        self.stalls_credited = 0.0  # seconds of the leader's own stalls not counted as silence
 
     # ---- called by the NodeAgent servicer ------------------------------------------
 
@@ -109,6 +111,29 @@ class Leader:
             log.debug("node up not proposed", node=node.id, error=str(e))
 
     # ---- the loop -------------------------------------------------------------------
+
+    async def watch_stalls(self) -> None:
+        """Notice the event loop not running (see _awake); runs on every node."""
+        while True:
+            self._awake()
+            await asyncio.sleep(TICK)
+
+    def _awake(self) -> None:
+        """The loop runs now. Had it not run for over a heartbeat interval, this process
+        was stalled (CPU starvation, SIGSTOP, a blocked loop) and may not have heard
+        heartbeats: that time is nobody's silence. Else, resuming, it would declare every
+        node down, itself too, and rerun jobs that ended during the stall unreported."""
+        now = time.monotonic()
+        gap, self._awake_at = now - self._awake_at, now
+        if gap > self.cfg.heartbeat_interval + TICK:
+            stall = gap - TICK
+            self.stalls_credited += stall
+            # in place: the heartbeat threads write this dict (a heartbeat written meanwhile
+            # is overwritten by a time at most `now`, no earlier than its pre-stall one + stall)
+            self.last_seen.update(liveness.credit_stall(dict(self.last_seen), stall, now))
+            if stall > self.cfg.heartbeat_ttl / 2 and self.raft.is_leader():
+                log.info("leader stalled; that time is not counted as any node's silence",
+                         stalled=round(stall, 3))
 
     async def run(self) -> None:
         while True:
@@ -154,6 +179,7 @@ class Leader:
         self._dispatch(assigned)
 
     async def _liveness(self) -> None:
+        self._awake()  # before watch_stalls, if this round resumed first after a stall
         now = time.monotonic()
         with self.replica.lock:
             down, unseen = liveness.down_nodes(self.replica.state, self.last_seen, now,
@@ -169,6 +195,7 @@ class Leader:
                 # jobs: it is not down, and declaring it so would run them twice. Checked
                 # after `downing` is set, which refuses any later grant: the heartbeat
                 # thread writes last_seen before it reads `downing` (heartbeat, lease_for).
+                self._awake()
                 reason = liveness.silence(self.last_seen, nid, time.monotonic(),
                                           self.cfg.heartbeat_ttl)
                 if not reason:
