@@ -37,7 +37,7 @@ def ok(r: subprocess.CompletedProcess[str]) -> str:
 
 
 SLEEPER = """
-import signal, sys, time
+import fcntl, signal, sys, time
 tag, ledger, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 def note(kind):
     with open(ledger, "a") as f:
@@ -46,6 +46,11 @@ def term(*_):
     note("end")
     sys.exit(143)
 signal.signal(signal.SIGTERM, term)
+lock = open(ledger + ".lock", "a")
+try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    note("overlap")
 note("start")
 time.sleep(seconds)
 note("end")
@@ -54,7 +59,10 @@ note("end")
 
 def sleeper(c: TestCluster, marker: str, seconds: float, **kw) -> jobs_pb2.JobSpec:
     """A job whose process carries `marker-<attempt>` in its command line and writes its
-    start and end (also when killed with SIGTERM) to the ledger `marker.ledger`."""
+    start and end (also when stopped with SIGTERM, if its handler runs before the kill
+    grace ends in SIGKILL) to the ledger `marker.ledger`. It holds a flock on
+    `marker.ledger.lock` while it lives (the kernel releases it when the process dies,
+    however): an "overlap" line means another attempt of the job was still alive."""
     script = c.root / "sleeper.py"
     script.write_text(SLEEPER)
     return sh(f"exec {sys.executable} {script} {marker}-$RAFTSCHED_ATTEMPT {c.root / marker}.ledger "
@@ -74,6 +82,16 @@ def ledger(c: TestCluster, marker: str) -> dict[str, dict[str, float]]:
         kind, tag, t = line.split()
         out.setdefault(tag, {})[kind] = float(t)
     return out
+
+
+def after(runs: dict[str, dict[str, float]], first: str, then: str) -> None:
+    """Run `then` started after `first` was gone: its flock was free (no "overlap"), and
+    `first` ended before it if it wrote its end. It may not have: under heavy load its
+    SIGTERM handler can miss the kill grace (SIGKILL then, by design), or the lease
+    watchdog SIGKILLs it; the flock is released on any death."""
+    assert "start" in runs[first] and "start" in runs[then], runs
+    assert "overlap" not in runs[then], f"{then} started while {first} was alive: {runs}"
+    assert runs[first].get("end", runs[first]["start"]) <= runs[then]["start"], runs
 
 
 def scheduling(client: Client, nid: str) -> str:
@@ -147,8 +165,7 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
         # no overlap: attempt 1 was over (its process gone, reported) before attempt 2 was assigned
         assert first[0].finished_at <= job.assigned_at
         assert not marked(f"{m}-1") and marked(f"{m}-2")
-        runs = started_run(c, m, f"{m}-2")
-        assert runs[f"{m}-1"]["end"] <= runs[f"{m}-2"]["start"], runs
+        after(started_run(c, m, f"{m}-2"), f"{m}-1", f"{m}-2")
         c.wait_until(lambda: scheduling(client, "n2") == "drained", 20, "n2 drained")
         assert "drained" in ok(cli(c, "nodes"))
 
@@ -170,8 +187,7 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
                      and client.get(long_id).state == jobs_pb2.RUNNING, 40, "the long job moved again")
         job = client.get(long_id)
         assert job.node_id != nid and job.failures == 0 and job.state == jobs_pb2.RUNNING
-        runs = started_run(c, m, f"{m}-3")
-        assert runs[f"{m}-2"]["end"] <= runs[f"{m}-3"]["start"], runs
+        after(started_run(c, m, f"{m}-3"), f"{m}-2", f"{m}-3")
         client.cancel(long_id)
         c.wait_terminal([long_id], timeout=30, client=client)
         wait_gone(c, m)

@@ -32,12 +32,27 @@ def down_nodes(state: ClusterState, last_seen: Mapping[str, float], now: float,
     for node in state.nodes.values():
         if not node.alive:
             continue
-        seen = last_seen.get(node.id)
-        if seen is None:
+        if node.id not in last_seen:
             unseen.append(node.id)
-        elif now - seen > ttl:
-            down.append((node.id, f"no heartbeat for {now - seen:.2f}s (ttl {ttl:g}s)"))
+        elif why := silence(last_seen, node.id, now, ttl):
+            down.append((node.id, why))
     return down, unseen
+
+
+def silence(last_seen: Mapping[str, float], node_id: str, now: float, ttl: float) -> str:
+    """Why the node counts as down at `now`: not heard from for more than `ttl`; ""
+    if heard from within it (or not heard of at all: its clock has not started)."""
+    seen = last_seen.get(node_id)
+    if seen is None or now - seen <= ttl:
+        return ""
+    return f"no heartbeat for {now - seen:.2f}s (ttl {ttl:g}s)"
+
+
+def credit_stall(last_seen: Mapping[str, float], stall: float, now: float) -> dict[str, float]:
+    """The leader did not run for `stall` seconds (its process or loop was stalled): it
+    could not hear heartbeats then, so that time counts as nobody's silence. Times only
+    move later (a NodeDown comes later, never earlier: the lease fence holds)."""
+    return {nid: min(now, t + stall) for nid, t in last_seen.items()}
 
 
 def lease_grant(state: ClusterState, node_id: str, downing: Iterable[str], confirmed: bool,

@@ -86,6 +86,8 @@ class Leader:
         # small submissions on an idle queue: placed in their own entry (node/fastplace.py)
         self.submit_placer = SubmitPlacer(replica, raft, lambda: self.armed_term == raft.term(),
                                           self._settings, self._dispatch, new_rid)
+        self._awake_at = time.monotonic()  # when the event loop last ran (watch_stalls)
+        self.stalls_credited = 0.0  # seconds of the leader's own stalls not counted as silence
 
     # ---- called by the NodeAgent servicer ------------------------------------------
 
@@ -113,6 +115,29 @@ class Leader:
             log.debug("node up not proposed", node=node.id, error=str(e))
 
     # ---- the loop -------------------------------------------------------------------
+
+    async def watch_stalls(self) -> None:
+        """Notice the event loop not running (see _awake); runs on every node."""
+        while True:
+            self._awake()
+            await asyncio.sleep(TICK)
+
+    def _awake(self) -> None:
+        """The loop runs now. Had it not run for over a heartbeat interval, this process
+        was stalled (CPU starvation, SIGSTOP, a blocked loop) and may not have heard
+        heartbeats: that time is nobody's silence. Else, resuming, it would declare every
+        node down, itself too, and rerun jobs that ended during the stall unreported."""
+        now = time.monotonic()
+        gap, self._awake_at = now - self._awake_at, now
+        if gap > self.cfg.heartbeat_interval + TICK:
+            stall = gap - TICK
+            self.stalls_credited += stall
+            # in place: the heartbeat threads write this dict (a heartbeat written meanwhile
+            # is overwritten by a time at most `now`, no earlier than its pre-stall one + stall)
+            self.last_seen.update(liveness.credit_stall(dict(self.last_seen), stall, now))
+            if stall > self.cfg.heartbeat_ttl / 2 and self.raft.is_leader():
+                log.info("leader stalled; that time is not counted as any node's silence",
+                         stalled=round(stall, 3))
 
     async def run(self) -> None:
         while True:
@@ -158,16 +183,29 @@ class Leader:
         self._dispatch(assigned)
 
     async def _liveness(self) -> None:
+        self._awake()  # before watch_stalls, if this round resumed first after a stall
         now = time.monotonic()
         with self.replica.lock:
             down, unseen = liveness.down_nodes(self.replica.state, self.last_seen, now,
                                                self.cfg.heartbeat_ttl)
         for nid in unseen:
             self.last_seen[nid] = now  # first time this leader hears of it
-        for nid, reason in down:
-            log.warning("node down", node=nid, reason=reason)
+        for nid, _ in down:
             self.downing.add(nid)  # no lease renewals while this is in flight
             try:
+                # `down` was decided before the NodeDowns proposed ahead of this one were
+                # committed (each takes a while under load). A heartbeat answered since
+                # then may have granted the node a lease, under which it runs and starts
+                # jobs: it is not down, and declaring it so would run them twice. Checked
+                # after `downing` is set, which refuses any later grant: the heartbeat
+                # thread writes last_seen before it reads `downing` (heartbeat, lease_for).
+                self._awake()
+                reason = liveness.silence(self.last_seen, nid, time.monotonic(),
+                                          self.cfg.heartbeat_ttl)
+                if not reason:
+                    log.info("node heard from again; not declared down", node=nid)
+                    continue
+                log.warning("node down", node=nid, reason=reason)
                 res = await self.proposer.propose(NodeDown(new_rid(), time.time(), nid, reason))
             finally:
                 self.downing.discard(nid)

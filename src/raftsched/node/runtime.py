@@ -231,7 +231,7 @@ class NodeRuntime:
         self.executor.pytasks.start()
         self.control.start()
         self.heartbeater.start()
-        for coro in (self.leader.run(), self.reporter.run(),
+        for coro in (self.leader.run(), self.leader.watch_stalls(), self.reporter.run(),
                      monitor_loop(self.loop_lag), self.status.refresh_forever()):
             self.spawn(coro)
         token = acl_bootstrap.bootstrap_file(self.cfg)
