@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,17 @@ def test_every_worker_is_fenced_by_the_lease_for_its_whole_life(tmp_path: Path) 
     removed = [h for k, h in lease.calls if k == "D"]
     assert pool.spawned == 3 and len(added) == 3 == len(set(added))  # 2 + the replacement
     assert sorted(removed) == sorted(added)  # every worker exited (the pool closed)
+
+
+def test_a_tasks_environment_is_exactly_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """set_environ leaves nothing of the previous environment behind (a task's variables
+    must not leak into the next task run by the same worker)."""
+    from raftsched.node.pytasks.child import set_environ
+
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # a plain copy: this process keeps its own
+    first = {"PATH": "/bin", "SECRET": "task-1", "RAFTSCHED_JOB_ID": "a"}
+    set_environ(first)
+    assert dict(os.environ) == first
+    second = {"PATH": "/bin", "RAFTSCHED_JOB_ID": "b"}
+    set_environ(second)
+    assert dict(os.environ) == second and "SECRET" not in os.environ
