@@ -217,7 +217,9 @@ def test_data_files_are_private(sec: TestCluster) -> None:
         return stat.S_IMODE(os.stat(p).st_mode)
 
     c = sec.client()
-    jid = c.submit(jobs_pb2.JobSpec(command=["echo", "private"], env={"DB_PASSWORD": "x"}))
+    # prints on both streams: a stream's file is made at its first byte
+    jid = c.submit(jobs_pb2.JobSpec(use_shell=True, shell="echo private; echo secret >&2",
+                                    env={"DB_PASSWORD": "x"}))
     job = sec.wait_terminal([jid])[jid]
     assert mode(sec.cfg.data_dir) == 0o700
     d = sec.cfg.node_data_dir(job.node_id)
