@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from raftsched import config as configmod
@@ -29,6 +30,7 @@ from raftsched.core.model import JobSpec, JobState, Node, Resources
 from raftsched.dev.launcher import write_config
 from raftsched.node.leader import Leader
 from raftsched.rpc.peer import PeerChannels
+from raftsched.rpc.refusal import Refused
 from raftsched.v1 import node_pb2
 
 pytestmark = pytest.mark.timeout(30)
@@ -220,6 +222,40 @@ def test_current_assignments_are_still_sent(tmp_path: Path) -> None:
     asyncio.run(h.place())
     h.check_sent()
     assert sorted(sj.job_id for req in h.peers.sent for sj in req.jobs) == ["j0", "j1", "j2", "j3"]
+
+
+def test_starts_for_the_leaders_own_node_go_in_process_through_the_same_fence(tmp_path: Path) -> None:
+    """The leader's own node gets its starts by a direct call of its agent (no gRPC round
+    trip to itself), with the same request: incarnation and generation to be checked; a
+    refusal there is logged like an undelivered start."""
+    h = Harness(tmp_path)
+    h.replica.commit(NodeUp, node("n9", "me"))  # the harness's PeerChannels is node n9
+    h.replica.commit(NodeUp, node("n1", "other"))
+    local: list[node_pb2.StartJobsRequest] = []
+
+    async def start(req: node_pb2.StartJobsRequest) -> node_pb2.StartJobsResponse:
+        local.append(req)
+        if len(local) > 1:
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "n9 holds no lease")
+        return node_pb2.StartJobsResponse(accepted=len(req.jobs))
+
+    h.peers.local_start = start
+    for i in range(4):
+        submit(h, f"j{i}")
+    asyncio.run(h.place())
+    h.check_sent()  # what went over gRPC: only n1's
+    mine = [sj.job_id for req in local for sj in req.jobs]
+    theirs = [sj.job_id for req in h.peers.sent for sj in req.jobs]
+    assert mine and theirs and sorted(mine + theirs) == ["j0", "j1", "j2", "j3"]
+    st = h.replica.state
+    assert all(st.jobs[j].node_id == "n9" for j in mine) and all(st.jobs[j].node_id == "n1" for j in theirs)
+    assert (local[0].incarnation, local[0].generation) == ("me", st.nodes["n9"].generation)
+
+    async def again() -> None:  # refused in process: logged, not raised into the loop
+        await h.peers.send_starts("n9", [st.jobs[j] for j in mine])
+
+    asyncio.run(again())
+    assert len(local) == 2
 
 
 # ---- the pure decision -----------------------------------------------------------------

@@ -155,6 +155,10 @@ class NodeRuntime:
 
     def _servicers(self) -> list[tuple[Callable[[Any, grpc.aio.Server], None], Any]]:
         cfg, me, sm = self.cfg, self.me.id, self.sm
+        agent = NodeAgentServicer(cfg, me, self.incarnation, self.raft, self.proposer, self.lease,
+                                  self.executor, self.leader, self.status, sm, self.freshness,
+                                  self.members.current)
+        self.peers.local_start = agent.start  # this node's starts, without a gRPC call to itself
         return [
             (scheduler_pb2_grpc.add_SchedulerServicer_to_server,
              SchedulerServicer(cfg, sm, self.writes, self.reads, self.leader.submit_placer)),
@@ -162,10 +166,7 @@ class NodeRuntime:
              ClusterServicer(cfg, me, sm, self.raft, self.peers, self.leader, self.status,
                              self.writes, self.reads, self.freshness,
                              MembersOps(me, sm, self.raft, self.writes, self.members.current))),
-            (node_pb2_grpc.add_NodeAgentServicer_to_server,
-             NodeAgentServicer(cfg, me, self.incarnation, self.raft, self.proposer, self.lease,
-                               self.executor, self.leader, self.status, sm, self.freshness,
-                               self.members.current)),
+            (node_pb2_grpc.add_NodeAgentServicer_to_server, agent),
             (events_rpc.add_to_server,
              EventsServicer(cfg, me, self.data_dir, sm, self.raft, self.peers, self.watch,
                             self.executor, self.reads, self.streams)),

@@ -18,10 +18,11 @@ from raftsched.node.lease import Lease
 from raftsched.ports import LeaderDuties, Propose, RaftStatus, ReplicaView, Runner
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
 from raftsched.rpc import bounds, convert
-from raftsched.rpc.control import HeartbeatDesk, Refused
+from raftsched.rpc.control import HeartbeatDesk
 from raftsched.rpc.convert_members import member_to_pb
 from raftsched.rpc.freshness import CONSISTENT_DEADLINE, Freshness, Unavailable
 from raftsched.rpc.identity import NodeIdentity
+from raftsched.rpc.refusal import Refused
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
@@ -63,31 +64,34 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
     async def StartJobs(self, request, context):
         await self.identity.require(context, request.leader_id)
         await _bounded(context, request)
+        try:
+            return await self.start(request)
+        except Refused as e:
+            await context.abort(e.code, e.details)
+
+    async def start(self, request: node_pb2.StartJobsRequest) -> node_pb2.StartJobsResponse:
+        """The fenced start of a leader's StartJobsRequest, also called directly by this
+        node's own leader (rpc/peer.py: no gRPC round trip to itself). Refused: the
+        whole request is (a stale leader, another incarnation or generation, no lease)."""
         lc = self.raft.leader_config()
         if self.cfg.tls and (lc is None or lc.id != request.leader_id):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"{request.leader_id} is not the leader {self.me_id} follows")
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{request.leader_id} is not the leader {self.me_id} follows")
         term = self.raft.term()
         if request.term < term:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"start from stale leader {request.leader_id} (term {request.term} < {term})",
-            )
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"start from stale leader {request.leader_id} (term {request.term} < {term})")
         if request.incarnation and request.incarnation != self.incarnation:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"starts meant for an earlier process of {self.me_id} "
-                f"(incarnation {request.incarnation}, now {self.incarnation})",
-            )
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"starts meant for an earlier process of {self.me_id} "
+                          f"(incarnation {request.incarnation}, now {self.incarnation})")
         if not self.lease.valid():
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"{self.me_id} holds no lease; it starts nothing until it renews")
+            raise Refused(grpc.StatusCode.UNAVAILABLE,
+                          f"{self.me_id} holds no lease; it starts nothing until it renews")
         if request.generation != self.lease.generation:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"start for generation {request.generation} of {self.me_id}, which is at "
-                f"generation {self.lease.generation}: refused (late or early delivery)",
-            )
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"start for generation {request.generation} of {self.me_id}, which is at "
+                          f"generation {self.lease.generation}: refused (late or early delivery)")
         accepted = 0
         for i, sj in enumerate(request.jobs):
             if i and i % 32 == 0:

@@ -29,6 +29,7 @@ from raftsched.ports import LeaderDuties, RaftStatus
 from raftsched.rpc import bounds
 from raftsched.rpc.identity import NodeIdentity, server_credentials
 from raftsched.rpc.peer import SERVER_KEEPALIVE_OPTIONS
+from raftsched.rpc.refusal import Refused
 from raftsched.v1 import node_pb2
 
 log = structlog.get_logger("raftsched.rpc.control")
@@ -36,15 +37,6 @@ log = structlog.get_logger("raftsched.rpc.control")
 SERVICE = node_pb2.DESCRIPTOR.services_by_name["NodeAgent"].full_name
 MAX_REQUEST_BYTES = 4 << 20  # a heartbeat lists the attempts its node runs; bounds.py caps it
 WORKERS = 4  # one heartbeat every 0.2 s per node: a few threads answer a large cluster
-
-
-class Refused(Exception):
-    """A heartbeat the leader does not answer with a lease."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
 
 
 class HeartbeatDesk:

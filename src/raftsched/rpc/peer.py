@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import grpc
 import structlog
@@ -12,6 +12,7 @@ from raftsched.core import reconcile
 from raftsched.core.model import Job
 from raftsched.ports import RaftStatus, ReplicaView
 from raftsched.rpc import convert
+from raftsched.rpc.refusal import Refused
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
 log = structlog.get_logger("raftsched.rpc.peer")
@@ -68,6 +69,10 @@ class PeerChannels:
         self.replica = replica
         self.raft = raft
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # this node's own NodeAgent.start (rpc/agent.py): its starts skip the gRPC round
+        # trip to itself, through the same fence checks
+        self.local_start: Callable[[node_pb2.StartJobsRequest],
+                                   Awaitable[node_pb2.StartJobsResponse]] | None = None
 
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
@@ -114,10 +119,17 @@ class PeerChannels:
                                             incarnation=node.incarnation,
                                             generation=node.generation, jobs=part)
             try:
-                await stub.StartJobs(req, timeout=5.0)
+                if node_id == self.me_id and self.local_start is not None:
+                    await self.local_start(req)
+                else:
+                    await stub.StartJobs(req, timeout=5.0)
             except grpc.aio.AioRpcError as e:
                 log.warning("start not delivered", node=node_id, jobs=len(jobs),
                             code=str(e.code()), details=e.details())
+                return
+            except Refused as e:
+                log.warning("start not delivered", node=node_id, jobs=len(jobs),
+                            code=str(e.code), details=e.details)
                 return
 
     async def close(self) -> None:

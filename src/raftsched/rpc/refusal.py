@@ -1,0 +1,14 @@
+"""A request refused whole, with the gRPC status to answer it with: raised by the parts
+that serve both a gRPC call and a direct in-process call (a heartbeat on the control
+port; a leader's starts for its own node)."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
