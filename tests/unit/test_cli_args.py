@@ -103,3 +103,14 @@ def test_help_documents_exit_codes() -> None:
         r = run(*argv)
         assert r.returncode == 0
         assert "exit codes:" in r.stdout and "5  cluster unavailable" in r.stdout, argv
+
+
+def test_new_tokens_never_start_with_a_dash(monkeypatch) -> None:
+    """`--token -x...` would be read as an option: such a draw is thrown away."""
+    import secrets
+
+    from raftsched.client.credentials import new_secret
+
+    draws = iter(["-starts-with-a-dash", "fine-token"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(draws))
+    assert new_secret() == "fine-token"

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from raftsched.client.client import NodesClient
+from raftsched.client.credentials import new_secret
 from raftsched.v1 import acl_pb2, acl_pb2_grpc
-
-
-def new_secret() -> str:
-    """A fresh token: 32 random bytes, URL-safe base64."""
-    return secrets.token_urlsafe(32)
 
 
 class AclClient(NodesClient):

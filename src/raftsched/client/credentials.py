@@ -15,6 +15,7 @@ loopback) the first management token is written to `<data_dir>/acl/bootstrap.tok
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,3 +149,13 @@ def open_token_channel(addr: str, token: str | None, options: Any = None,
     """A channel to `addr` (TLS with `tls`) whose every call carries the token."""
     ch = open_channel(addr, tls, options or OPTIONS)
     return grpc.intercept_channel(ch, _TokenInterceptor(token)) if token else ch
+
+
+def new_secret() -> str:
+    """A fresh token: 32 random bytes, URL-safe base64, never starting with "-" (a
+    command line would take `--token -x...` for an option: 1 token in 64 did)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
+

@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import time
 from pathlib import Path
 
 import structlog
 
-from raftsched.client.credentials import bootstrap_token_path, read_token
+from raftsched.client.credentials import bootstrap_token_path, new_secret, read_token
 from raftsched.config import ClusterConfig
 from raftsched.core import acl
 from raftsched.core.commands import AclBootstrap
@@ -40,7 +39,7 @@ def ensure_local_token(data_dir: Path) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
+        f.write(new_secret() + "\n")
     try:
         os.link(tmp, path)  # fails if another process won: its token stays
     except FileExistsError:
