@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -31,7 +32,8 @@ from raftsched.rpc.identity import server_credentials
 METHOD = "/raftsched.bench.Echo/Echo"
 
 
-def _pct(xs: list[float], p: float) -> float:
+def pct(xs: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of `xs`; NaN if empty."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
@@ -75,7 +77,7 @@ async def _echo_client(addr: str, cfg: configmod.ClusterConfig, payload: bytes, 
     el = time.perf_counter() - t0
     await ch.close()
     return {"concurrency": concurrency, "calls": len(lats), "rate_per_s": len(lats) / el,
-            "p50_ms": _pct(lats, 50) * 1e3}
+            "p50_ms": pct(lats, 50) * 1e3}
 
 
 def grpc_echo(cfg: configmod.ClusterConfig, payload: bytes, concurrency: int, duration: float) -> dict:
@@ -114,3 +116,17 @@ if __name__ == "__main__":
     if len(sys.argv) != 5 or sys.argv[1] != "echo-server":
         raise SystemExit("usage: python -m raftsched.dev.benchbase echo-server CONFIG NODE PORTFILE")
     asyncio.run(_serve(sys.argv[2], sys.argv[3], sys.argv[4]))
+
+
+def proposals(metrics_addr: str) -> tuple[float, float]:
+    """(Raft entries, commands) a node has proposed so far, from its metrics endpoint
+    ("" = none: zeros)."""
+    if not metrics_addr:
+        return 0.0, 0.0
+    text = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5).read().decode()
+    got = {}
+    for line in text.splitlines():
+        for name in ("raftsched_proposal_entries_total", "raftsched_proposal_commands_total"):
+            if line.startswith(name + " "):
+                got[name] = float(line.split()[1])
+    return got.get("raftsched_proposal_entries_total", 0.0), got.get("raftsched_proposal_commands_total", 0.0)

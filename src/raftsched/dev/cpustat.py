@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -40,3 +41,9 @@ def tree_seconds(pid: int) -> tuple[float, float]:
         rest += cpu_seconds(p)
         todo += children(p)
     return own, rest
+
+
+def node_seconds(procs: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds each node process (by id; objects with a `pid`) has used so far,
+    its jobs and workers excluded."""
+    return {nid: cpu_seconds(p.pid) for nid, p in procs.items()}

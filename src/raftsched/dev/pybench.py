@@ -25,6 +25,7 @@ from typing import Any
 from raftsched import config as configmod
 from raftsched.client.api import Client
 from raftsched.dev import cpustat, profile
+from raftsched.dev.benchbase import pct
 from raftsched.dev.launcher import LocalCluster, write_config
 
 NOOP = "raftsched.dev.pybench:noop"
@@ -51,11 +52,6 @@ class Figures:
     cpu_leader_ms: float  # CPU per task, end-to-end phase: the leader's node process
     cpu_follower_ms: float  # a follower's node process
     cpu_workers_ms: float  # the Python workers of all nodes together
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
 def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,

@@ -33,7 +33,8 @@ from raftsched.core.state import Result
 from raftsched.ports import PlaceOnSubmit, ReplicaView
 from raftsched.rpc import admission, auth, convert, explain
 from raftsched.rpc.limits import ReadLimiter
-from raftsched.rpc.runtimecfg import cluster_nodes, largest, settings_now
+from raftsched.rpc.runtimecfg import settings_now
+from raftsched.rpc.specs import convert_specs
 from raftsched.rpc.writes import Writes
 from raftsched.v1 import (
     jobs_pb2,
@@ -92,32 +93,6 @@ def list_page(jobs: list[Job], states: set[JobState], node: str, after: int, siz
     )
 
 
-def _convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, replica: ReplicaView, batch: bool,
-                   default_ns: str) -> list[JobSpec] | str:
-    """The specs of a submission, or why one is refused (naming its position)."""
-    nodes = cluster_nodes(cfg, replica)
-    cap = largest(nodes)
-    specs = []
-    seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
-    # ... and converted once: a batch mostly repeats a few specs (`submit --count`), and
-    # serialising one (C, ~1 us) is far cheaper than converting it (~17 us)
-    by_bytes: dict[bytes, JobSpec] = {}
-    for i, pb in enumerate(pbs):
-        raw = pb.SerializeToString(deterministic=True)
-        spec = by_bytes.get(raw)
-        if spec is None:
-            spec = by_bytes[raw] = convert.spec_from_pb(pb, default_ns)
-        known = seen.get(spec)
-        if known is None:
-            err = (acl.name_error("namespace", spec.namespace)
-                   or validate.validate_spec(spec, cap) or validate.check_placeable(spec, nodes))
-            if err:
-                return (f"specs[{i}]: " if batch else "") + err
-            known = seen[spec] = spec
-        specs.append(known)
-    return specs
-
-
 FIRST_PAGE_SCAN = 20_000
 
 
@@ -166,8 +141,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             )
         # O(batch): converted and validated in a worker thread, off the event loop
         default_ns = auth.principal().default_namespace
-        specs = await asyncio.to_thread(_convert_specs, pbs, self.cfg, self.replica, batch, default_ns) \
-            if len(pbs) > 16 else _convert_specs(pbs, self.cfg, self.replica, batch, default_ns)
+        specs = await asyncio.to_thread(convert_specs, pbs, self.cfg, self.replica, batch, default_ns) \
+            if len(pbs) > 16 else convert_specs(pbs, self.cfg, self.replica, batch, default_ns)
         if isinstance(specs, str):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, specs)
         first: dict[str, int] = {}
