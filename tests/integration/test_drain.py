@@ -94,6 +94,21 @@ def after(runs: dict[str, dict[str, float]], first: str, then: str) -> None:
     assert runs[first].get("end", runs[first]["start"]) <= runs[then]["start"], runs
 
 
+def watch_cluster(c: TestCluster, nid: str) -> tuple[list[events_pb2.ClusterEvent], ClusterWatcher]:
+    """WatchCluster on `nid` from a thread: the events seen so far (a list it keeps
+    appending to) and the watcher (cancel it at the end)."""
+    events: list[events_pb2.ClusterEvent] = []
+    watcher = ClusterWatcher([c.addr(nid)], token=c.token, tls=c.tls)
+
+    def watch() -> None:
+        with contextlib.suppress(Exception):  # cancelled by the caller
+            for ev in watcher.events():
+                events.append(ev)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return events, watcher
+
+
 def scheduling(client: Client, nid: str) -> str:
     return next(n.scheduling for n in client.nodes() if n.id == nid)
 
@@ -103,15 +118,7 @@ def test_drain_requeues_at_the_deadline_and_eligibility_brings_the_node_back() -
     try:
         c.wait_ready()
         client = c.client()
-        events: list[events_pb2.ClusterEvent] = []
-        watcher = ClusterWatcher([c.addr("n3")], token=c.token, tls=c.tls)
-
-        def watch() -> None:
-            with contextlib.suppress(Exception):  # cancelled at the end
-                for ev in watcher.events():
-                    events.append(ev)
-
-        threading.Thread(target=watch, daemon=True).start()
+        events, watcher = watch_cluster(c, "n3")
         # only n2 eligible: the long and the short job go there
         for nid in ("n1", "n3"):
             assert ok(cli(c, "node", "eligibility", nid, "--disable")).strip() == f"{nid}: ineligible"

@@ -7,18 +7,15 @@ surviving a restart of every node."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 
 import grpc
 import pytest
 
 from raftsched.client.acl_client import AclClient
 from raftsched.client.client import Client
-from raftsched.client.observe_client import ClusterWatcher
 from raftsched.v1 import events_pb2, jobs_pb2
-from tests.integration.test_drain import cli, ledger, ok, sleeper
+from tests.integration.test_drain import cli, ledger, ok, sleeper, watch_cluster
 from tests.integration.test_isolation import sh
 from tests.support.cluster import TestCluster, status_of
 
@@ -36,15 +33,7 @@ def test_node_update_and_config_set_take_effect_and_survive_a_restart() -> None:
     try:
         c.wait_ready()
         client = c.client()
-        events: list[events_pb2.ClusterEvent] = []
-        watcher = ClusterWatcher([c.addr("n3")], token=c.token, tls=c.tls)
-
-        def watch() -> None:
-            with contextlib.suppress(Exception):  # cancelled below
-                for ev in watcher.events():
-                    events.append(ev)
-
-        threading.Thread(target=watch, daemon=True).start()
+        events, watcher = watch_cluster(c, "n3")
         zone_b = jobs_pb2.JobSpec(command=["true"], constraints=[jobs_pb2.Constraint(key="zone", value="b")])
         code, msg = status_of(lambda: client.submit(zone_b))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "zone=b" in msg, msg
