@@ -57,3 +57,41 @@ def test_propose_all_shares_one_entry_in_order() -> None:
         await p.stop()
 
     asyncio.run(run())
+
+
+class SilentLog(FakeLog):
+    """Takes entries and never calls back (a leader that died mid-flight), or fails them."""
+
+    def __init__(self, reason: Any = None) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def apply_entry(self, blob: bytes, callback: Any) -> None:
+        self.entries.append(blob)
+        if self.reason is not None:
+            callback(None, self.reason)
+
+
+def test_no_commit_in_time_is_outcome_unknown_and_the_entry_stays_proposed() -> None:
+    async def run() -> None:
+        log = SilentLog()
+        p = prop.Proposer(lambda: True, log, asyncio.get_running_loop())
+        p.start()
+        with pytest.raises(prop.OutcomeUnknown, match="no commit within"):
+            await p.propose_all([CancelJob("a", 1.0, "j1"), CancelJob("b", 1.0, "j2")], timeout=0.2)
+        assert len(log.entries) == 1  # proposed once, not withdrawn by the caller's timeout
+        await p.stop()
+
+    asyncio.run(run())
+
+
+def test_lost_leadership_fails_every_command_of_the_entry() -> None:
+    async def run() -> None:
+        log = SilentLog(FAIL_REASON.NOT_LEADER)
+        p = prop.Proposer(lambda: True, log, asyncio.get_running_loop())
+        p.start()
+        with pytest.raises(prop.NotLeader, match="leadership lost"):
+            await p.propose_all([CancelJob("a", 1.0, "j1"), CancelJob("b", 1.0, "j2")])
+        await p.stop()
+
+    asyncio.run(run())

@@ -97,10 +97,16 @@ class Proposer:
             futs.append(self._loop.create_future())
             self._queue.append(_Pending(cmd, futs[-1]))
         self._wake.set()
-        try:
-            return list(await asyncio.wait_for(asyncio.shield(asyncio.gather(*futs)), timeout))
-        except TimeoutError:
-            raise OutcomeUnknown(f"no commit within {timeout:.1f}s") from None
+        # One waiter for them all (no gather/shield/wait_for chain: each layer costs the
+        # caller a loop iteration after the commit); the commands stay queued or in
+        # flight if the caller goes away, as a timeout's retry expects.
+        _done, pending = await asyncio.wait(futs, timeout=timeout)
+        if pending:
+            raise OutcomeUnknown(f"no commit within {timeout:.1f}s")
+        errors = [e for e in (f.exception() for f in futs) if e is not None]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futs]
 
     async def _drain(self) -> None:
         while True:
