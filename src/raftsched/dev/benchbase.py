@@ -80,8 +80,10 @@ async def _echo_client(addr: str, cfg: configmod.ClusterConfig, payload: bytes, 
             "p50_ms": pct(lats, 50) * 1e3}
 
 
-def grpc_echo(cfg: configmod.ClusterConfig, payload: bytes, concurrency: int, duration: float) -> dict:
-    """Unary echo calls per second against a one-process grpc.aio server (TLS as the cluster)."""
+def grpc_echo(cfg: configmod.ClusterConfig, payload: bytes, concurrencies: tuple[int, ...],
+              duration: float) -> list[dict]:
+    """Unary echo calls per second against a one-process grpc.aio server (TLS as the
+    cluster), one run per concurrency."""
     port_file = Path(cfg.data_dir) / "echo.port"
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "raftsched.dev.benchbase", "echo-server",
@@ -94,7 +96,7 @@ def grpc_echo(cfg: configmod.ClusterConfig, payload: bytes, concurrency: int, du
                 raise RuntimeError("echo server did not start")
             time.sleep(0.05)
         addr = f"127.0.0.1:{port_file.read_text()}"
-        return asyncio.run(_echo_client(addr, cfg, payload, concurrency, duration))
+        return [asyncio.run(_echo_client(addr, cfg, payload, c, duration)) for c in concurrencies]
     finally:
         proc.terminate()
         proc.wait(10)
@@ -130,3 +132,24 @@ def proposals(metrics_addr: str) -> tuple[float, float]:
             if line.startswith(name + " "):
                 got[name] = float(line.split()[1])
     return got.get("raftsched_proposal_entries_total", 0.0), got.get("raftsched_proposal_commands_total", 0.0)
+
+
+def bounds(r: dict, cores: int) -> list[str]:
+    """What the baselines and the measured CPU imply for the targets (lines to print):
+    a submission's floor at c=1 is one gRPC round trip plus one commit round, and with
+    every node on this machine a phase cannot go faster than `cores` seconds of CPU per
+    second spread over the CPU all three nodes spend per job."""
+    lines: list[str] = []
+    base, cpu = r.get("baselines") or {}, r.get("cpu") or {}
+    echo1 = next((g for g in base.get("grpc_echo", []) if g["concurrency"] == 1), None)
+    raft1 = next((ro for ro in base.get("raft_only", []) if ro["window"] == 1), None)
+    if echo1 and raft1:
+        floor = echo1["p50_ms"] + raft1["p50_ms"]
+        lines.append(f"bound c=1       p50 >= {floor:.2f} ms: a gRPC round trip ({echo1['p50_ms']:.2f} ms) "
+                     f"+ one pysyncobj commit ({raft1['p50_ms']:.2f} ms), both alone, nothing else")
+    for phase, c in cpu.items():
+        per_job = c["leader_ms"] + 2 * c["follower_ms"]  # three nodes: the leader and two followers
+        if per_job > 0:
+            lines.append(f"bound {phase:<11s}<= {1000 * cores / per_job:8.0f} jobs/s: {per_job:.3f} ms of CPU per "
+                         f"job over the three nodes, {cores} cores on this machine")
+    return lines
