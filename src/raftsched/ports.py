@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from raftsched.core.commands import Assign, Command, FinishedItem
     from raftsched.core.model import Job, JobSpec, Node, Resources
     from raftsched.core.state import ClusterState, Result
-    from raftsched.v1 import node_pb2_grpc
+    from raftsched.v1 import node_pb2
 
 
 class ReplicaView(Protocol):
@@ -77,7 +77,7 @@ class PlaceOnSubmit(Protocol):
 class Peers(Protocol):
     def channel(self, addr: str) -> grpc.aio.Channel: ...
 
-    def leader_agent_stub(self) -> node_pb2_grpc.NodeAgentStub | None: ...
+    async def send_reports(self, req: node_pb2.ReportJobsRequest) -> bool: ...
 
     async def send_starts(self, node_id: str, jobs: list[Job]) -> None: ...
 

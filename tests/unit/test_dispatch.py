@@ -17,6 +17,7 @@ import asyncio
 import threading
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -99,15 +100,17 @@ class Proposer:
 
 
 class Channel:
-    """Records the StartJobs requests a PeerChannels sends (no network)."""
+    """Records the StartJobs (and ReportJobs) requests a PeerChannels sends (no network)."""
 
     def __init__(self, sent: list[node_pb2.StartJobsRequest]) -> None:
         self.sent = sent
 
     def unary_unary(self, path: str, *args: Any, **kwargs: Any) -> Any:
         async def call(req: Any, timeout: float | None = None, **kw: Any) -> Any:
-            assert path.endswith("/StartJobs"), path
+            assert path.endswith(("/StartJobs", "/ReportJobs")), path
             self.sent.append(req)
+            if path.endswith("/ReportJobs"):
+                return node_pb2.ReportJobsResponse(accepted=len(req.reports))
             return node_pb2.StartJobsResponse(accepted=len(req.jobs))
         return call
 
@@ -351,3 +354,38 @@ def test_agent_refuses_a_start_its_replica_knows_is_over(tmp_path: Path) -> None
     resp = asyncio.run(agent.StartJobs(req, Context()))
     assert runner.started == [("j2", 1, 2), ("j3", 1, 3)]  # j3: not in this replica yet
     assert resp.accepted == 2
+
+
+
+class Led(Raft):
+    """This node's view of who leads: `leader` (a node id) or nobody."""
+
+    def __init__(self) -> None:
+        self.leader: str | None = None
+
+    def leader_config(self) -> Any:
+        return None if self.leader is None else SimpleNamespace(id=self.leader, grpc=f"{self.leader}:1")
+
+
+def test_reports_of_the_leaders_own_node_go_in_process(tmp_path: Path) -> None:
+    """While this node leads, its reporter's calls go to its own agent directly (no gRPC
+    round trip to itself); with another leader over gRPC to it; with none, nowhere."""
+    peers = Peers(Replica())  # node n9
+    led = peers.raft = Led()
+    local: list[node_pb2.ReportJobsRequest] = []
+
+    async def report(req: node_pb2.ReportJobsRequest) -> node_pb2.ReportJobsResponse:
+        local.append(req)
+        return node_pb2.ReportJobsResponse(accepted=len(req.reports))
+
+    peers.local_report = report
+    req = node_pb2.ReportJobsRequest(node_id="n9")
+    led.leader = "n9"
+    assert asyncio.run(peers.send_reports(req)) is True
+    assert local == [req] and peers.sent == []
+    led.leader = "n1"
+    assert asyncio.run(peers.send_reports(req)) is True
+    assert local == [req] and peers.sent == [req]
+    led.leader = None
+    assert asyncio.run(peers.send_reports(req)) is False
+    assert local == [req] and peers.sent == [req]

@@ -12,6 +12,7 @@ import pytest
 from raftsched.node.reports import Report, ReportKind
 from raftsched.node.worker import REFUSED, Reporter
 from raftsched.rpc import bounds
+from raftsched.rpc.refusal import Refused
 from raftsched.v1 import node_pb2
 
 pytestmark = pytest.mark.timeout(20)
@@ -39,16 +40,31 @@ class Leader:
 
 
 class Peers:
+    """PeerChannels.send_reports to a leader elsewhere: over gRPC (AioRpcError)."""
+
     def __init__(self, stub: Leader) -> None:
         self.stub = stub
 
-    def leader_agent_stub(self) -> Leader:
-        return self.stub
+    async def send_reports(self, req: node_pb2.ReportJobsRequest) -> bool:
+        await self.stub.ReportJobs(req, timeout=5.0)
+        return True
 
 
-def test_a_refused_report_does_not_block_the_queue() -> None:
+class LocalPeers(Peers):
+    """This node leads: its reports go to its own agent in process, refused with Refused."""
+
+    async def send_reports(self, req: node_pb2.ReportJobsRequest) -> bool:
+        try:
+            await self.stub.ReportJobs(req, timeout=5.0)
+        except grpc.aio.AioRpcError as e:
+            raise Refused(e.code(), e.details() or "") from None
+        return True
+
+
+@pytest.mark.parametrize("peers", [Peers, LocalPeers], ids=["grpc", "in-process"])
+def test_a_refused_report_does_not_block_the_queue(peers: type[Peers]) -> None:
     leader = Leader(limit=10)
-    rep = Reporter("n1", Peers(leader))  # type: ignore[arg-type]
+    rep = Reporter("n1", peers(leader))  # type: ignore[arg-type]
     rep.push(Report("a", 1, 1, ReportKind.STARTED, 1.0))
     rep.push(Report("a", 1, 1, ReportKind.FINISHED, 2.0, exit_code=0, stdout_tail="x" * 50))
     rep.push(Report("b", 1, 2, ReportKind.STARTED, 1.0, stdout_tail="y" * 50))

@@ -159,6 +159,7 @@ class NodeRuntime:
                                   self.executor, self.leader, self.status, sm, self.freshness,
                                   self.members.current)
         self.peers.local_start = agent.start  # this node's starts, without a gRPC call to itself
+        self.peers.local_report = agent.report  # and its reports while it leads
         return [
             (scheduler_pb2_grpc.add_SchedulerServicer_to_server,
              SchedulerServicer(cfg, sm, self.writes, self.reads, self.leader.submit_placer)),

@@ -16,6 +16,7 @@ import structlog
 
 from raftsched.node.reports import Report, ReportKind
 from raftsched.ports import Peers
+from raftsched.rpc.refusal import Refused
 from raftsched.v1 import node_pb2
 
 log = structlog.get_logger("raftsched.node.worker")
@@ -83,21 +84,19 @@ class Reporter:
             self.wake.clear()
             while self.queue:
                 batch = self.queue[:MAX_REPORTS_PER_CALL]
-                stub = self.peers.leader_agent_stub()
-                if stub is None:
-                    await asyncio.sleep(0.05)
-                    continue
                 req = node_pb2.ReportJobsRequest(
                     node_id=self.me_id, reports=[report_to_pb(r) for r in batch]
                 )
                 try:
-                    await stub.ReportJobs(req, timeout=5.0)
-                except grpc.aio.AioRpcError as e:
-                    if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                        self._refused(len(batch), e.details() or "")
+                    if not await self.peers.send_reports(req):  # no leader known yet
+                        await asyncio.sleep(0.05)
                         continue
-                    log.debug("report not delivered; retrying", code=str(e.code()),
-                              details=e.details(), n=len(batch))
+                except (grpc.aio.AioRpcError, Refused) as e:
+                    code, details = (e.code, e.details) if isinstance(e, Refused) else (e.code(), e.details())
+                    if code == grpc.StatusCode.INVALID_ARGUMENT:
+                        self._refused(len(batch), details or "")
+                        continue
+                    log.debug("report not delivered; retrying", code=str(code), details=details, n=len(batch))
                     await asyncio.sleep(0.05)
                     continue
                 del self.queue[: len(batch)]

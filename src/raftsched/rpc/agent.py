@@ -113,9 +113,21 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
 
     async def ReportJobs(self, request, context):
         await self.identity.require(context, request.node_id)
-        await _bounded(context, request)
+        try:
+            return await self.report(request)
+        except Refused as e:
+            await context.abort(e.code, e.details)
+
+    async def report(self, request: node_pb2.ReportJobsRequest) -> node_pb2.ReportJobsResponse:
+        """A node's reports, proposed on this (leading) node: ReportJobs once the caller's
+        certificate is checked, or called directly by this node's own reporter (rpc/peer.py:
+        no gRPC round trip to itself). Refused: the whole request is (out of bounds, not
+        the leader, not committed)."""
+        err = bounds.check(request)
+        if err:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, err)
         if not self.raft.is_leader():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
+            raise Refused(grpc.StatusCode.UNAVAILABLE, f"{self.me_id} is not the leader")
         started: list[StartedItem] = []
         finished: list[FinishedItem] = []
         jobs = self.replica.state.jobs
@@ -165,7 +177,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                     log.warning("report refused", node=request.node_id, job=item.job_id,
                                 attempt=item.attempt, token=item.token, reason=why)
         except (NotLeader, OutcomeUnknown) as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"reports not committed: {e}")
+            raise Refused(grpc.StatusCode.UNAVAILABLE, f"reports not committed: {e}") from None
         return node_pb2.ReportJobsResponse(accepted=len(request.reports))
 
     async def Heartbeat(self, request, context):

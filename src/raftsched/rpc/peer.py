@@ -73,6 +73,9 @@ class PeerChannels:
         # trip to itself, through the same fence checks
         self.local_start: Callable[[node_pb2.StartJobsRequest],
                                    Awaitable[node_pb2.StartJobsResponse]] | None = None
+        # and its NodeAgent.report: this node's reports while it leads, the same way
+        self.local_report: Callable[[node_pb2.ReportJobsRequest],
+                                    Awaitable[node_pb2.ReportJobsResponse]] | None = None
 
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
@@ -80,11 +83,17 @@ class PeerChannels:
             ch = self._channels[addr] = open_aio_channel(addr, self.tls, GRPC_OPTIONS + KEEPALIVE_OPTIONS)
         return ch
 
-    def leader_agent_stub(self) -> node_pb2_grpc.NodeAgentStub | None:
+    async def send_reports(self, req: node_pb2.ReportJobsRequest) -> bool:
+        """Deliver a node's reports to the leader (itself: in process). False: no leader
+        known. A refusal raises grpc.aio.AioRpcError, or Refused in process."""
         lc = self.raft.leader_config()
         if lc is None:
-            return None
-        return node_pb2_grpc.NodeAgentStub(self.channel(lc.grpc))
+            return False
+        if lc.id == self.me_id and self.local_report is not None:
+            await self.local_report(req)
+        else:
+            await node_pb2_grpc.NodeAgentStub(self.channel(lc.grpc)).ReportJobs(req, timeout=5.0)
+        return True
 
     async def send_starts(self, node_id: str, jobs: list[Job]) -> None:
         """Send the starts of `jobs` (records read earlier) that are still assigned to
