@@ -84,3 +84,19 @@ def touch(path: str) -> str:
 @raftsched.task(retry=2, timeout=20, priority=5)
 def mul(a: int, b: int) -> int:
     return a * b
+
+
+def daemonize(seconds: float) -> int:
+    """Leave a double-forked process behind (its parent exits at once): its pid."""
+    import subprocess
+
+    out = subprocess.run(["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 & echo $!"], capture_output=True,
+                         text=True, check=True)
+    return int(out.stdout)
+
+
+def write_scratch(name: str) -> str:
+    """Write a file in the task's working directory (its scratch directory)."""
+    with open(name, "w") as f:
+        f.write("x")
+    return os.getcwd()

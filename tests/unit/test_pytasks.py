@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,61 @@ def test_child_kills_what_a_task_left_running(tmp_path: Path) -> None:
     r = json.loads(out.stdout)
     assert r["ok"] and r["leftovers_killed"] == 1, r
     assert not Path(f"/proc/{int(r['result'])}").exists()  # killed and reaped
+
+
+_SEQUENCE = """
+import json, os, sys
+from raftsched.node.pytasks import child
+from raftsched.node.pytasks.scratchdir import ScratchDirs, become_subreaper
+reqs, subreaper = json.loads(sys.argv[1]), sys.argv[2] == "1"
+scratch = ScratchDirs(reuse=become_subreaper() if subreaper else False)
+home, env = os.getcwd(), dict(os.environ)
+out = []
+for req in reqs:
+    r = child.run(req, home, env, scratch=scratch)
+    out.append({"ok": r["ok"], "result": r.get("result"), "killed": r["leftovers_killed"],
+                "exists": sorted(os.listdir(os.path.dirname(req["cwd"]))), "reused": scratch.reused})
+print(json.dumps(out))
+"""
+
+
+def _sequence(tmp_path: Path, tasks: list[tuple[str, str]], subreaper: bool = True) -> list[dict[str, Any]]:
+    """Run tasks (function, JSON args) one after another in one worker-like process,
+    each in its own scratch directory tmp_path/scratch/t<i>.1 made by the worker."""
+    (tmp_path / "scratch").mkdir()
+    reqs = [{"job": f"t{i}", "attempt": 1, "token": 1, "node": "n1", "target": f"{pytasks_funcs.__name__}:{fn}",
+             "args": args, "kwargs": "", "env": {"PATH": os.environ["PATH"]},
+             "cwd": str(tmp_path / "scratch" / f"t{i}.1"), "mkcwd": True} for i, (fn, args) in enumerate(tasks)]
+    out = subprocess.run([sys.executable, "-c", _SEQUENCE, json.dumps(reqs), "1" if subreaper else "0"],
+                         capture_output=True, text=True, timeout=30, check=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    return list(json.loads(out.stdout))
+
+
+def test_a_worker_kills_the_orphans_of_a_task(tmp_path: Path) -> None:
+    """The worker is a child subreaper: a double-forked process of a task comes back to
+    it and is killed when the task returns."""
+    (r,) = _sequence(tmp_path, [("daemonize", "[60]")])
+    assert r["ok"] and r["killed"] == 1, r
+    assert not Path(f"/proc/{int(r['result'])}").exists()  # killed and reaped
+
+
+def test_an_empty_scratch_directory_serves_the_next_task(tmp_path: Path) -> None:
+    """Each task gets its own empty 0700 directory under its own name; one a task left
+    empty is renamed for the next (no mkdir), one it wrote in is kept as it is."""
+    r = _sequence(tmp_path, [("pid", ""), ("pid", ""), ("write_scratch", '["f"]'), ("pid", ""),
+                             ("daemonize", "[60]"), ("pid", "")])
+    assert all(x["ok"] for x in r), r
+    assert r[0]["exists"] == ["t0.1"] and r[0]["reused"] == 0
+    assert r[1]["exists"] == ["t1.1"] and r[1]["reused"] == 1  # t0.1, empty, became t1.1
+    assert r[2]["exists"] == ["t2.1"] and r[2]["reused"] == 2
+    assert json.loads(r[2]["result"]) == str(tmp_path / "scratch" / "t2.1")
+    assert r[3]["exists"] == ["t2.1", "t3.1"] and r[3]["reused"] == 2  # t2.1 kept its file: a new one
+    assert (tmp_path / "scratch" / "t2.1" / "f").read_text() == "x"
+    assert r[5]["exists"] == ["t2.1", "t5.1"] and r[5]["reused"] == 4  # the daemon was killed first
+    assert oct((tmp_path / "scratch" / "t5.1").stat().st_mode & 0o777) == "0o700"
+
+
+def test_no_reuse_without_the_subreaper(tmp_path: Path) -> None:
+    r = _sequence(tmp_path, [("pid", ""), ("pid", "")], subreaper=False)
+    assert r[1]["exists"] == ["t0.1", "t1.1"] and r[1]["reused"] == 0

@@ -8,7 +8,8 @@ Raft quorum, `python_workers` warm workers per node):
   cluster right after: the subprocess baseline under the same machine load;
 - round trip: one at a time, `Client.submit` then `Client.result` (a watch of the
   job) on a client of the leader: submit -> result latency p50/p99.
-The no-op task is `raftsched.dev.pybench:noop`, importable from raftsched's source.
+The no-op task is `raftsched.dev.noop:noop` (a module importing nothing), importable
+from raftsched's source.
 """
 
 from __future__ import annotations
@@ -28,11 +29,7 @@ from raftsched.dev import cpustat, profile
 from raftsched.dev.benchbase import pct
 from raftsched.dev.launcher import LocalCluster, write_config
 
-NOOP = "raftsched.dev.pybench:noop"
-
-
-def noop() -> None:
-    """The benchmark's task: nothing."""
+NOOP = "raftsched.dev.noop:noop"
 
 
 @dataclass
@@ -69,7 +66,9 @@ def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and sum(n.alive for n in c.jobs.nodes()) < 3:
                 time.sleep(0.1)
-            c.result(c.submit(python=NOOP), timeout=60)  # warm: every worker imports on first use
+            # warm: every worker imports the task's module on first use (a batch this size
+            # reaches every worker of every node), then the pool is measured as it runs
+            c.wait_all(c.submit_many([{"python": NOOP}] * (20 * workers * 3)), timeout=120)
             spies = _profile(lc, leader, profile_dir) if profile_dir is not None else []
             cpu0 = _cpu(lc)
             e2e = _end_to_end(c, tasks, {"python": NOOP})

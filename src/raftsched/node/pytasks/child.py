@@ -30,6 +30,7 @@ from typing import Any
 
 from raftsched.client.context import TaskContext, _enter, _leave
 from raftsched.core.pytask import MAX_RESULT_BYTES
+from raftsched.node.pytasks.scratchdir import ScratchDirs, become_subreaper
 
 OUTPUT_TAIL = 4000
 TRACEBACK_TAIL = 4000
@@ -88,8 +89,10 @@ def _children(pid: int) -> list[int]:
 
 def kill_leftovers() -> int:
     """Like a subprocess job's leftovers when its main process ends: every process the
-    task started and left running is killed (and our direct children reaped). One that
-    left our process tree (double fork) goes when the worker's sandbox is killed."""
+    task started and left running is killed, and reaped. The worker is a child subreaper
+    (main): a task's orphans (double fork, setsid) are its children, and go too. Where
+    it cannot be one, an orphan outside its tree goes when the worker's sandbox is
+    killed."""
     direct = _children(os.getpid())
     todo, seen = list(direct), []
     while todo:
@@ -99,9 +102,14 @@ def kill_leftovers() -> int:
     for pid in seen:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    for pid in direct:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+    killed = set(seen)
+    # our children: the direct ones, then the orphans of those (re-parented here as
+    # each exits), until none of those SIGKILLed is left; nothing else is waited for
+    while kids := [pid for pid in _children(os.getpid()) if pid in killed]:
+        for pid in kids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            killed.discard(pid)
     return len(seen)
 
 
@@ -115,8 +123,12 @@ def set_environ(env: dict[str, str]) -> None:
             os.environ[k] = v
 
 
-def run(req: dict[str, Any], home: str, base_env: dict[str, str], reap: bool = True) -> dict[str, Any]:
-    """One task. `reap`: kill what it left running (every child of this process)."""
+def run(req: dict[str, Any], home: str, base_env: dict[str, str], reap: bool = True,
+        scratch: ScratchDirs | None = None) -> dict[str, Any]:
+    """One task. `reap`: kill what it left running (every child of this process).
+    `scratch`: makes the task's scratch directory (when asked: `mkcwd`), possibly
+    reusing the one an earlier task left empty."""
+    scratch = scratch or ScratchDirs(reuse=False)
     reply: dict[str, Any] = {"job": req["job"], "attempt": req["attempt"], "ok": False}
     out, err = CappedText(), CappedText()
     ctx = TaskContext(req["job"], req["attempt"], req["token"], req["node"], req["cwd"])
@@ -125,7 +137,7 @@ def run(req: dict[str, Any], home: str, base_env: dict[str, str], reap: bool = T
     token = _enter(ctx)
     try:
         if req.get("mkcwd"):  # the attempt's scratch directory (node/jobenv.py Scratch)
-            os.makedirs(req["cwd"], mode=0o700, exist_ok=True)
+            scratch.make(req["cwd"])
         os.chdir(req["cwd"])
         sys.stdout, sys.stderr = out, err
         fn = resolve(req["target"])
@@ -150,6 +162,8 @@ def run(req: dict[str, Any], home: str, base_env: dict[str, str], reap: bool = T
         os.chdir(home)
         if reap:
             reply["leftovers_killed"] = kill_leftovers()
+            if req.get("mkcwd"):
+                scratch.done(req["cwd"])
     reply["stdout"], reply["stderr"] = out.tail(), err.tail()
     reply["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return reply
@@ -163,8 +177,11 @@ def main() -> int:
     os.dup2(devnull, 1)
     home = os.getcwd()
     base_env = dict(os.environ)
+    # orphans of a task (double fork, setsid) come back to this process and are killed
+    # with the rest; then an empty scratch directory may serve the next task
+    scratch = ScratchDirs(reuse=become_subreaper())
     for line in proto_in:
-        reply = run(json.loads(line), home, base_env)
+        reply = run(json.loads(line), home, base_env, scratch=scratch)
         proto_out.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
         proto_out.flush()
     return 0
