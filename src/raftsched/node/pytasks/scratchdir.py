@@ -57,21 +57,25 @@ class ScratchDirs:
     def done(self, path: str) -> None:
         """The task that ran in `path` has returned and what it left running is
         killed: keep the directory for the next task if it is as it was made."""
-        if not self.reuse or _has_children():
-            return
-        try:
-            st = os.lstat(path)
-            if not (stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
-                    and st.st_uid == os.getuid()):
-                return
-            if os.listxattr(path, follow_symlinks=False):  # e.g. a default ACL
-                return
-            with os.scandir(path) as entries:
-                if next(entries, None) is not None:
-                    return
-        except OSError:
-            return
-        self.spare = path
+        if self.reuse and not _has_children() and as_made(path):
+            self.spare = path
+
+
+def as_made(path: str | os.PathLike[str]) -> bool:
+    """An empty directory, 0700, this process's user's, without extended attributes
+    (e.g. a default ACL): as a scratch directory is made, so it may serve another
+    attempt (once no process of the one that used it is left)."""
+    try:
+        st = os.lstat(path)
+        if not (stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+                and st.st_uid == os.getuid()):
+            return False
+        if os.listxattr(path, follow_symlinks=False):
+            return False
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
 
 
 def _has_children() -> bool:
