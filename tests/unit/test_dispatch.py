@@ -26,12 +26,13 @@ import pytest
 from raftsched import config as configmod
 from raftsched.core import apply as fsm
 from raftsched.core import reconcile
-from raftsched.core.commands import Assign, AssignItem, NodeDown, NodeUp, SubmitJobs
+from raftsched.core.commands import Assign, AssignItem, CancelJob, NodeDown, NodeUp, SubmitJobs
 from raftsched.core.model import JobSpec, JobState, Node, Resources
 from raftsched.dev.launcher import write_config
 from raftsched.node.leader import Leader
+from raftsched.rpc import peer
 from raftsched.rpc.peer import PeerChannels
-from raftsched.rpc.refusal import Refused
+from raftsched.rpc.refusal import NO_LEASE, Refused
 from raftsched.v1 import node_pb2
 
 pytestmark = pytest.mark.timeout(30)
@@ -239,7 +240,7 @@ def test_starts_for_the_leaders_own_node_go_in_process_through_the_same_fence(tm
     async def start(req: node_pb2.StartJobsRequest) -> node_pb2.StartJobsResponse:
         local.append(req)
         if len(local) > 1:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, "n9 holds no lease")
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, "start for generation 1 of n9, now 2")
         return node_pb2.StartJobsResponse(accepted=len(req.jobs))
 
     h.peers.local_start = start
@@ -259,6 +260,44 @@ def test_starts_for_the_leaders_own_node_go_in_process_through_the_same_fence(tm
 
     asyncio.run(again())
     assert len(local) == 2
+
+
+def test_starts_refused_for_want_of_a_lease_are_tried_again_from_a_fresh_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that holds no lease yet (just started: its first comes with a heartbeat)
+    refuses starts; the leader tries again shortly, not after the ~1 s re-send of
+    unconfirmed starts, and re-reads the assignments first: a job no longer assigned
+    there meanwhile is not sent again. Other refusals are not retried."""
+    monkeypatch.setattr(peer, "NO_LEASE_RETRY_AFTER", (0.01, 0.01, 0.01))
+    h = Harness(tmp_path)
+    h.replica.commit(NodeUp, node("n9", "me"))
+    calls: list[list[str]] = []
+    answers = [Refused(grpc.StatusCode.UNAVAILABLE, f"n9 {NO_LEASE}; it starts nothing until it renews"),
+               Refused(grpc.StatusCode.UNAVAILABLE, f"n9 {NO_LEASE}; it starts nothing until it renews"),
+               None]
+
+    async def start(req: node_pb2.StartJobsRequest) -> node_pb2.StartJobsResponse:
+        calls.append(sorted(sj.job_id for sj in req.jobs))
+        answer = answers.pop(0) if answers else Refused(grpc.StatusCode.FAILED_PRECONDITION, "other")
+        if answer is not None:
+            if len(calls) == 1:  # meanwhile j1 is cancelled: not assigned to n9 any more
+                h.replica.commit(CancelJob, "j1")
+            raise answer
+        return node_pb2.StartJobsResponse(accepted=len(req.jobs))
+
+    h.peers.local_start = start
+    for i in range(3):
+        submit(h, f"j{i}")
+    asyncio.run(h.place())
+    st = h.replica.state
+    assert all(st.jobs[j].node_id == "n9" for j in ("j0", "j2"))
+    assert calls == [["j0", "j1", "j2"], ["j0", "j2"], ["j0", "j2"]]
+
+    async def again() -> None:  # refused for another reason: not retried
+        await h.peers.send_starts("n9", [st.jobs["j0"]])
+
+    asyncio.run(again())
+    assert len(calls) == 4
 
 
 # ---- the pure decision -----------------------------------------------------------------

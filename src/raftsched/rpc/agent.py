@@ -22,7 +22,7 @@ from raftsched.rpc.control import HeartbeatDesk
 from raftsched.rpc.convert_members import member_to_pb
 from raftsched.rpc.freshness import CONSISTENT_DEADLINE, Freshness, Unavailable
 from raftsched.rpc.identity import NodeIdentity
-from raftsched.rpc.refusal import Refused
+from raftsched.rpc.refusal import NO_LEASE, Refused
 from raftsched.rpc.status import ReplicaStatus
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
@@ -87,7 +87,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                           f"(incarnation {request.incarnation}, now {self.incarnation})")
         if not self.lease.valid():
             raise Refused(grpc.StatusCode.UNAVAILABLE,
-                          f"{self.me_id} holds no lease; it starts nothing until it renews")
+                          f"{self.me_id} {NO_LEASE}; it starts nothing until it renews")
         if request.generation != self.lease.generation:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                           f"start for generation {request.generation} of {self.me_id}, which is at "

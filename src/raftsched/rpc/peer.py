@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 
 import grpc
@@ -12,7 +13,7 @@ from raftsched.core import reconcile
 from raftsched.core.model import Job
 from raftsched.ports import RaftStatus, ReplicaView
 from raftsched.rpc import convert
-from raftsched.rpc.refusal import Refused
+from raftsched.rpc.refusal import NO_LEASE, Refused
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
 log = structlog.get_logger("raftsched.rpc.peer")
@@ -44,6 +45,9 @@ SERVER_KEEPALIVE_OPTIONS = [
 
 MAX_STARTS_PER_CALL = 1000  # below the NodeAgent bound on StartJobsRequest.jobs (rpc/bounds.py)
 MAX_START_BYTES = 8 << 20  # below the node's gRPC message limit
+# seconds before each new try of starts a node refused for want of a lease: heartbeats
+# come every 0.2 s by default, and the lease with the answer to one
+NO_LEASE_RETRY_AFTER = (0.05, 0.1, 0.2, 0.4)
 
 
 def start_parts(starts: list[node_pb2.StartJob]) -> Iterator[list[node_pb2.StartJob]]:
@@ -95,9 +99,12 @@ class PeerChannels:
             await node_pb2_grpc.NodeAgentStub(self.channel(lc.grpc)).ReportJobs(req, timeout=5.0)
         return True
 
-    async def send_starts(self, node_id: str, jobs: list[Job]) -> None:
+    async def send_starts(self, node_id: str, jobs: list[Job], tries: int = 0) -> None:
         """Send the starts of `jobs` (records read earlier) that are still assigned to
-        `node_id`, under the incarnation and generation they were assigned in."""
+        `node_id`, under the incarnation and generation they were assigned in. Refused
+        because the node holds no lease yet (its first, or next, comes with a heartbeat):
+        tried again after NO_LEASE_RETRY_AFTER[tries], from a fresh read, not after the
+        leader's re-send of unconfirmed starts (RESEND_AFTER, ~1 s)."""
         if not self.raft.leader_confirmed():
             # A leader that cannot hear from a majority may be stale (e.g. just thawed
             # from SIGSTOP): its view of assignments must not start anything.
@@ -123,6 +130,7 @@ class PeerChannels:
         stub = node_pb2_grpc.NodeAgentStub(self.channel(node.grpc_address))
         starts = [node_pb2.StartJob(job_id=j.id, attempt=j.attempt, fencing_token=j.fencing_token,
                                     spec=convert.spec_to_pb(j.spec)) for j in jobs]
+        sent = 0
         for part in start_parts(starts):
             req = node_pb2.StartJobsRequest(leader_id=self.me_id, term=self.raft.term(),
                                             incarnation=node.incarnation,
@@ -132,14 +140,17 @@ class PeerChannels:
                     await self.local_start(req)
                 else:
                     await stub.StartJobs(req, timeout=5.0)
-            except grpc.aio.AioRpcError as e:
-                log.warning("start not delivered", node=node_id, jobs=len(jobs),
-                            code=str(e.code()), details=e.details())
+            except (grpc.aio.AioRpcError, Refused) as e:
+                code, details = (e.code, e.details) if isinstance(e, Refused) else (e.code(), e.details())
+                if NO_LEASE in (details or "") and tries < len(NO_LEASE_RETRY_AFTER):
+                    log.debug("starts refused: no lease yet; trying again", node=node_id, jobs=len(jobs) - sent)
+                    await asyncio.sleep(NO_LEASE_RETRY_AFTER[tries])
+                    await self.send_starts(node_id, jobs[sent:], tries + 1)
+                    return
+                log.warning("start not delivered", node=node_id, jobs=len(jobs) - sent,
+                            code=str(code), details=details)
                 return
-            except Refused as e:
-                log.warning("start not delivered", node=node_id, jobs=len(jobs),
-                            code=str(e.code), details=e.details)
-                return
+            sent += len(part)
 
     async def close(self) -> None:
         for ch in self._channels.values():

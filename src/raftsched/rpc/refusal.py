@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import grpc
 
+# A node's refusal of starts while it holds no lease (just started, or its lease lapsed):
+# it gets one with its next heartbeat, so the leader tries again shortly (rpc/peer.py).
+NO_LEASE = "holds no lease"
+
 
 class Refused(Exception):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
