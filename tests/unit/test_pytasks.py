@@ -146,9 +146,10 @@ def test_child_kills_what_a_task_left_running(tmp_path: Path) -> None:
 _SEQUENCE = """
 import json, os, sys
 from raftsched.node.pytasks import child
-from raftsched.node.pytasks.scratchdir import ScratchDirs, become_subreaper
+from raftsched.node.pytasks.scratchdir import ScratchDirs
+from raftsched.node.subreaper import set_subreaper
 reqs, subreaper = json.loads(sys.argv[1]), sys.argv[2] == "1"
-scratch = ScratchDirs(reuse=become_subreaper() if subreaper else False)
+scratch = ScratchDirs(reuse=set_subreaper() if subreaper else False)
 home, env = os.getcwd(), dict(os.environ)
 out = []
 for req in reqs:

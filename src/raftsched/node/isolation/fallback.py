@@ -14,22 +14,12 @@ enforced in this mode."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 from pathlib import Path
 
 import raftsched.node.isolation.kill as kill
 from raftsched.node.isolation.base import Isolation, Limits, Sandbox
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def set_subreaper() -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
+from raftsched.node.subreaper import set_subreaper
 
 
 class MarkedSandbox(Sandbox):

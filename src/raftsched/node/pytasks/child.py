@@ -30,7 +30,8 @@ from typing import Any
 
 from raftsched.client.context import TaskContext, _enter, _leave
 from raftsched.core.pytask import MAX_RESULT_BYTES
-from raftsched.node.pytasks.scratchdir import ScratchDirs, become_subreaper
+from raftsched.node.pytasks.scratchdir import ScratchDirs
+from raftsched.node.subreaper import set_subreaper
 
 OUTPUT_TAIL = 4000
 TRACEBACK_TAIL = 4000
@@ -179,7 +180,7 @@ def main() -> int:
     base_env = dict(os.environ)
     # orphans of a task (double fork, setsid) come back to this process and are killed
     # with the rest; then an empty scratch directory may serve the next task
-    scratch = ScratchDirs(reuse=become_subreaper())
+    scratch = ScratchDirs(reuse=set_subreaper())
     for line in proto_in:
         reply = run(json.loads(line), home, base_env, scratch=scratch)
         proto_out.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")

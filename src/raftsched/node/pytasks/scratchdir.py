@@ -18,20 +18,8 @@ set, or a child is still there, directories are never reused.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import stat
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Make this process the reaper of its descendants' orphans. False if refused."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 class ScratchDirs:
