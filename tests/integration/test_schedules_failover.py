@@ -42,8 +42,15 @@ def runs_of(c: TestCluster, client_nodes: list[str]) -> dict[str, list[jobs_pb2.
     return out
 
 
+# Elections slower than the default 0.3-0.6 s: the instant after the kill must come while
+# no leader exists. With the default a follower may stand at kill + 0.225 s (its last
+# append_entries up to 0.075 s before the kill) and fire the instant 0.125 s late, under
+# THRESHOLD: the scenario then did not happen (one clean-clone CI run hit that).
+ELECTIONS = "election_timeout_min = 1.2\nelection_timeout_max = 1.6"
+
+
 def test_one_second_schedules_survive_leader_sigkill(cluster_factory) -> None:
-    c: TestCluster = cluster_factory(n_nodes=3).start()
+    c: TestCluster = cluster_factory(n_nodes=3, cluster_extra=ELECTIONS).start()
     c.wait_ready()
     wc = wclient(c)
     spec = jobs_pb2.JobSpec(command=["true"], resources=jobs_pb2.Resources(cpu_millis=10, memory_mib=8))
