@@ -9,7 +9,9 @@ Raft quorum, `python_workers` warm workers per node):
 - round trip: one at a time, `Client.submit` then `Client.result` (a watch of the
   job) on a client of the leader: submit -> result latency p50/p99.
 The no-op task is `raftsched.dev.noop:noop` (a module importing nothing), importable
-from raftsched's source.
+from raftsched's source. Printed with them: the CPU each task costs (leader, follower,
+workers) and the rate that allows on this machine's cores, and the round trip's floor
+(a gRPC-only echo plus two commits of pysyncobj alone: dev/benchbase.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from raftsched import config as configmod
 from raftsched.client.api import Client
-from raftsched.dev import cpustat, profile
+from raftsched.dev import benchbase, cpustat, profile
 from raftsched.dev.benchbase import pct
 from raftsched.dev.launcher import LocalCluster, write_config
 
@@ -49,10 +51,12 @@ class Figures:
     cpu_leader_ms: float  # CPU per task, end-to-end phase: the leader's node process
     cpu_follower_ms: float  # a follower's node process
     cpu_workers_ms: float  # the Python workers of all nodes together
+    echo_p50_ms: float = 0.0  # baselines (0: not run): a gRPC-only unary echo at c=1
+    commit_p50_ms: float = 0.0  # pysyncobj alone, one commit at a time, fsync always
 
 
 def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,
-        profile_dir: Path | None = None) -> Figures:
+        profile_dir: Path | None = None, baselines: bool = True) -> Figures:
     """`profile_dir`: py-spy every node during the Python-task end-to-end phase
     (pytasks-<node>-<leader|follower>.txt; the top own-time functions are printed)."""
     path = write_config(tmp, 3, cpu=200_000, mem=200_000, cluster_extra='log_level = "warning"',
@@ -85,8 +89,12 @@ def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,
             lats = _round_trips(c, round_trips)
     finally:
         lc.stop()
+    echo = commit = 0.0
+    if baselines:  # what bounds the round trip: one gRPC call and two commit rounds
+        echo = benchbase.grpc_echo(cfg, b"x" * 200, (1,), 3.0)[0]["p50_ms"]
+        commit = benchbase.raft_only(tmp / "raft", "always", 1500, 1)["p50_ms"]
     return Figures(tasks, workers, *e2e, baseline, reasons, round_trips, pct(lats, 50) * 1e3, pct(lats, 99) * 1e3,
-                   statistics.fmean(lats) * 1e3, *cpu)
+                   statistics.fmean(lats) * 1e3, *cpu, echo, commit)
 
 
 def _cpu(lc: LocalCluster) -> dict[str, tuple[float, float]]:
@@ -151,7 +159,10 @@ def report(f: Figures) -> str:
             f"mean {f.rt_mean_ms:.2f} ms ({f.round_trips} sequential round trips via Client.result)\n"
             f"CPU per task             leader {f.cpu_leader_ms:.3f} ms, follower {f.cpu_follower_ms:.3f} ms, "
             f"workers {f.cpu_workers_ms:.3f} ms: at most {_bound(f):.0f} tasks/s on "
-            f"{os.cpu_count()} cores with all three nodes here")
+            f"{os.cpu_count()} cores with all three nodes here"
+            + (f"\nbound submit->result    p50 >= {f.echo_p50_ms + 2 * f.commit_p50_ms:.2f} ms: a gRPC round trip "
+               f"({f.echo_p50_ms:.2f} ms) + two commits (the submission with its placement, then FINISHED; "
+               f"{f.commit_p50_ms:.2f} ms each, pysyncobj alone)" if f.commit_p50_ms else ""))
 
 
 def _bound(f: Figures) -> float:
