@@ -58,3 +58,15 @@ def summary(path: Path, top: int = 10) -> str:
     for fn, n in own.most_common(top):
         lines.append(f"  {100 * n / total:5.1f}%  {fn}")
     return "\n".join(lines)
+
+
+def shown(paths: list[Path]) -> list[Path]:
+    """Of profiles named <phase>-<node>-<leader|follower>.txt: per phase, the leader's
+    and one follower's."""
+    out: list[Path] = []
+    for path in paths:
+        phase = path.name.rsplit("-", 2)[0]
+        if path.name.endswith("-leader.txt") or not any(
+                q.name.startswith(phase) and q.name.endswith("-follower.txt") for q in out):
+            out.append(path)
+    return out
