@@ -16,7 +16,7 @@ import structlog
 
 from raftsched.node.reports import Report, ReportKind
 from raftsched.ports import Peers
-from raftsched.rpc.refusal import Refused
+from raftsched.rpc.refusal import Refused, status_of
 from raftsched.v1 import node_pb2
 
 log = structlog.get_logger("raftsched.node.worker")
@@ -92,9 +92,9 @@ class Reporter:
                         await asyncio.sleep(0.05)
                         continue
                 except (grpc.aio.AioRpcError, Refused) as e:
-                    code, details = (e.code, e.details) if isinstance(e, Refused) else (e.code(), e.details())
+                    code, details = status_of(e)
                     if code == grpc.StatusCode.INVALID_ARGUMENT:
-                        self._refused(len(batch), details or "")
+                        self._refused(len(batch), details)
                         continue
                     log.debug("report not delivered; retrying", code=str(code), details=details, n=len(batch))
                     await asyncio.sleep(0.05)

@@ -13,7 +13,7 @@ from raftsched.core import reconcile
 from raftsched.core.model import Job
 from raftsched.ports import RaftStatus, ReplicaView
 from raftsched.rpc import convert
-from raftsched.rpc.refusal import NO_LEASE, Refused
+from raftsched.rpc.refusal import NO_LEASE, Refused, status_of
 from raftsched.v1 import node_pb2, node_pb2_grpc
 
 log = structlog.get_logger("raftsched.rpc.peer")
@@ -141,8 +141,8 @@ class PeerChannels:
                 else:
                     await stub.StartJobs(req, timeout=5.0)
             except (grpc.aio.AioRpcError, Refused) as e:
-                code, details = (e.code, e.details) if isinstance(e, Refused) else (e.code(), e.details())
-                if NO_LEASE in (details or "") and tries < len(NO_LEASE_RETRY_AFTER):
+                code, details = status_of(e)
+                if NO_LEASE in details and tries < len(NO_LEASE_RETRY_AFTER):
                     log.debug("starts refused: no lease yet; trying again", node=node_id, jobs=len(jobs) - sent)
                     await asyncio.sleep(NO_LEASE_RETRY_AFTER[tries])
                     await self.send_starts(node_id, jobs[sent:], tries + 1)

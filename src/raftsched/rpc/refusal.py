@@ -16,3 +16,10 @@ class Refused(Exception):
         super().__init__(details)
         self.code = code
         self.details = details
+
+
+def status_of(e: grpc.aio.AioRpcError | Refused) -> tuple[grpc.StatusCode, str]:
+    """The status of a refusal, over gRPC or in process."""
+    if isinstance(e, Refused):
+        return e.code, e.details
+    return e.code(), e.details() or ""
