@@ -95,3 +95,27 @@ def test_lost_leadership_fails_every_command_of_the_entry() -> None:
         await p.stop()
 
     asyncio.run(run())
+
+
+def test_a_caller_going_away_leaves_its_commands_proposed() -> None:
+    """A submission whose caller is cancelled (client gone) still commits: its futures
+    are not cancelled with the caller, and nothing is proposed twice; no commands: done."""
+
+    async def run() -> None:
+        log = FakeLog()
+        p = prop.Proposer(lambda: True, log, asyncio.get_running_loop())
+        caller = asyncio.create_task(p.propose_all([CancelJob("a", 1.0, "j1")]))
+        await asyncio.sleep(0)  # queued, not yet proposed (the drain task is not started)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        p.start()
+        for _ in range(100):
+            if log.entries:
+                break
+            await asyncio.sleep(0.01)
+        assert [c[1]["rid"] for c in json.loads(log.entries[0])] == ["a"]
+        assert await p.propose_all([]) == []
+        await p.stop()
+
+    asyncio.run(run())

@@ -97,16 +97,44 @@ class Proposer:
             futs.append(self._loop.create_future())
             self._queue.append(_Pending(cmd, futs[-1]))
         self._wake.set()
-        # One waiter for them all (no gather/shield/wait_for chain: each layer costs the
-        # caller a loop iteration after the commit); the commands stay queued or in
-        # flight if the caller goes away, as a timeout's retry expects.
-        _done, pending = await asyncio.wait(futs, timeout=timeout)
-        if pending:
+        if not await self._all_done(futs, timeout):
             raise OutcomeUnknown(f"no commit within {timeout:.1f}s")
         errors = [e for e in (f.exception() for f in futs) if e is not None]
         if errors:
             raise errors[0]
         return [f.result() for f in futs]
+
+    async def _all_done(self, futs: list[asyncio.Future[Result]], timeout: float) -> bool:
+        """Wait until every future is done (True) or `timeout` passes (False), without
+        cancelling them: the commands stay queued or in flight if the caller goes away,
+        as a retry after a timeout expects. One waiter for them all: a gather/shield/
+        wait_for chain cost the caller a loop iteration per layer after the commit, and
+        asyncio.wait's argument checks (isinstance against the coroutine ABCs) ~5% of the
+        leader's GIL time at 64 submissions in flight."""
+        left = len(futs)
+        if not left:
+            return True
+        waiter = self._loop.create_future()
+
+        def one_done(_f: asyncio.Future[Result]) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0 and not waiter.done():
+                waiter.set_result(True)
+
+        def expired() -> None:
+            if not waiter.done():
+                waiter.set_result(False)
+
+        for f in futs:
+            f.add_done_callback(one_done)
+        timer = self._loop.call_later(timeout, expired)
+        try:
+            return bool(await waiter)
+        finally:
+            timer.cancel()
+            for f in futs:
+                f.remove_done_callback(one_done)
 
     async def _drain(self) -> None:
         while True:
