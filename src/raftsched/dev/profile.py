@@ -17,13 +17,15 @@ from pathlib import Path
 _LINE = re.compile(r":\d+\)$")
 
 
-def attach(pid: int, out: Path, rate: int = 200) -> subprocess.Popen[bytes]:
+def attach(pid: int, out: Path, rate: int = 200, gil: bool = False) -> subprocess.Popen[bytes]:
+    """`gil`: sample only the thread holding the GIL: what a node bound by its one GIL
+    spends it on (without: every thread, blocked ones included)."""
     exe = shutil.which("py-spy")
     if exe is None:
         raise RuntimeError("--profile needs py-spy: pip install py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
-                             "--nonblocking", "--threads", "--output", str(out)],
+                             "--nonblocking", "--threads", *(["--gil"] if gil else []), "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -56,7 +56,7 @@ class Figures:
 
 
 def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,
-        profile_dir: Path | None = None, baselines: bool = True) -> Figures:
+        profile_dir: Path | None = None, baselines: bool = True, profile_gil: bool = False) -> Figures:
     """`profile_dir`: py-spy every node during the Python-task end-to-end phase
     (pytasks-<node>-<leader|follower>.txt; the top own-time functions are printed)."""
     path = write_config(tmp, 3, cpu=200_000, mem=200_000, cluster_extra='log_level = "warning"',
@@ -73,7 +73,7 @@ def run(tmp: Path, tasks: int = 5000, workers: int = 2, round_trips: int = 200,
             # warm: every worker imports the task's module on first use (a batch this size
             # reaches every worker of every node), then the pool is measured as it runs
             c.wait_all(c.submit_many([{"python": NOOP}] * (20 * workers * 3)), timeout=120)
-            spies = _profile(lc, leader, profile_dir) if profile_dir is not None else []
+            spies = _profile(lc, leader, profile_dir, profile_gil) if profile_dir is not None else []
             cpu0 = _cpu(lc)
             e2e = _end_to_end(c, tasks, {"python": NOOP})
             cpu = _per_task(cpu0, _cpu(lc), leader, tasks)
@@ -112,12 +112,13 @@ def _per_task(before: dict[str, tuple[float, float]], after: dict[str, tuple[flo
             1e3 * workers / n)
 
 
-def _profile(lc: LocalCluster, leader: str, out_dir: Path) -> list[tuple[subprocess.Popen[bytes], Path]]:
+def _profile(lc: LocalCluster, leader: str, out_dir: Path,
+             gil: bool = False) -> list[tuple[subprocess.Popen[bytes], Path]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     spies = []
     for nid, proc in lc.procs.items():
         out = out_dir / f"pytasks-{nid}-{'leader' if nid == leader else 'follower'}.txt"
-        spies.append((profile.attach(proc.pid, out), out))
+        spies.append((profile.attach(proc.pid, out, gil=gil), out))
     return spies
 
 
