@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from raftsched.core.commands import PurgeDead, RetryDead
+from raftsched.core.evolve import replace
 from raftsched.core.model import JobState
 from raftsched.core.state import ClusterState, Code, Handler, Result, ok
 

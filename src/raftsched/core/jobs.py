@@ -12,8 +12,6 @@ by the node handlers in `nodes`). The dead-letter queue's handlers are in `dlq`.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from raftsched.core import acl, placement, pytask, retry
 from raftsched.core.commands import (
     Assign,
@@ -23,6 +21,7 @@ from raftsched.core.commands import (
     JobsStarted,
     SubmitJobs,
 )
+from raftsched.core.evolve import replace
 from raftsched.core.model import (
     ATTEMPTS_LIMIT,
     OOM_KILLED,

@@ -17,11 +17,12 @@ one change at a time means nothing could have changed the list in between.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from raftsched.core import codec
 from raftsched.core.codec import command
+from raftsched.core.evolve import replace
 from raftsched.core.state import ClusterState, Handler, Result, ok, state_extension
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")

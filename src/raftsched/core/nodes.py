@@ -17,9 +17,9 @@ on its own before the kill (success, its own timeout) keeps that outcome.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 from raftsched.core.commands import FinishedItem, NodeDown, NodeUp
+from raftsched.core.evolve import replace
 from raftsched.core.jobs import lose_attempt
 from raftsched.core.model import Job, JobState, Node
 from raftsched.core.nodeops import DrainDeadline, DrainNode, SetEligibility

@@ -14,9 +14,9 @@ The command, `UpdateNode`, is in `core.runtimeops`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from raftsched.core.constraints import POOL_LABEL
+from raftsched.core.evolve import replace
 from raftsched.core.model import Node, Resources
 from raftsched.core.runtimeops import UpdateNode
 from raftsched.core.state import ClusterState, Code, Handler, Result, ok

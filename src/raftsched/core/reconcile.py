@@ -15,10 +15,10 @@ The leader loop (node/leader.py) turns these into commands and gRPC calls.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Set
-from dataclasses import replace
 
 from raftsched.core import cron, retry
 from raftsched.core.commands import FinishedItem, FireSchedule
+from raftsched.core.evolve import replace
 from raftsched.core.jobs import attempt_outcome
 from raftsched.core.model import Job, JobState, Node
 from raftsched.core.state import ClusterState

@@ -13,12 +13,13 @@ import heapq
 import json
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from raftsched.core import codec
 from raftsched.core.digest import MOD, Tracker, Work, pair_hash
+from raftsched.core.evolve import replace
 from raftsched.core.model import (
     ACTIVE_STATES,
     HISTORY_LIMIT,

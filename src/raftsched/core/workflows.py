@@ -14,7 +14,6 @@ UPSTREAM_FAILED (terminal), naming the failed ancestor.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from raftsched.core import acl, codec, dag
@@ -29,6 +28,7 @@ from raftsched.core.commands import (
     SetSchedulePaused,
     SubmitWorkflow,
 )
+from raftsched.core.evolve import replace
 from raftsched.core.model import TERMINAL_STATES, Job, JobState
 from raftsched.core.state import ClusterState, Code, Handler, Result, on_put, state_extension
 from raftsched.core.workflow_types import Concurrency, Schedule, Template, Workflow, run_job_id
