@@ -6,9 +6,10 @@ its history appended by another replace), on every replica: with Python tasks,
 (py-spy --gil, `scripts/bench --scenario pytasks --profile DIR --gil`). It builds a
 keyword dict of every field and runs the frozen `__init__` (an `object.__setattr__` per
 field). Here, per class, a function generated once (as `dataclasses` generates
-`__init__`) copies each field through its slot, taking the changed ones from the
-arguments. Same result, same errors for unknown fields. Classes it cannot copy so
-(no slots, `__post_init__`, init=False fields or InitVars) go to `dataclasses.replace`.
+`__init__`) copies each field through its slot, then sets the changed ones (2.4 us
+for a Job against 8.5-14 us). Same result, same errors for unknown fields. Classes it
+cannot copy so (no slots, `__post_init__`, init=False fields or InitVars) go to
+`dataclasses.replace`.
 """
 
 from __future__ import annotations
@@ -46,18 +47,18 @@ def _copier(cls: type) -> Callable[[Any, dict[str, Any]], Any] | None:
     names = [f.name for f in fields]
     if not all(isinstance(cls.__dict__.get(n), types.MemberDescriptorType) for n in names):
         return None  # no slots: nothing to set directly
-    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_names": frozenset(names)}
+    setters = {n: cls.__dict__[n].__set__ for n in names}
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_names": frozenset(names), "_set": setters}
     lines = [
         "def copy(o, ch):",
         "    if not ch.keys() <= _names:",
         "        raise TypeError(f'{_cls.__name__}.__init__() got an unexpected keyword argument "
         "{sorted(ch.keys() - _names)[0]!r}')",
         "    n = _new(_cls)",
-        "    g = ch.get",
     ]
-    for i, name in enumerate(names):
-        env[f"_set{i}"] = cls.__dict__[name].__set__
-        lines.append(f"    _set{i}(n, g({name!r}, o.{name}))")
-    lines.append("    return n")
+    for i, name in enumerate(names):  # every field as it was, then the changed ones
+        env[f"_set{i}"] = setters[name]
+        lines.append(f"    _set{i}(n, o.{name})")
+    lines += ["    for k, v in ch.items():", "        _set[k](n, v)", "    return n"]
     exec("\n".join(lines), env)
     return env["copy"]  # type: ignore[no-any-return]
