@@ -33,7 +33,12 @@ def test_counts_of_lists_and_maps() -> None:
     err = limits.check(scheduler_pb2.SubmitJobRequest(spec=jobs_pb2.JobSpec(env=env)))
     assert err == "spec.env: 5000 entries; at most 1024"
     err = limits.check(scheduler_pb2.SubmitJobRequest(spec=jobs_pb2.JobSpec(env={"A": "v" * 70_000})))
-    assert err is not None and err.startswith("spec.env['A']:")
+    assert err == "spec.env['A']: 70000 characters; at most 65536"
+    err = limits.check(scheduler_pb2.SubmitJobRequest(spec=jobs_pb2.JobSpec(env={"K" * 300: "v"})))
+    assert err == f"spec.env key {'K' * 40!r}: 300 characters; at most 256"
+    specs = [jobs_pb2.JobSpec(command=["true"])] * 3 + [jobs_pb2.JobSpec(command=["x" * 70_000])]
+    err = limits.check(scheduler_pb2.SubmitJobsRequest(specs=specs))  # repeated specs checked once
+    assert err == "specs[3].command[0]: 70000 characters; at most 65536"
 
 
 def test_unknown_enum_numbers_and_bad_floats() -> None:

@@ -69,77 +69,116 @@ _ENUM = FieldDescriptor.TYPE_ENUM
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
 
 
+# Lists whose items a batch often repeats (one spec, `submit --count`): each distinct
+# item is checked once. Elsewhere (reports, starts) items differ: serialising each to
+# compare would only cost.
+DEDUP_LISTS = frozenset({"specs"})
+
+_MAP, _LIST, _MSG, _SCALAR = range(4)
+# per field descriptor: (kind, count limit, string limit); filled as fields are met
+_kinds: dict[FieldDescriptor, tuple[int, int, int]] = {}
+
+
 def _is_repeated(f: FieldDescriptor) -> bool:
     rep = getattr(f, "is_repeated", None)  # protobuf >= 6; `label` before
     return bool(rep) if rep is not None else f.label == FieldDescriptor.LABEL_REPEATED
 
 
-def _scalar(f: FieldDescriptor, v: Any, where: str, str_limit: int) -> str | None:
+def _kind(f: FieldDescriptor) -> tuple[int, int, int]:
+    k = _kinds.get(f)
+    if k is None:
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            kind = _MAP
+        elif _is_repeated(f):
+            kind = _LIST
+        elif f.type == _MESSAGE:
+            kind = _MSG
+        else:
+            kind = _SCALAR
+        k = _kinds[f] = (kind, COUNT_LIMITS.get(f.name, DEFAULT_COUNT), STRING_LIMITS.get(f.name, DEFAULT_STRING))
+    return k
+
+
+def _scalar(f: FieldDescriptor, v: Any, str_limit: int) -> str | None:
+    """What is wrong with one value (the caller names where), or None."""
     if f.type in (_STRING, _BYTES):
         if len(v) > str_limit:
-            return f"{where}: {len(v)} {'characters' if f.type == _STRING else 'bytes'}; at most {str_limit}"
+            return f"{len(v)} {'characters' if f.type == _STRING else 'bytes'}; at most {str_limit}"
     elif f.type == _ENUM:
         if f.enum_type.values_by_number.get(v) is None:
             names = ", ".join(sorted(f.enum_type.values_by_name))
-            return f"{where}: unknown value {v}; use one of {names}"
+            return f"unknown value {v}; use one of {names}"
     elif f.type in _FLOATS and (not math.isfinite(v) or abs(v) > MAX_ABS_NUMBER):
-        return f"{where}: {v!r} is not a finite number within +-{MAX_ABS_NUMBER:g}"
+        return f"{v!r} is not a finite number within +-{MAX_ABS_NUMBER:g}"
     return None
 
 
 def check(msg: Any, prefix: str = "") -> str | None:
-    """None if every field of `msg` is within bounds, else what is not (naming the field)."""
+    """None if every field of `msg` is within bounds, else what is not (naming the field).
+    Locations are spelled out only for the field at fault."""
     if not isinstance(msg, Message):
         return None
     for f, value in msg.ListFields():
-        where = prefix + f.name
-        if f.message_type is not None and f.message_type.GetOptions().map_entry:
-            err = _check_map(f, value, where)
-        elif _is_repeated(f):
-            err = _check_list(f, value, where)
-        elif f.type == _MESSAGE:
-            err = check(value, where + ".")
+        kind, count_limit, str_limit = _kind(f)
+        if kind == _SCALAR:
+            err = _scalar(f, value, str_limit)
+            if err:
+                return f"{prefix}{f.name}: {err}"
+        elif kind == _MSG:
+            err = check(value, f"{prefix}{f.name}.")
+            if err:
+                return err
+        elif kind == _LIST:
+            err = _check_list(f, value, count_limit, str_limit)
+            if err:
+                return prefix + f.name + err
         else:
-            err = _scalar(f, value, where, STRING_LIMITS.get(f.name, DEFAULT_STRING))
-        if err:
-            return err
+            err = _check_map(f, value, count_limit)
+            if err:
+                return prefix + f.name + err
     return None
 
 
-def _check_list(f: FieldDescriptor, values: Any, where: str) -> str | None:
-    limit = COUNT_LIMITS.get(f.name, DEFAULT_COUNT)
+def _check_list(f: FieldDescriptor, values: Any, limit: int, str_limit: int) -> str | None:
+    """What is wrong, from just after the field's name ("[3].x: ..." or ": ..."), or None."""
     if len(values) > limit:
-        return f"{where}: {len(values)} entries; at most {limit}"
-    str_limit = STRING_LIMITS.get(f.name, DEFAULT_STRING)
-    seen: set[bytes] = set()  # a batch often repeats one spec: check each distinct item once
+        return f": {len(values)} entries; at most {limit}"
+    if f.type == _MESSAGE:
+        seen: set[bytes] | None = set() if f.name in DEDUP_LISTS else None
+        for i, v in enumerate(values):
+            if seen is not None:
+                key = v.SerializeToString(deterministic=True)
+                if key in seen:
+                    continue
+                seen.add(key)
+            err = check(v)
+            if err:
+                return f"[{i}].{err}"
+        return None
     for i, v in enumerate(values):
-        item = f"{where}[{i}]"
-        if f.type == _MESSAGE:
-            key = v.SerializeToString(deterministic=True)
-            if key in seen:
-                continue
-            seen.add(key)
-            err = check(v, item + ".")
-        else:
-            err = _scalar(f, v, item, str_limit)
+        err = _scalar(f, v, str_limit)
         if err:
-            return err
+            return f"[{i}]: {err}"
     return None
 
 
-def _check_map(f: FieldDescriptor, values: Any, where: str) -> str | None:
-    limit = COUNT_LIMITS.get(f.name, DEFAULT_COUNT)
+def _check_map(f: FieldDescriptor, values: Any, limit: int) -> str | None:
+    """What is wrong, from just after the field's name, or None."""
     if len(values) > limit:
-        return f"{where}: {len(values)} entries; at most {limit}"
+        return f": {len(values)} entries; at most {limit}"
     key_f = f.message_type.fields_by_name["key"]
     val_f = f.message_type.fields_by_name["value"]
     val_limit = MAP_VALUE_LIMITS.get(f.name, DEFAULT_STRING)
     for k, v in values.items():
-        err = _scalar(key_f, k, f"{where} key {str(k)[:40]!r}", DEFAULT_STRING)
+        err = _scalar(key_f, k, DEFAULT_STRING)
         if err:
-            return err
-        item = f"{where}[{str(k)[:40]!r}]"
-        err = check(v, item + ".") if val_f.type == _MESSAGE else _scalar(val_f, v, item, val_limit)
-        if err:
-            return err
+            return f" key {str(k)[:40]!r}: {err}"
+        if val_f.type == _MESSAGE:
+            err = check(v)
+            if err:
+                return f"[{str(k)[:40]!r}].{err}"
+        else:
+            err = _scalar(val_f, v, val_limit)
+            if err:
+                return f"[{str(k)[:40]!r}]: {err}"
     return None
