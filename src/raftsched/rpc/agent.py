@@ -106,7 +106,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                 log.warning("stale start refused", job=sj.job_id, attempt=sj.attempt,
                             token=sj.fencing_token, leader=request.leader_id, why=stale)
                 continue
-            spec = convert.spec_from_pb(sj.spec)
+            spec = convert.spec_from_pb_cached(sj.spec)
             if self.runner.start(sj.job_id, sj.attempt, sj.fencing_token, spec):
                 accepted += 1
         return node_pb2.StartJobsResponse(accepted=accepted)

@@ -20,14 +20,10 @@ def convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, replica: Repl
     cap = largest(nodes)
     specs = []
     seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
-    # ... and converted once: a batch mostly repeats a few specs (`submit --count`), and
-    # serialising one (C, ~1 us) is far cheaper than converting it (~17 us)
-    by_bytes: dict[bytes, JobSpec] = {}
     for i, pb in enumerate(pbs):
-        raw = pb.SerializeToString(deterministic=True)
-        spec = by_bytes.get(raw)
-        if spec is None:
-            spec = by_bytes[raw] = convert.spec_from_pb(pb, default_ns)
+        # ... and converted once (a batch, or submission after submission, mostly repeats
+        # a few specs: convert.spec_from_pb_cached)
+        spec = convert.spec_from_pb_cached(pb, default_ns)
         known = seen.get(spec)
         if known is None:
             err = (acl.name_error("namespace", spec.namespace)
