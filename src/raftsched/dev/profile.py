@@ -17,12 +17,20 @@ from pathlib import Path
 _LINE = re.compile(r":\d+\)$")
 
 
+MISSING = "--profile needs py-spy: pip install py-spy (into the venv: .venv/bin/pip install py-spy)"
+
+
+def available() -> bool:
+    """py-spy is on PATH (check before starting anything to profile)."""
+    return shutil.which("py-spy") is not None
+
+
 def attach(pid: int, out: Path, rate: int = 200, gil: bool = False) -> subprocess.Popen[bytes]:
     """`gil`: sample only the thread holding the GIL: what a node bound by its one GIL
     spends it on (without: every thread, blocked ones included)."""
     exe = shutil.which("py-spy")
     if exe is None:
-        raise RuntimeError("--profile needs py-spy: pip install py-spy")
+        raise RuntimeError(MISSING)
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
                              "--nonblocking", "--threads", *(["--gil"] if gil else []), "--output", str(out)],
