@@ -23,3 +23,15 @@ def test_converted_specs_are_reused_by_bytes_and_namespace_and_bounded(monkeypat
     for i in range(5):
         convert.spec_from_pb_cached(jobs_pb2.JobSpec(command=[str(i)]))
     assert len(convert._spec_cache) == 3
+
+
+def test_a_large_spec_repeated_in_one_request_is_converted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(convert, "_spec_cache", {})
+    calls = []
+    real = convert.spec_from_pb
+    monkeypatch.setattr(convert, "spec_from_pb", lambda p, ns="default": calls.append(1) or real(p, ns))
+    big = jobs_pb2.JobSpec(shell="x" * 10_000)
+    request: dict = {}
+    specs = [convert.spec_from_pb_cached(big, "ns", request) for _ in range(100)]
+    assert len(calls) == 1 and all(s is specs[0] for s in specs)
+    assert convert._spec_cache == {}  # too large for the shared cache

@@ -14,6 +14,7 @@ from raftsched.config import ClusterConfig
 from raftsched.core import reconcile
 from raftsched.core.commands import FinishedItem, JobsFinished, JobsStarted, StartedItem
 from raftsched.core.members import Member, members_of
+from raftsched.core.model import JobSpec
 from raftsched.node.lease import Lease
 from raftsched.ports import LeaderDuties, Propose, RaftStatus, ReplicaView, Runner
 from raftsched.replica.proposer import NotLeader, OutcomeUnknown
@@ -93,6 +94,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                           f"start for generation {request.generation} of {self.me_id}, which is at "
                           f"generation {self.lease.generation}: refused (late or early delivery)")
         accepted = 0
+        converted: dict[bytes, JobSpec] = {}  # a large spec repeated: converted once
         for i, sj in enumerate(request.jobs):
             if i and i % 32 == 0:
                 # Spawning is ~0.5 ms a process: let heartbeats, reports and the
@@ -106,7 +108,7 @@ class NodeAgentServicer(node_pb2_grpc.NodeAgentServicer):
                 log.warning("stale start refused", job=sj.job_id, attempt=sj.attempt,
                             token=sj.fencing_token, leader=request.leader_id, why=stale)
                 continue
-            spec = convert.spec_from_pb_cached(sj.spec)
+            spec = convert.spec_from_pb_cached(sj.spec, request=converted)
             if self.runner.start(sj.job_id, sj.attempt, sj.fencing_token, spec):
                 accepted += 1
         return node_pb2.StartJobsResponse(accepted=accepted)

@@ -60,18 +60,24 @@ SPEC_CACHE_MAX_BYTES = 4096
 _spec_cache: dict[tuple[bytes, str], JobSpec] = {}
 
 
-def spec_from_pb_cached(p: jobs_pb2.JobSpec, namespace: str = DEFAULT_NAMESPACE) -> JobSpec:
-    """`spec_from_pb`, from the cache when the same spec was converted lately."""
+def spec_from_pb_cached(p: jobs_pb2.JobSpec, namespace: str = DEFAULT_NAMESPACE,
+                        request: dict[bytes, JobSpec] | None = None) -> JobSpec:
+    """`spec_from_pb`, from the cache when the same spec was converted lately.
+    `request`: the specs of one request so far, any size (a batch of one large spec
+    repeated is converted once, though too large for the shared cache)."""
     raw = p.SerializeToString(deterministic=True)
-    if len(raw) > SPEC_CACHE_MAX_BYTES:
-        return spec_from_pb(p, namespace)
+    if request is not None and (spec := request.get(raw)) is not None:
+        return spec
     key = (raw, namespace)
-    spec = _spec_cache.get(key)
+    spec = _spec_cache.get(key) if len(raw) <= SPEC_CACHE_MAX_BYTES else None
     if spec is None:
         spec = spec_from_pb(p, namespace)
-        if len(_spec_cache) >= SPEC_CACHE_ENTRIES:
-            _spec_cache.pop(next(iter(_spec_cache)), None)  # the oldest
-        _spec_cache[key] = spec
+        if len(raw) <= SPEC_CACHE_MAX_BYTES:
+            if len(_spec_cache) >= SPEC_CACHE_ENTRIES:
+                _spec_cache.pop(next(iter(_spec_cache)), None)  # the oldest
+            _spec_cache[key] = spec
+    if request is not None:
+        request[raw] = spec
     return spec
 
 

@@ -20,10 +20,11 @@ def convert_specs(pbs: list[jobs_pb2.JobSpec], cfg: ClusterConfig, replica: Repl
     cap = largest(nodes)
     specs = []
     seen: dict[JobSpec, JobSpec] = {}  # identical specs are validated and stored once
+    converted: dict[bytes, JobSpec] = {}
     for i, pb in enumerate(pbs):
         # ... and converted once (a batch, or submission after submission, mostly repeats
         # a few specs: convert.spec_from_pb_cached)
-        spec = convert.spec_from_pb_cached(pb, default_ns)
+        spec = convert.spec_from_pb_cached(pb, default_ns, converted)
         known = seen.get(spec)
         if known is None:
             err = (acl.name_error("namespace", spec.namespace)
